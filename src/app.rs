@@ -1,0 +1,117 @@
+//! The running application: configuration, connections, and the worker fleet of one process.
+//!
+//! Owns start-up (connect, register queues) and the run loop (apalis `Monitor`, cron, graceful
+//! shutdown). Signals and the command line stay in `workers/main.rs`.
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context;
+use apalis::prelude::Monitor;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::{
+    config::{redact_url, Config, QueueConfig},
+    jobs,
+    queue::{backend::QueueContext, cron, Producer},
+};
+
+/// Connections and configuration shared by everything in a process.
+#[derive(Clone)]
+pub struct App {
+    pub config: Config,
+    pub redis: redis::Client,
+    pub conn: ConnectionManager,
+    pub pool: PgPool,
+    pub producer: Producer,
+}
+
+impl App {
+    /// Connects to Redis and PostgreSQL (creating and migrating the database when needed).
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let redis = redis::Client::open(config.redis.url.as_str())
+            .with_context(|| format!("redis.url {}", redact_url(&config.redis.url)))?;
+        let conn = crate::queue::backend::connection_manager(&redis, None)
+            .await
+            .with_context(|| format!("connecting to redis at {}", redact_url(&config.redis.url)))?;
+        let migrated = crate::store::migrate(&config.database.url)
+            .await
+            .with_context(|| format!("preparing the database at {}", redact_url(&config.database.url)))?;
+        migrated.close().await;
+        let pool = crate::store::connect(&config.database.url, config.database.max_connections)
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(&config.database.url)))?;
+        let producer = Producer::new(conn.clone(), config.redis.key_prefix.clone());
+        Ok(Self {
+            config,
+            redis,
+            conn,
+            pool,
+            producer,
+        })
+    }
+
+    /// The queue context of `queue` with its effective settings.
+    pub async fn queue_context(&self, queue: &str) -> anyhow::Result<QueueContext> {
+        QueueContext::connect(&self.redis, &self.config.redis.key_prefix, queue, self.config.queue(queue))
+            .await
+            .with_context(|| format!("declaring queue {queue}"))
+    }
+
+    /// Runs the workers of the selected queues (all when `only` is empty) and the cron
+    /// scheduler until `shutdown` resolves, then drains gracefully.
+    pub async fn run_workers(
+        &self,
+        only: &[String],
+        with_cron: bool,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        for q in only {
+            if !jobs::ALL.iter().any(|j| j.queue == q) {
+                let known: Vec<&str> = jobs::ALL.iter().map(|j| j.queue).collect();
+                anyhow::bail!("unknown queue {q}; known queues: {}", known.join(", "));
+            }
+        }
+        let mut monitor = Monitor::new()
+            .shutdown_timeout(Duration::from_millis(self.config.worker.shutdown_timeout_ms));
+        for kind in jobs::ALL {
+            if only.is_empty() || only.iter().any(|q| q == kind.queue) {
+                let ctx = self.queue_context(kind.queue).await?;
+                monitor = (kind.register)(monitor, self, ctx);
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let cron_jobs = cron::CronJob::from_config(&self.config.cron);
+        let scheduler = if with_cron && !cron_jobs.is_empty() {
+            Some(tokio::spawn(cron::run_scheduler(
+                self.conn.clone(),
+                self.config.redis.key_prefix.clone(),
+                cron_jobs,
+                stop_rx,
+            )))
+        } else {
+            None
+        };
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: finishing running jobs");
+            let _ = stop_tx.send(true);
+            Ok(())
+        };
+        monitor.run_with_signal(signal).await.context("worker monitor")?;
+        if let Some(s) = scheduler {
+            let _ = s.await;
+        }
+        Ok(())
+    }
+}
+
+/// The handler time limit of a queue (`timeout_ms`, 0 meaning a year: effectively none).
+pub fn handler_timeout(s: &QueueConfig) -> Duration {
+    if s.timeout_ms == 0 {
+        Duration::from_secs(365 * 24 * 3600)
+    } else {
+        Duration::from_millis(s.timeout_ms)
+    }
+}

@@ -1,0 +1,426 @@
+//! Configuration: embedded defaults, then `config/<env>.toml`, then `SOUK_*` variables.
+//!
+//! Owns loading, layering and validation. It must not open connections or read anything but the
+//! files and variables named here. Secrets (database and Redis passwords) are redacted by
+//! [`redact_url`] wherever configuration is printed or logged.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// The defaults, every key commented, compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: cannot parse {source_name}: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("config: invalid value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Everything souk reads at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub ops: OpsConfig,
+    pub worker: WorkerConfig,
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueOverrides>,
+    pub cron: CronConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Queue settings; see `config/default.toml` for the meaning and unit of each.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub block_ms: u64,
+    pub claim_idle_ms: u64,
+    pub max_deliveries: u32,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    pub timeout_ms: u64,
+    pub dead_retention_hours: u64,
+    pub idempotency_window_s: u64,
+}
+
+/// Per-queue overrides of [`QueueConfig`]; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueOverrides {
+    pub concurrency: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub block_ms: Option<u64>,
+    pub claim_idle_ms: Option<u64>,
+    pub max_deliveries: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_cap_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub dead_retention_hours: Option<u64>,
+    pub idempotency_window_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronConfig {
+    pub catch_up: bool,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, CronJobConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronJobConfig {
+    pub schedule: String,
+    pub queue: String,
+    #[serde(default = "empty_object")]
+    pub payload: String,
+    pub catch_up: Option<bool>,
+}
+
+fn empty_object() -> String {
+    "{}".to_owned()
+}
+
+impl QueueConfig {
+    pub fn claim_idle(&self) -> Duration {
+        Duration::from_millis(self.claim_idle_ms)
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration from the real environment and `config/`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env_name = std::env::var("SOUK_ENV").unwrap_or_else(|_| "development".to_owned());
+        let dir = std::env::var("SOUK_CONFIG_DIR").unwrap_or_else(|_| "config".to_owned());
+        let file = Path::new(&dir).join(format!("{env_name}.toml"));
+        let file_text = std::fs::read_to_string(&file).ok();
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_layers(
+            file_text.as_deref().map(|t| (file.display().to_string(), t)),
+            &vars,
+        )
+    }
+
+    /// Builds the configuration from the defaults, an optional file `(name, text)` and
+    /// environment variables. Pure, so every layer is unit-tested.
+    pub fn from_layers(
+        file: Option<(String, &str)>,
+        vars: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut root = parse_toml("config/default.toml (embedded)", DEFAULT_TOML)?;
+        if let Some((name, text)) = file {
+            let layer = parse_toml(&name, text)?;
+            merge(&mut root, layer);
+        }
+        for (name, value) in vars {
+            if let Some(path) = name.strip_prefix("SOUK_") {
+                if matches!(path, "ENV" | "CONFIG_DIR") || !path.contains("__") {
+                    continue;
+                }
+                let keys: Vec<String> = path
+                    .split("__")
+                    .enumerate()
+                    .map(|(i, k)| {
+                        // Queue and cron job names keep their case; config keys are lower case.
+                        if i == 1 && (path.starts_with("QUEUES__") || path.starts_with("CRON__JOBS__")) {
+                            k.to_owned()
+                        } else {
+                            k.to_ascii_lowercase()
+                        }
+                    })
+                    .collect();
+                set_path(&mut root, &keys, env_value(value));
+            }
+        }
+        for (name, key) in [("DATABASE_URL", "database"), ("REDIS_URL", "redis")] {
+            if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+                set_path(
+                    &mut root,
+                    &[key.to_owned(), "url".to_owned()],
+                    toml::Value::String(v.clone()),
+                );
+            }
+        }
+        let config: Config = Config::deserialize(toml::Value::Table(root)).map_err(|e| {
+            ConfigError::Invalid {
+                key: "(structure)".into(),
+                message: e.to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective settings of one queue: defaults with its overrides applied.
+    pub fn queue(&self, name: &str) -> QueueConfig {
+        let mut q = self.queue.clone();
+        if let Some(o) = self.queues.get(name) {
+            macro_rules! over {
+                ($($f:ident),*) => { $( if let Some(v) = o.$f { q.$f = v; } )* };
+            }
+            over!(
+                concurrency,
+                batch_size,
+                block_ms,
+                claim_idle_ms,
+                max_deliveries,
+                max_attempts,
+                retry_base_ms,
+                retry_cap_ms,
+                timeout_ms,
+                dead_retention_hours,
+                idempotency_window_s
+            );
+        }
+        q
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                message: message.to_owned(),
+            })
+        };
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return bad("redis.url", "must start with redis:// or rediss://");
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
+            return bad("redis.key_prefix", "must be non-empty, without braces or spaces");
+        }
+        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+            return bad("database.url", "must start with postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format", "must be \"text\" or \"json\"");
+        }
+        if !self.ops.listen.is_empty() && self.ops.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("ops.listen", "must be host:port with an IP address, or empty");
+        }
+        let mut names: Vec<(String, QueueConfig)> = vec![("queue".into(), self.queue.clone())];
+        for name in self.queues.keys() {
+            if !crate::queue::valid_queue_name(name) {
+                return bad(&format!("queues.\"{name}\""), "queue names are letters, digits, '.', '_' and '-'");
+            }
+            names.push((format!("queues.\"{name}\""), self.queue(name)));
+        }
+        for (prefix, q) in names {
+            let key = |k: &str| format!("{prefix}.{k}");
+            if q.concurrency == 0 || q.concurrency > 10_000 {
+                return bad(&key("concurrency"), "must be between 1 and 10000");
+            }
+            if q.batch_size == 0 || q.batch_size > 10_000 {
+                return bad(&key("batch_size"), "must be between 1 and 10000");
+            }
+            if q.block_ms < 10 || q.block_ms > 60_000 {
+                return bad(&key("block_ms"), "must be between 10 and 60000 ms");
+            }
+            if q.claim_idle_ms < 300 {
+                return bad(&key("claim_idle_ms"), "must be at least 300 ms");
+            }
+            if q.max_deliveries == 0 {
+                return bad(&key("max_deliveries"), "must be at least 1");
+            }
+            if q.max_attempts == 0 {
+                return bad(&key("max_attempts"), "must be at least 1");
+            }
+            if q.retry_base_ms == 0 || q.retry_cap_ms < q.retry_base_ms {
+                return bad(&key("retry_cap_ms"), "needs retry_base_ms > 0 and retry_cap_ms >= retry_base_ms");
+            }
+            if q.idempotency_window_s == 0 {
+                return bad(&key("idempotency_window_s"), "must be at least 1 s");
+            }
+        }
+        for (name, job) in &self.cron.jobs {
+            if let Err(e) = job.schedule.parse::<cron::Schedule>() {
+                return bad(&format!("cron.jobs.{name}.schedule"), &e.to_string());
+            }
+            if !crate::queue::valid_queue_name(&job.queue) {
+                return bad(&format!("cron.jobs.{name}.queue"), "not a valid queue name");
+            }
+            if serde_json::from_str::<serde_json::Value>(&job.payload).is_err() {
+                return bad(&format!("cron.jobs.{name}.payload"), "must be a JSON document");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_toml(name: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        source_name: name.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (k, v) in layer {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(l)) => merge(b, l),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(root: &mut toml::Table, keys: &[String], value: toml::Value) {
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut table = root;
+    for k in parents {
+        let entry = table
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(t) = entry else { return };
+        table = t;
+    }
+    table.insert(last.clone(), value);
+}
+
+/// An environment value is a TOML scalar when it parses as one (numbers, booleans), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+/// Hides the password of a connection URL, for logs and `souk` output.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let c = Config::from_layers(None, &[]).unwrap();
+        assert_eq!(c.queue.concurrency, 50);
+        assert_eq!(c.queue.claim_idle_ms, 15_000);
+        assert_eq!(c.redis.key_prefix, "souk");
+    }
+
+    #[test]
+    fn file_then_env_then_urls_override_in_order() {
+        let file = "[queue]\nconcurrency = 7\nbatch_size = 3\n[queues.\"souk.a.v1\"]\nconcurrency = 2\n";
+        let c = Config::from_layers(
+            Some(("test.toml".into(), file)),
+            &vars(&[
+                ("SOUK_QUEUE__BATCH_SIZE", "9"),
+                ("SOUK_LOG__FORMAT", "json"),
+                ("SOUK_QUEUES__souk.b.v1__MAX_ATTEMPTS", "4"),
+                ("REDIS_URL", "redis://10.0.0.1:6380"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.queue.concurrency, 7);
+        assert_eq!(c.queue.batch_size, 9);
+        assert_eq!(c.log.format, "json");
+        assert_eq!(c.redis.url, "redis://10.0.0.1:6380");
+        assert_eq!(c.queue("souk.a.v1").concurrency, 2);
+        assert_eq!(c.queue("souk.a.v1").batch_size, 9);
+        assert_eq!(c.queue("souk.b.v1").max_attempts, 4);
+        assert_eq!(c.queue("souk.other.v1"), c.queue);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("SOUK_QUEUE__CONCURRENCY", "0", "queue.concurrency"),
+            ("SOUK_LOG__FORMAT", "xml", "log.format"),
+            ("SOUK_OPS__LISTEN", "nowhere", "ops.listen"),
+            ("SOUK_QUEUE__CLAIM_IDLE_MS", "5", "queue.claim_idle_ms"),
+            ("REDIS_URL", "http://x", "redis.url"),
+        ];
+        for (var, value, key) in cases {
+            let err = Config::from_layers(None, &vars(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_cron_are_refused() {
+        let err = Config::from_layers(Some(("f".into(), "[queue]\nconcurency = 3\n")), &[]).unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+        let cron = "[cron.jobs.nightly]\nschedule = \"every day\"\nqueue = \"souk.a.v1\"\n";
+        let err = Config::from_layers(Some(("f".into(), cron)), &[]).unwrap_err();
+        assert!(err.to_string().contains("cron.jobs.nightly.schedule"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+    }
+}

@@ -1,0 +1,6 @@
+//! The pure core: rules and calculations with no IO, no clock and no randomness of their own.
+//!
+//! Nothing here may depend on tokio, sqlx, redis or reqwest; callers pass in the time and any
+//! random numbers, so every rule is unit-tested directly.
+
+pub mod backoff;

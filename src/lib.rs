@@ -1,0 +1,27 @@
+//! souk: the fulfilment back end of a multi-merchant marketplace.
+//!
+//! A fleet of apalis workers reads jobs from Redis Streams and records results in PostgreSQL.
+//!
+//! # Layout
+//! - [`domain`]: pure rules and calculations (retry schedules, ...); no IO.
+//! - [`queue`]: the Redis Streams queue under apalis: producer, backend, acks, dead letters, cron.
+//! - [`store`]: all SQL, the pool and migrations.
+//! - [`jobs`]: one file per job: arguments, queue name, handler, registration.
+//! - [`http`]: the ops server (health, readiness, metrics).
+//! - [`app`]: connections and the worker fleet of one process.
+//! - [`config`]: layered, validated configuration.
+//! - [`bench`], [`demo`]: `souk bench …` and `souk demo`.
+//!
+//! The `souk` binary (`workers/main.rs`) parses the command line, handles signals and starts
+//! what is asked for.
+
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod jobs;
+pub mod queue;
+pub mod store;
+pub mod telemetry;

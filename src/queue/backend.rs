@@ -1,0 +1,935 @@
+//! The apalis backend over one Redis stream and its consumer group.
+//!
+//! A backend instance owns three background tasks:
+//! - the **fetcher** reads new entries with a blocking `XREADGROUP` on a connection of its own
+//!   (a blocking read stalls every other command multiplexed on its connection) and decodes
+//!   them into tasks. It reads only as many entries as it holds permits for, so entries fetched
+//!   but not finished never exceed `concurrency + 2 × batch_size`;
+//! - the **keeper** promotes due delayed entries in bounded chunks, renews the lease on running
+//!   entries (`XCLAIM … JUSTID` on the ones still owned), takes over entries idle longer than
+//!   `claim_idle_ms` in other consumers, dead-letters entries delivered too often, trims old
+//!   dead letters and forgets long-gone consumers. It runs from timers, never from `poll_next`,
+//!   because apalis stops calling `poll_next` while concurrency is full;
+//! - the **settler** batches the acknowledgements decided by [`super::ack`].
+//!
+//! It must never return an error from `poll_next` (that ends the apalis worker) nor `None`
+//! (that means "no more tasks ever"): Redis failures are retried here with backoff, and a
+//! payload that does not decode becomes a dead letter.
+
+use std::{
+    collections::HashSet,
+    marker::PhantomData,
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis_core::{
+    backend::{Backend, BackendConfig},
+    task::{builder::TaskBuilder, task_id::TaskId, Task},
+    worker::context::WorkerContext,
+};
+use futures::future::BoxFuture;
+use redis::{aio::ConnectionManager, Value};
+use serde::de::DeserializeOwned;
+use tokio::{
+    sync::{mpsc, oneshot, watch, Semaphore},
+    task::JoinHandle,
+};
+
+use super::{
+    ack::{decide, AckLayer, Decision},
+    keys::QueueKeys,
+    metrics::{self, QueueMetrics},
+    now_ms, producer, scripts, stats, Delivery, GROUP,
+};
+use crate::{config::QueueConfig, domain::backoff::RetryPolicy};
+
+/// Everything a queue's workers in this process share: keys, settings, the consumer name and
+/// a Redis connection that reconnects by itself.
+#[derive(Clone)]
+pub struct QueueContext {
+    pub keys: QueueKeys,
+    pub settings: QueueConfig,
+    pub consumer: String,
+    pub client: redis::Client,
+    pub conn: ConnectionManager,
+    pub metrics: Arc<QueueMetrics>,
+}
+
+impl QueueContext {
+    /// Connects, creates the stream and group when missing, and registers the queue.
+    pub async fn connect(
+        client: &redis::Client,
+        prefix: &str,
+        queue: &str,
+        settings: QueueConfig,
+    ) -> Result<Self, redis::RedisError> {
+        let mut conn = connection_manager(client, None).await?;
+        producer::declare(&mut conn, prefix, queue).await?;
+        Ok(Self {
+            keys: QueueKeys::new(prefix, queue),
+            settings,
+            consumer: super::process_consumer_name(),
+            client: client.clone(),
+            conn,
+            metrics: metrics::for_queue(queue),
+        })
+    }
+
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(self.settings.retry_base_ms),
+            cap: Duration::from_millis(self.settings.retry_cap_ms),
+            max_attempts: self.settings.max_attempts,
+        }
+    }
+}
+
+/// A connection manager (reconnects with backoff on its own) with the given response timeout.
+pub async fn connection_manager(
+    client: &redis::Client,
+    response_timeout: Option<Duration>,
+) -> Result<ConnectionManager, redis::RedisError> {
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(response_timeout.or(Some(Duration::from_secs(10))));
+    client.get_connection_manager_with_config(cfg).await
+}
+
+/// A settlement for the settler task.
+pub(crate) enum Settle {
+    Done(String),
+    Later {
+        entry_id: String,
+        due_ms: i64,
+        member: String,
+        snooze: bool,
+    },
+    Dead {
+        entry_id: String,
+        dead_id: String,
+        record: String,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// State shared by a backend instance, its background tasks and its ack layer.
+pub(crate) struct Inner {
+    pub(crate) ctx: QueueContext,
+    in_flight: Mutex<HashSet<String>>,
+    permits: Semaphore,
+    stop: watch::Sender<bool>,
+    settle_tx: mpsc::UnboundedSender<Settle>,
+}
+
+impl Inner {
+    /// Called by the ack layer when a handler has returned.
+    pub(crate) fn settle_after_run(&self, d: Delivery, result: Result<(), &apalis_core::error::BoxDynError>, took: Duration) {
+        let m = &self.ctx.metrics;
+        m.handler_count.fetch_add(1, Relaxed);
+        m.handler_micros_sum.fetch_add(took.as_micros() as u64, Relaxed);
+        let decision = decide(result, d.attempt, &self.ctx.policy(), fastrand::f64());
+        match &decision {
+            Decision::Done => {}
+            Decision::Later { delay, spend, error } => {
+                tracing::warn!(queue = %d.queue, job_id = %d.job_id, attempt = d.attempt, retry_in_ms = delay.as_millis() as u64, snooze = !spend, error = %error, "job will run again");
+            }
+            Decision::Dead { error } => {
+                tracing::error!(queue = %d.queue, job_id = %d.job_id, attempt = d.attempt, error = %error, "job is dead");
+            }
+        }
+        self.settle(d, decision);
+    }
+
+    fn settle(&self, d: Delivery, decision: Decision) {
+        let msg = match decision {
+            Decision::Done => Settle::Done(d.entry_id),
+            Decision::Later { delay, spend, error } => {
+                let spent = if spend { d.attempt } else { d.attempt.saturating_sub(1) };
+                let member = serde_json::json!({
+                    "job_id": d.job_id,
+                    "payload": &*d.payload,
+                    "attempt": spent.to_string(),
+                    "enqueued_at": d.enqueued_at_ms.to_string(),
+                    "last_error": truncate(&error, 2000),
+                });
+                Settle::Later {
+                    entry_id: d.entry_id,
+                    due_ms: now_ms() + delay.as_millis() as i64,
+                    member: member.to_string(),
+                    snooze: !spend,
+                }
+            }
+            Decision::Dead { error } => {
+                let record = dead_record(&d, &error);
+                Settle::Dead {
+                    dead_id: format!("{}-{}", d.entry_id, d.job_id),
+                    entry_id: d.entry_id,
+                    record,
+                }
+            }
+        };
+        // The settler outlives every sender but the backend itself; if it is gone the process
+        // is stopping and the entry stays pending, to be redelivered: at-least-once holds.
+        let _ = self.settle_tx.send(msg);
+    }
+
+    fn release(&self, entry_id: &str) {
+        let removed = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(entry_id);
+        if removed {
+            self.ctx.metrics.in_flight.fetch_sub(1, Relaxed);
+            self.permits.add_permits(1);
+        }
+    }
+}
+
+/// The JSON record of a dead letter (see `docs/queue.md`).
+pub(crate) fn dead_record(d: &Delivery, error: &str) -> String {
+    serde_json::json!({
+        "queue": &*d.queue,
+        "job_id": d.job_id,
+        "entry_id": d.entry_id,
+        "payload": &*d.payload,
+        "attempts": d.attempt,
+        "deliveries": d.deliveries,
+        "error": truncate(error, 4000),
+        "enqueued_at": d.enqueued_at_ms,
+        "died_at": now_ms(),
+    })
+    .to_string()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// souk's apalis backend for one queue. Build one per worker with [`StreamsBackend::new`].
+pub struct StreamsBackend<Args> {
+    inner: Arc<Inner>,
+    tx: Option<mpsc::Sender<Task<Args>>>,
+    rx: Option<mpsc::Receiver<Task<Args>>>,
+    settle_rx: Option<mpsc::UnboundedReceiver<Settle>>,
+    handles: Vec<JoinHandle<()>>,
+    settler: Option<JoinHandle<()>>,
+    closing: Option<BoxFuture<'static, ()>>,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<Args> std::fmt::Debug for StreamsBackend<Args> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamsBackend")
+            .field("queue", &self.inner.ctx.keys.queue)
+            .field("consumer", &self.inner.ctx.consumer)
+            .finish()
+    }
+}
+
+/// Backend errors. Never returned to apalis (see the module docs); kept for the trait.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl<Args: DeserializeOwned + Send + 'static> StreamsBackend<Args> {
+    pub fn new(ctx: QueueContext) -> Self {
+        let prefetch = ctx.settings.concurrency + 2 * ctx.settings.batch_size;
+        let (tx, rx) = mpsc::channel(prefetch);
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let (stop, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                ctx,
+                in_flight: Mutex::new(HashSet::new()),
+                permits: Semaphore::new(prefetch),
+                stop,
+                settle_tx,
+            }),
+            tx: Some(tx),
+            rx: Some(rx),
+            settle_rx: Some(settle_rx),
+            handles: Vec::new(),
+            settler: None,
+            closing: None,
+            _args: PhantomData,
+        }
+    }
+
+    fn start(&mut self) {
+        let (Some(tx), Some(settle_rx)) = (self.tx.take(), self.settle_rx.take()) else {
+            return;
+        };
+        self.settler = Some(tokio::spawn(settle_loop(self.inner.clone(), settle_rx)));
+        self.handles
+            .push(tokio::spawn(fetch_loop::<Args>(self.inner.clone(), tx.clone())));
+        self.handles
+            .push(tokio::spawn(keep_loop::<Args>(self.inner.clone(), tx)));
+        tracing::info!(queue = %self.inner.ctx.keys.queue, consumer = %self.inner.ctx.consumer, "worker started");
+    }
+}
+
+impl<Args> Drop for StreamsBackend<Args> {
+    fn drop(&mut self) {
+        // Not closed through poll_close (a worker restart, a forced shutdown): stop everything.
+        // Entries still pending are taken over by a live consumer after claim_idle_ms.
+        let _ = self.inner.stop.send(true);
+        for h in &self.handles {
+            h.abort();
+        }
+        if let Some(s) = &self.settler {
+            if self.closing.is_none() {
+                s.abort();
+            }
+        }
+    }
+}
+
+impl<Args: DeserializeOwned + Send + 'static> Backend for StreamsBackend<Args> {
+    type Task = Task<Args>;
+    type Error = QueueError;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+        if self.tx.is_some() {
+            self.start();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Pending;
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(task)) => Poll::Ready(Some(Ok(task))),
+            // The fetchers only stop at shutdown; "no more tasks ever" would hang the worker.
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+        if self.closing.is_none() {
+            let inner = self.inner.clone();
+            let handles = std::mem::take(&mut self.handles);
+            let rx = self.rx.take();
+            let settler = self.settler.take();
+            self.closing = Some(Box::pin(close(inner, handles, rx, settler)));
+        }
+        match self.closing.as_mut() {
+            Some(f) => f.as_mut().poll(cx).map(Ok),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<Args> BackendConfig for StreamsBackend<Args> {
+    type Args = Args;
+    type Id = String;
+    type Kind = apalis_core::backend::finalize::Ephemeral;
+    type Config = QueueConfig;
+    type Layer = AckLayer;
+
+    fn config(&self) -> &Self::Config {
+        &self.inner.ctx.settings
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        AckLayer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// Graceful close: stop fetching, give prefetched entries back, flush acknowledgements, leave.
+async fn close<Args: Send + 'static>(
+    inner: Arc<Inner>,
+    handles: Vec<JoinHandle<()>>,
+    rx: Option<mpsc::Receiver<Task<Args>>>,
+    settler: Option<JoinHandle<()>>,
+) {
+    let _ = inner.stop.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    let mut given_back = 0usize;
+    if let Some(mut rx) = rx {
+        rx.close();
+        while let Some(task) = rx.recv().await {
+            if let Some(d) = task.data().get::<Delivery>() {
+                let keys = &inner.ctx.keys;
+                let res: redis::RedisResult<i64> = scripts::GIVE_BACK
+                    .key(&keys.stream)
+                    .arg(GROUP)
+                    .arg(&d.entry_id)
+                    .arg(&*d.payload)
+                    .arg(&d.job_id)
+                    .arg(d.attempt.saturating_sub(1))
+                    .arg(d.enqueued_at_ms)
+                    .invoke_async(&mut inner.ctx.conn.clone())
+                    .await;
+                if res.is_ok() {
+                    given_back += 1;
+                }
+                inner.release(&d.entry_id);
+            }
+        }
+    }
+    let (tx, done) = oneshot::channel();
+    if inner.settle_tx.send(Settle::Flush(tx)).is_ok() {
+        let _ = done.await;
+    }
+    if let Some(s) = settler {
+        s.abort();
+    }
+    let left: redis::RedisResult<i64> = scripts::LEAVE_GROUP
+        .key(&inner.ctx.keys.stream)
+        .arg(GROUP)
+        .arg(&inner.ctx.consumer)
+        .invoke_async(&mut inner.ctx.conn.clone())
+        .await;
+    tracing::info!(queue = %inner.ctx.keys.queue, given_back, left_group = matches!(left, Ok(1)), "worker stopped");
+}
+
+/// One stream entry as Redis returns it.
+#[derive(Debug)]
+pub(crate) struct RawEntry {
+    pub id: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl RawEntry {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses `[[id, [field, value, ...]], ...]` (XRANGE, XCLAIM, one stream of XREADGROUP).
+pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
+    let Value::Array(items) = v else { return Vec::new() };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else { continue };
+        let Some(id) = pair.first().and_then(text) else { continue };
+        let mut fields = Vec::new();
+        if let Some(Value::Array(kv)) = pair.get(1) {
+            for c in kv.chunks(2) {
+                if let (Some(k), Some(v)) = (c.first().and_then(text), c.get(1).and_then(text)) {
+                    fields.push((k, v));
+                }
+            }
+        }
+        out.push(RawEntry { id, fields });
+    }
+    out
+}
+
+/// Parses an XREADGROUP reply for one stream (RESP2 array or RESP3 map).
+fn parse_read_reply(v: &Value) -> Vec<RawEntry> {
+    match v {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(p) => p.get(1).map(parse_entries),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Value::Map(m) => m.iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The millisecond part of a stream id.
+pub(crate) fn id_millis(id: &str) -> i64 {
+    id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+impl Inner {
+    /// Turns an entry into a task, or dead-letters it when its payload does not decode.
+    async fn deliver<Args: DeserializeOwned>(&self, e: RawEntry, deliveries: u32, tx: &mpsc::Sender<Task<Args>>) {
+        let m = &self.ctx.metrics;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(e.id.clone());
+        m.in_flight.fetch_add(1, Relaxed);
+        let payload: Arc<str> = e.field("payload").unwrap_or_default().into();
+        let spent: u32 = e.field("attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
+        let d = Delivery {
+            queue: self.ctx.keys.queue.as_str().into(),
+            job_id: e
+                .field("job_id")
+                .filter(|j| !j.is_empty())
+                .unwrap_or(&e.id)
+                .to_owned(),
+            attempt: spent + 1,
+            deliveries,
+            enqueued_at_ms: e
+                .field("enqueued_at")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| id_millis(&e.id)),
+            entry_id: e.id,
+            payload,
+        };
+        if deliveries > self.ctx.settings.max_deliveries {
+            let why = format!(
+                "delivered {} times without finishing (max_deliveries = {}): the process running it crashed or hung each time",
+                deliveries - 1,
+                self.ctx.settings.max_deliveries
+            );
+            tracing::error!(queue = %d.queue, job_id = %d.job_id, "{why}");
+            self.settle(d, Decision::Dead { error: why });
+            return;
+        }
+        let parsed = if e_has_payload(&d) {
+            serde_json::from_str::<Args>(&d.payload).map_err(|err| {
+                format!("payload does not decode as {}: {err}", std::any::type_name::<Args>())
+            })
+        } else {
+            Err("entry has no `payload` field".to_owned())
+        };
+        match parsed {
+            Ok(args) => {
+                let task = TaskBuilder::new(args)
+                    .task_id(TaskId::String(d.entry_id.clone()))
+                    .attempt((d.attempt - 1) as usize)
+                    .max_attempts(self.ctx.settings.max_attempts as usize)
+                    .data(d)
+                    .build();
+                // Fails only while closing; the entry then stays pending and is redelivered.
+                let _ = tx.send(task).await;
+            }
+            Err(why) => {
+                m.decode_failed.fetch_add(1, Relaxed);
+                tracing::error!(queue = %d.queue, entry_id = %d.entry_id, error = %why, "poison entry dead-lettered");
+                self.settle(d, Decision::Dead { error: why });
+            }
+        }
+    }
+}
+
+fn e_has_payload(d: &Delivery) -> bool {
+    !d.payload.is_empty()
+}
+
+/// Sleeps for an exponential backoff step (100 ms doubling to 5 s), or until stop.
+async fn backoff_sleep(step: &mut u32, stop: &mut watch::Receiver<bool>) {
+    let ms = (100u64 << (*step).min(6)).min(5_000);
+    *step += 1;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>) {
+    let mut stop = inner.stop.subscribe();
+    let s = &inner.ctx.settings;
+    let mut conn: Option<ConnectionManager> = None;
+    let mut step = 0u32;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let first = tokio::select! {
+            p = inner.permits.acquire() => p,
+            _ = stop.changed() => break,
+        };
+        match first {
+            Ok(p) => p.forget(),
+            Err(_) => break,
+        }
+        let mut want = 1usize;
+        let extra = inner.permits.available_permits().min(s.batch_size - 1);
+        if extra > 0 {
+            if let Ok(p) = inner.permits.try_acquire_many(extra as u32) {
+                p.forget();
+                want += extra;
+            }
+        }
+        if conn.is_none() {
+            // A connection of its own: the blocking read would stall anything sharing it.
+            match connection_manager(&inner.ctx.client, Some(Duration::from_millis(s.block_ms + 5_000))).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    inner.permits.add_permits(want);
+                    inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(queue = %inner.ctx.keys.queue, error = %e, "redis unreachable; retrying");
+                    backoff_sleep(&mut step, &mut stop).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let res: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&inner.ctx.consumer)
+            .arg("COUNT")
+            .arg(want)
+            .arg("BLOCK")
+            .arg(s.block_ms)
+            .arg("STREAMS")
+            .arg(&inner.ctx.keys.stream)
+            .arg(">")
+            .query_async(c)
+            .await;
+        match res {
+            Ok(v) => {
+                step = 0;
+                let entries = parse_read_reply(&v);
+                inner.permits.add_permits(want - entries.len().min(want));
+                inner.ctx.metrics.fetched.fetch_add(entries.len() as u64, Relaxed);
+                for e in entries {
+                    inner.deliver(e, 1, &tx).await;
+                }
+            }
+            Err(e) => {
+                inner.permits.add_permits(want);
+                inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
+                if e.code() == Some("NOGROUP") {
+                    // The stream or group vanished (Redis restarted without persistence, or a
+                    // FLUSH): create them again so new pushes are read.
+                    let mut m = inner.ctx.conn.clone();
+                    let _ = producer::declare(&mut m, &inner.ctx.keys.prefix, &inner.ctx.keys.queue).await;
+                } else {
+                    tracing::warn!(queue = %inner.ctx.keys.queue, error = %e, "read failed; retrying");
+                }
+                backoff_sleep(&mut step, &mut stop).await;
+            }
+        }
+    }
+}
+
+async fn keep_loop<Args: DeserializeOwned + Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>) {
+    let mut stop = inner.stop.subscribe();
+    let s = inner.ctx.settings.clone();
+    let mut promote = tokio::time::interval(Duration::from_millis(100));
+    let mut renew = tokio::time::interval(Duration::from_millis((s.claim_idle_ms / 3).max(100)));
+    let mut reclaim = tokio::time::interval(Duration::from_millis((s.claim_idle_ms / 4).clamp(100, 2_000)));
+    let mut tidy = tokio::time::interval(Duration::from_secs(60));
+    for t in [&mut promote, &mut renew, &mut reclaim, &mut tidy] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        let res = tokio::select! {
+            _ = stop.changed() => break,
+            _ = promote.tick() => promote_due(&inner).await,
+            _ = renew.tick() => renew_leases(&inner).await,
+            _ = reclaim.tick() => reclaim_stale(&inner, &tx).await,
+            _ = tidy.tick() => tidy_up(&inner).await,
+        };
+        if let Err(e) = res {
+            inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
+            tracing::warn!(queue = %inner.ctx.keys.queue, error = %e, "queue upkeep failed; will retry");
+        }
+    }
+}
+
+/// Moves due delayed entries to the stream, 500 per script call so Redis is never blocked long.
+async fn promote_due(inner: &Inner) -> redis::RedisResult<()> {
+    let mut conn = inner.ctx.conn.clone();
+    loop {
+        let (moved, _next): (i64, Option<String>) = scripts::PROMOTE
+            .key(&inner.ctx.keys.delayed)
+            .key(&inner.ctx.keys.stream)
+            .arg(now_ms())
+            .arg(500)
+            .invoke_async(&mut conn)
+            .await?;
+        if moved < 500 {
+            return Ok(());
+        }
+    }
+}
+
+async fn renew_leases(inner: &Inner) -> redis::RedisResult<()> {
+    let ids: Vec<String> = inner
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let mut conn = inner.ctx.conn.clone();
+    for chunk in ids.chunks(200) {
+        let mut inv = scripts::RENEW.key(&inner.ctx.keys.stream);
+        inv.arg(GROUP).arg(&inner.ctx.consumer);
+        for id in chunk {
+            inv.arg(id);
+        }
+        let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
+        for id in lost {
+            if inner.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+                tracing::warn!(queue = %inner.ctx.keys.queue, entry_id = %id, "entry was taken over by another consumer while running here (paused too long?)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes over entries idle longer than `claim_idle_ms` in any consumer (a crashed or hung
+/// process, or this one before a restart), counting deliveries so a crash loop ends.
+async fn reclaim_stale<Args: DeserializeOwned + Send + 'static>(inner: &Inner, tx: &mpsc::Sender<Task<Args>>) -> redis::RedisResult<()> {
+    let s = &inner.ctx.settings;
+    let room = inner.permits.available_permits().min(s.batch_size);
+    if room == 0 {
+        return Ok(());
+    }
+    let mut conn = inner.ctx.conn.clone();
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&inner.ctx.keys.stream)
+        .arg(GROUP)
+        .arg("IDLE")
+        .arg(s.claim_idle_ms)
+        .arg("-")
+        .arg("+")
+        .arg(room)
+        .query_async(&mut conn)
+        .await?;
+    let candidates: Vec<(String, u64)> = {
+        let mine = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        pending
+            .into_iter()
+            .filter(|(id, _, _, _)| !mine.contains(id))
+            .map(|(id, _, _, count)| (id, count))
+            .collect()
+    };
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let Ok(permits) = inner.permits.try_acquire_many(candidates.len() as u32) else {
+        return Ok(());
+    };
+    permits.forget();
+    let mut cmd = redis::cmd("XCLAIM");
+    cmd.arg(&inner.ctx.keys.stream)
+        .arg(GROUP)
+        .arg(&inner.ctx.consumer)
+        .arg(s.claim_idle_ms);
+    for (id, _) in &candidates {
+        cmd.arg(id);
+    }
+    let claimed = match cmd.query_async::<Value>(&mut conn).await {
+        Ok(v) => parse_entries(&v),
+        Err(e) => {
+            inner.permits.add_permits(candidates.len());
+            return Err(e);
+        }
+    };
+    inner.permits.add_permits(candidates.len() - claimed.len().min(candidates.len()));
+    inner.ctx.metrics.reclaimed.fetch_add(claimed.len() as u64, Relaxed);
+    for e in claimed {
+        let before = candidates
+            .iter()
+            .find(|(id, _)| *id == e.id)
+            .map(|(_, c)| *c)
+            .unwrap_or(1);
+        tracing::warn!(queue = %inner.ctx.keys.queue, entry_id = %e.id, deliveries = before + 1, "took over a stale entry");
+        inner.deliver(e, (before + 1) as u32, tx).await;
+    }
+    Ok(())
+}
+
+/// Trims expired dead letters and forgets consumers gone for more than ten minutes.
+async fn tidy_up(inner: &Inner) -> redis::RedisResult<()> {
+    let mut conn = inner.ctx.conn.clone();
+    let keys = &inner.ctx.keys;
+    let cutoff = now_ms() - (inner.ctx.settings.dead_retention_hours as i64) * 3_600_000;
+    loop {
+        let n: i64 = scripts::DEAD_TRIM
+            .key(&keys.dead)
+            .key(&keys.dead_index)
+            .arg(cutoff)
+            .arg(500)
+            .invoke_async(&mut conn)
+            .await?;
+        if n < 500 {
+            break;
+        }
+    }
+    let consumers = stats::consumers(&mut conn, &keys.stream).await?;
+    for c in consumers {
+        if c.pending == 0 && c.idle_ms > 600_000 && c.name != inner.ctx.consumer {
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&keys.stream)
+                .arg(GROUP)
+                .arg(&c.name)
+                .query_async(&mut conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn settle_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Settle>) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut stop = inner.stop.subscribe();
+    loop {
+        if rx.recv_many(&mut buf, 1024).await == 0 {
+            break;
+        }
+        let mut done = Vec::new();
+        let mut others = Vec::new();
+        let mut flushes = Vec::new();
+        for s in buf.drain(..) {
+            match s {
+                Settle::Done(id) => done.push(id),
+                Settle::Flush(tx) => flushes.push(tx),
+                other => others.push(other),
+            }
+        }
+        let mut step = 0u32;
+        loop {
+            match apply(&inner, &done, &others).await {
+                Ok(()) => break,
+                Err(e) => {
+                    inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(queue = %inner.ctx.keys.queue, error = %e, pending = done.len() + others.len(), "acknowledgement failed; retrying");
+                    if *stop.borrow() && step > 30 {
+                        tracing::error!(queue = %inner.ctx.keys.queue, "giving up on acknowledgements at shutdown; those entries will run again elsewhere");
+                        break;
+                    }
+                    backoff_sleep(&mut step, &mut stop).await;
+                }
+            }
+        }
+        for id in &done {
+            inner.release(id);
+        }
+        for s in &others {
+            match s {
+                Settle::Later { entry_id, .. } | Settle::Dead { entry_id, .. } => inner.release(entry_id),
+                _ => {}
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+async fn apply(inner: &Inner, done: &[String], others: &[Settle]) -> redis::RedisResult<()> {
+    let keys = &inner.ctx.keys;
+    let m = &inner.ctx.metrics;
+    let mut conn = inner.ctx.conn.clone();
+    let minute = keys.stats_minute(now_ms() / 60_000);
+    let (mut retried, mut snoozed, mut dead) = (0i64, 0i64, 0i64);
+    for s in others {
+        match s {
+            Settle::Later {
+                entry_id,
+                due_ms,
+                member,
+                snooze,
+            } => {
+                let _: i64 = scripts::SETTLE_LATER
+                    .key(&keys.stream)
+                    .key(&keys.delayed)
+                    .arg(GROUP)
+                    .arg(entry_id)
+                    .arg(due_ms)
+                    .arg(member)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if *snooze {
+                    snoozed += 1;
+                } else {
+                    retried += 1;
+                }
+            }
+            Settle::Dead {
+                entry_id,
+                dead_id,
+                record,
+            } => {
+                let _: i64 = scripts::SETTLE_DEAD
+                    .key(&keys.stream)
+                    .key(&keys.dead)
+                    .key(&keys.dead_index)
+                    .arg(GROUP)
+                    .arg(entry_id)
+                    .arg(dead_id)
+                    .arg(record)
+                    .arg(now_ms())
+                    .invoke_async(&mut conn)
+                    .await?;
+                dead += 1;
+            }
+            _ => {}
+        }
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    if !done.is_empty() {
+        pipe.cmd("XACK").arg(&keys.stream).arg(GROUP).arg(done).ignore();
+        pipe.cmd("XDEL").arg(&keys.stream).arg(done).ignore();
+        pipe.cmd("HINCRBY").arg(&minute).arg("done").arg(done.len()).ignore();
+    }
+    for (field, n) in [("retried", retried), ("snoozed", snoozed), ("dead", dead)] {
+        if n > 0 {
+            pipe.cmd("HINCRBY").arg(&minute).arg(field).arg(n).ignore();
+        }
+    }
+    if !done.is_empty() || retried + snoozed + dead > 0 {
+        pipe.cmd("EXPIRE").arg(&minute).arg(3_600).ignore();
+        let () = pipe.query_async(&mut conn).await?;
+    }
+    m.done.fetch_add(done.len() as u64, Relaxed);
+    m.retried.fetch_add(retried as u64, Relaxed);
+    m.snoozed.fetch_add(snoozed as u64, Relaxed);
+    m.dead.fetch_add(dead as u64, Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_entries_and_tolerates_missing_fields() {
+        let v = Value::Array(vec![
+            Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("payload"), bulk("{}"), bulk("attempt"), bulk("2")])]),
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
+        let e = parse_entries(&v);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].field("payload"), Some("{}"));
+        assert_eq!(e[0].field("attempt"), Some("2"));
+        assert!(e[1].fields.is_empty());
+        assert_eq!(id_millis("1700000000123-4"), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(10);
+        let t = truncate(&s, 5);
+        assert!(t.ends_with('…'));
+        assert!(t.len() <= 5 + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,183 @@
+//! Pushing jobs: one, many, for later, or once per idempotency key.
+//!
+//! The producer writes the documented wire format, so what it does a storefront in any
+//! language can do with `XADD`. It must not wait for or read results.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use super::{keys::QueueKeys, now_ms, scripts, GROUP};
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Added; carries the stream entry id (immediate push) or the job id (delayed or unique push).
+    Pushed(String),
+    /// An idempotent push whose key was already used inside its window: nothing was added.
+    /// Carries the job id of the first push.
+    Duplicate(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("cannot encode the job arguments: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Pushes jobs onto queues under one key prefix.
+#[derive(Clone)]
+pub struct Producer {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl Producer {
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.prefix, queue)
+    }
+
+    /// Creates the stream and its consumer group if missing, and lists the queue for
+    /// `souk queues`. Reading from id 0 means entries pushed before any worker started count.
+    pub async fn declare(&self, queue: &str) -> Result<(), redis::RedisError> {
+        declare(&mut self.conn.clone(), &self.prefix, queue).await
+    }
+
+    /// Pushes one job to run now; returns the stream entry id.
+    pub async fn push<T: Serialize>(&self, queue: &str, args: &T) -> Result<String, PushError> {
+        let payload = serde_json::to_string(args)?;
+        self.push_raw(queue, &payload).await
+    }
+
+    /// Pushes one raw JSON payload to run now (what `XADD … payload <json>` does).
+    pub async fn push_raw(&self, queue: &str, payload: &str) -> Result<String, PushError> {
+        let keys = self.keys(queue);
+        let id: String = redis::cmd("XADD")
+            .arg(&keys.stream)
+            .arg("*")
+            .arg("payload")
+            .arg(payload)
+            .arg("enqueued_at")
+            .arg(now_ms())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(id)
+    }
+
+    /// Pushes many jobs in one pipelined round trip per 1,000; returns their entry ids.
+    pub async fn push_many<T: Serialize>(&self, queue: &str, jobs: &[T]) -> Result<Vec<String>, PushError> {
+        let keys = self.keys(queue);
+        let mut ids = Vec::with_capacity(jobs.len());
+        let now = now_ms();
+        for chunk in jobs.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for job in chunk {
+                let payload = serde_json::to_string(job)?;
+                pipe.cmd("XADD")
+                    .arg(&keys.stream)
+                    .arg("*")
+                    .arg("payload")
+                    .arg(payload)
+                    .arg("enqueued_at")
+                    .arg(now);
+            }
+            let mut got: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+            ids.append(&mut got);
+        }
+        Ok(ids)
+    }
+
+    /// Pushes a job to run at `due_ms` (unix milliseconds); returns its job id.
+    pub async fn push_at<T: Serialize>(&self, queue: &str, args: &T, due_ms: i64) -> Result<String, PushError> {
+        let keys = self.keys(queue);
+        let job_id = new_job_id();
+        let member = serde_json::json!({
+            "job_id": job_id,
+            "payload": serde_json::to_string(args)?,
+            "attempt": "0",
+            "enqueued_at": now_ms().to_string(),
+        });
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&keys.delayed)
+            .arg(due_ms)
+            .arg(member.to_string())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(job_id)
+    }
+
+    /// Pushes a job to run after `delay`; returns its job id.
+    pub async fn push_after<T: Serialize>(&self, queue: &str, args: &T, delay: Duration) -> Result<String, PushError> {
+        self.push_at(queue, args, now_ms() + delay.as_millis() as i64).await
+    }
+
+    /// Pushes a job unless a push with the same `key` happened within `window`. The key becomes
+    /// the job id, so handlers see the same id for the same logical job.
+    pub async fn push_unique<T: Serialize>(
+        &self,
+        queue: &str,
+        key: &str,
+        args: &T,
+        window: Duration,
+        due_ms: Option<i64>,
+    ) -> Result<PushOutcome, PushError> {
+        let keys = self.keys(queue);
+        let payload = serde_json::to_string(args)?;
+        let now = now_ms();
+        let (pushed, id): (i64, String) = scripts::PUSH_UNIQUE
+            .key(keys.idempotency(key))
+            .key(&keys.stream)
+            .key(&keys.delayed)
+            .arg(window.as_millis().max(1) as u64)
+            .arg(key)
+            .arg(payload)
+            .arg(now)
+            .arg(due_ms.unwrap_or(0))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if pushed == 1 {
+            PushOutcome::Pushed(id)
+        } else {
+            PushOutcome::Duplicate(id)
+        })
+    }
+}
+
+/// See [`Producer::declare`].
+pub(crate) async fn declare(conn: &mut ConnectionManager, prefix: &str, queue: &str) -> Result<(), redis::RedisError> {
+    let keys = QueueKeys::new(prefix, queue);
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&keys.stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Ok(()) => {}
+        Err(e) if e.code() == Some("BUSYGROUP") => {}
+        Err(e) => return Err(e),
+    }
+    let _: i64 = redis::cmd("SADD")
+        .arg(QueueKeys::registry(prefix))
+        .arg(queue)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// A random 128-bit job id in hex.
+pub fn new_job_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}

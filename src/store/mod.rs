@@ -1,0 +1,57 @@
+//! PostgreSQL: the pool, database creation and migrations. All SQL lives under this module.
+//!
+//! Queries use bound parameters only. Handlers call the functions here; they never build SQL.
+
+pub mod samples;
+
+use std::time::Duration;
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions, Connection, PgPool,
+};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens a pool on `url`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let opts: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+}
+
+/// Creates the database named in `url` when it does not exist (connecting to `postgres`).
+pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
+    let opts: PgConnectOptions = url.parse()?;
+    let name = opts.get_database().unwrap_or("postgres").to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        // Identifiers cannot be bound parameters; quote it as an identifier instead.
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await {
+            Ok(_) => {}
+            // Another process created it meanwhile.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Creates the database if needed and applies pending migrations.
+pub async fn migrate(url: &str) -> Result<PgPool, anyhow::Error> {
+    use anyhow::Context;
+    ensure_database(url).await.context("creating the database")?;
+    let pool = connect(url, 2).await.context("connecting to the database")?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}

@@ -1,0 +1,17 @@
+//! Logging set-up: tracing to stderr, human text or JSON lines, filtered by `log.level` (or
+//! `RUST_LOG` when set).
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogConfig;
+
+/// Installs the global subscriber once; later calls do nothing.
+pub fn init(cfg: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+}
