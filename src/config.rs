@@ -165,7 +165,7 @@ impl Config {
                     .enumerate()
                     .map(|(i, k)| {
                         // Queue and cron job names keep their case; config keys are lower case.
-                        if i == 1 && (path.starts_with("QUEUES__") || path.starts_with("CRON__JOBS__")) {
+                        if (i == 1 && path.starts_with("QUEUES__")) || (i == 2 && path.starts_with("CRON__JOBS__")) {
                             k.to_owned()
                         } else {
                             k.to_ascii_lowercase()
@@ -378,6 +378,9 @@ mod tests {
                 ("SOUK_QUEUE__BATCH_SIZE", "9"),
                 ("SOUK_LOG__FORMAT", "json"),
                 ("SOUK_QUEUES__souk.b.v1__MAX_ATTEMPTS", "4"),
+                ("SOUK_CRON__JOBS__nightlyRun__SCHEDULE", "0 0 3 * * *"),
+                ("SOUK_CRON__JOBS__nightlyRun__QUEUE", "souk.a.v1"),
+                ("SOUK_CRON__JOBS__nightlyRun__PAYLOAD", "{\"x\":1}"),
                 ("REDIS_URL", "redis://10.0.0.1:6380"),
                 ("PATH", "/bin"),
             ]),
@@ -391,6 +394,8 @@ mod tests {
         assert_eq!(c.queue("souk.a.v1").batch_size, 9);
         assert_eq!(c.queue("souk.b.v1").max_attempts, 4);
         assert_eq!(c.queue("souk.other.v1"), c.queue);
+        let job = &c.cron.jobs["nightlyRun"];
+        assert_eq!((job.schedule.as_str(), job.queue.as_str(), job.payload.as_str()), ("0 0 3 * * *", "souk.a.v1", "{\"x\":1}"));
     }
 
     #[test]

@@ -118,7 +118,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    souk::telemetry::init(&config.log);
+    let mut log = config.log.clone();
+    if matches!(cli.command, Command::Demo { .. } | Command::Bench { .. }) {
+        // The demo and benchmarks print their own report; keep routine logs out of it.
+        log.level = "error".to_owned();
+    }
+    souk::telemetry::init(&log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -398,7 +398,7 @@ async fn close<Args: Send + 'static>(
         .arg(&inner.ctx.consumer)
         .invoke_async(&mut inner.ctx.conn.clone())
         .await;
-    tracing::info!(queue = %inner.ctx.keys.queue, given_back, left_group = matches!(left, Ok(1)), "worker stopped");
+    tracing::info!(queue = %inner.ctx.keys.queue, given_back, left_group = matches!(left, Ok(n) if n >= 0), "worker stopped");
 }
 
 /// One stream entry as Redis returns it.
