@@ -1,0 +1,9 @@
+//! souk's integration tests: one binary, against the real Redis and PostgreSQL.
+//!
+//! Every test gets its own database (`souk_t_<random>`) and its own Redis key prefix, so tests
+//! run in parallel. Process tests start the real `souk` binary.
+
+mod support;
+
+mod queue_inprocess;
+mod queue_processes;

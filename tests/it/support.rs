@@ -1,0 +1,163 @@
+//! Test fixtures: a fresh database and key prefix per test, polling helpers, child processes.
+
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use souk::{app::App, config::Config};
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// One test's world: its prefix, its database, and an [`App`] on both.
+pub struct TestEnv {
+    pub prefix: String,
+    pub db_name: String,
+    pub db_url: String,
+    pub redis_url: String,
+    pub app: App,
+}
+
+/// Settings that make the queue's timings test-sized (overridable per test).
+pub fn fast_settings() -> Vec<(String, String)> {
+    [
+        ("SOUK_QUEUE__CLAIM_IDLE_MS", "1500"),
+        ("SOUK_QUEUE__RETRY_BASE_MS", "100"),
+        ("SOUK_QUEUE__RETRY_CAP_MS", "1000"),
+        ("SOUK_QUEUE__BLOCK_MS", "200"),
+        ("SOUK_WORKER__SHUTDOWN_TIMEOUT_MS", "20000"),
+        ("SOUK_OPS__LISTEN", ""),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect()
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with(&[]).await
+    }
+
+    /// A fresh environment with extra `SOUK_*` settings.
+    pub async fn with(extra: &[(&str, &str)]) -> Self {
+        Self::with_redis(REDIS_URL, extra).await
+    }
+
+    pub async fn with_redis(redis_url: &str, extra: &[(&str, &str)]) -> Self {
+        let id = format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
+        let prefix = format!("t-{id}");
+        let db_name = format!("souk_t_{id}");
+        let db_url = format!("{PG_ADMIN_URL}/{db_name}");
+        let mut vars = fast_settings();
+        vars.push(("SOUK_REDIS__KEY_PREFIX".into(), prefix.clone()));
+        vars.push(("DATABASE_URL".into(), db_url.clone()));
+        vars.push(("REDIS_URL".into(), redis_url.to_owned()));
+        for (k, v) in extra {
+            vars.push((k.to_string(), v.to_string()));
+        }
+        let config = Config::from_layers(None, &vars).expect("test config");
+        let app = App::connect(config).await.expect("connect test app");
+        Self {
+            prefix,
+            db_name,
+            db_url,
+            redis_url: redis_url.to_owned(),
+            app,
+        }
+    }
+
+    /// The environment variables a child `souk` process needs to join this test's world.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let mut vars = fast_settings();
+        vars.push(("SOUK_REDIS__KEY_PREFIX".into(), self.prefix.clone()));
+        vars.push(("DATABASE_URL".into(), self.db_url.clone()));
+        vars.push(("REDIS_URL".into(), self.redis_url.clone()));
+        vars.push(("SOUK_CONFIG_DIR".into(), "/nonexistent".into()));
+        vars.push(("SOUK_LOG__LEVEL".into(), "info".into()));
+        vars
+    }
+
+    /// Starts `souk ARGS` as a child process in this test's world.
+    pub fn spawn_souk(&self, args: &[&str], extra: &[(&str, &str)]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
+        cmd.args(args).env_remove("RUST_LOG");
+        for (k, v) in self.child_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        // Logs go to a file (a pipe nobody reads would fill up and stall the child).
+        let dir = std::env::temp_dir().join("souk-test-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join(format!("{}-{}.log", self.prefix, fastrand::u32(..)));
+        let stderr = std::fs::File::create(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+        cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn souk")
+    }
+
+    pub fn redis(&self) -> redis::aio::ConnectionManager {
+        self.app.conn.clone()
+    }
+
+    /// Drops this test's keys and database.
+    pub async fn cleanup(self) {
+        let mut conn = self.app.conn.clone();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        }
+        self.app.pool.close().await;
+        if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_ADMIN_URL}/postgres")).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true, panicking with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Kills a child on drop, so a failing test leaves no stray worker.
+pub struct Reaper(pub Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
