@@ -54,9 +54,14 @@ impl App {
 
     /// The queue context of `queue` with its effective settings.
     pub async fn queue_context(&self, queue: &str) -> anyhow::Result<QueueContext> {
-        QueueContext::connect(&self.redis, &self.config.redis.key_prefix, queue, self.config.queue(queue))
-            .await
-            .with_context(|| format!("declaring queue {queue}"))
+        QueueContext::connect(
+            &self.redis,
+            &self.config.redis.key_prefix,
+            queue,
+            self.config.queue(queue),
+        )
+        .await
+        .with_context(|| format!("declaring queue {queue}"))
     }
 
     /// Runs the workers of the selected queues (all when `only` is empty) and the cron
@@ -73,8 +78,8 @@ impl App {
                 anyhow::bail!("unknown queue {q}; known queues: {}", known.join(", "));
             }
         }
-        let mut monitor = Monitor::new()
-            .shutdown_timeout(Duration::from_millis(self.config.worker.shutdown_timeout_ms));
+        let mut monitor =
+            Monitor::new().shutdown_timeout(Duration::from_millis(self.config.worker.shutdown_timeout_ms));
         for kind in jobs::ALL {
             if only.is_empty() || only.iter().any(|q| q == kind.queue) {
                 let ctx = self.queue_context(kind.queue).await?;

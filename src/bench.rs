@@ -46,7 +46,9 @@ type Latencies = Arc<Mutex<Vec<u64>>>;
 async fn noop(args: NoopArgs, _d: Data<Delivery>, lat: Data<Latencies>) -> Result<(), JobError> {
     if let Some(sent) = args.sent_us {
         let now = chrono::Utc::now().timestamp_micros();
-        lat.lock().unwrap_or_else(|p| p.into_inner()).push((now - sent).max(0) as u64);
+        lat.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((now - sent).max(0) as u64);
     }
     Ok(())
 }
@@ -129,7 +131,10 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
     let lat: Latencies = Arc::default();
     let bytes_before = used_memory(&mut conn).await?;
 
-    eprintln!("bench: {} jobs, three times, drained from a standing start", opts.jobs);
+    eprintln!(
+        "bench: {} jobs, three times, drained from a standing start",
+        opts.jobs
+    );
     let mut small = Vec::new();
     for _ in 0..3 {
         push_backlog(&producer, opts.jobs).await?;
@@ -150,7 +155,12 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
     for _ in 0..opts.probes {
         let before = lat.lock().unwrap_or_else(|p| p.into_inner()).len();
         producer
-            .push(QUEUE, &NoopArgs { sent_us: Some(chrono::Utc::now().timestamp_micros()) })
+            .push(
+                QUEUE,
+                &NoopArgs {
+                    sent_us: Some(chrono::Utc::now().timestamp_micros()),
+                },
+            )
             .await?;
         let wait_until = Instant::now() + Duration::from_secs(5);
         while lat.lock().unwrap_or_else(|p| p.into_inner()).len() == before && Instant::now() < wait_until {
@@ -169,7 +179,10 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
     let stats = crate::queue::stats::queue_stats(&mut conn, &ctx.keys).await?;
 
     // Clean up every key of this run.
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await?;
     if !keys.is_empty() {
         let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
     }

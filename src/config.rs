@@ -146,10 +146,7 @@ impl Config {
 
     /// Builds the configuration from the defaults, an optional file `(name, text)` and
     /// environment variables. Pure, so every layer is unit-tested.
-    pub fn from_layers(
-        file: Option<(String, &str)>,
-        vars: &[(String, String)],
-    ) -> Result<Self, ConfigError> {
+    pub fn from_layers(file: Option<(String, &str)>, vars: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut root = parse_toml("config/default.toml (embedded)", DEFAULT_TOML)?;
         if let Some((name, text)) = file {
             let layer = parse_toml(&name, text)?;
@@ -165,7 +162,9 @@ impl Config {
                     .enumerate()
                     .map(|(i, k)| {
                         // Queue and cron job names keep their case; config keys are lower case.
-                        if (i == 1 && path.starts_with("QUEUES__")) || (i == 2 && path.starts_with("CRON__JOBS__")) {
+                        if (i == 1 && path.starts_with("QUEUES__"))
+                            || (i == 2 && path.starts_with("CRON__JOBS__"))
+                        {
                             k.to_owned()
                         } else {
                             k.to_ascii_lowercase()
@@ -184,12 +183,11 @@ impl Config {
                 );
             }
         }
-        let config: Config = Config::deserialize(toml::Value::Table(root)).map_err(|e| {
-            ConfigError::Invalid {
+        let config: Config =
+            Config::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid {
                 key: "(structure)".into(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -246,7 +244,10 @@ impl Config {
         let mut names: Vec<(String, QueueConfig)> = vec![("queue".into(), self.queue.clone())];
         for name in self.queues.keys() {
             if !crate::queue::valid_queue_name(name) {
-                return bad(&format!("queues.\"{name}\""), "queue names are letters, digits, '.', '_' and '-'");
+                return bad(
+                    &format!("queues.\"{name}\""),
+                    "queue names are letters, digits, '.', '_' and '-'",
+                );
             }
             names.push((format!("queues.\"{name}\""), self.queue(name)));
         }
@@ -271,7 +272,10 @@ impl Config {
                 return bad(&key("max_attempts"), "must be at least 1");
             }
             if q.retry_base_ms == 0 || q.retry_cap_ms < q.retry_base_ms {
-                return bad(&key("retry_cap_ms"), "needs retry_base_ms > 0 and retry_cap_ms >= retry_base_ms");
+                return bad(
+                    &key("retry_cap_ms"),
+                    "needs retry_base_ms > 0 and retry_cap_ms >= retry_base_ms",
+                );
             }
             if q.idempotency_window_s == 0 {
                 return bad(&key("idempotency_window_s"), "must be at least 1 s");
@@ -395,7 +399,10 @@ mod tests {
         assert_eq!(c.queue("souk.b.v1").max_attempts, 4);
         assert_eq!(c.queue("souk.other.v1"), c.queue);
         let job = &c.cron.jobs["nightlyRun"];
-        assert_eq!((job.schedule.as_str(), job.queue.as_str(), job.payload.as_str()), ("0 0 3 * * *", "souk.a.v1", "{\"x\":1}"));
+        assert_eq!(
+            (job.schedule.as_str(), job.queue.as_str(), job.payload.as_str()),
+            ("0 0 3 * * *", "souk.a.v1", "{\"x\":1}")
+        );
     }
 
     #[test]

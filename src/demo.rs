@@ -28,7 +28,10 @@ pub async fn run(app: App, jobs: usize) -> anyhow::Result<()> {
 
     println!("souk demo: {jobs} sample jobs through queue {QUEUE}");
     println!("  redis    {}", crate::config::redact_url(&app.config.redis.url));
-    println!("  postgres {}", crate::config::redact_url(&app.config.database.url));
+    println!(
+        "  postgres {}",
+        crate::config::redact_url(&app.config.database.url)
+    );
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let workers = {
@@ -65,7 +68,9 @@ pub async fn run(app: App, jobs: usize) -> anyhow::Result<()> {
             work_ms: 0,
             fail_first: 0,
         };
-        app.producer.push_after(QUEUE, &args, Duration::from_secs(3)).await?;
+        app.producer
+            .push_after(QUEUE, &args, Duration::from_secs(3))
+            .await?;
     }
     let poison = app.producer.push_raw(QUEUE, "{\"label\": 42, oops").await?;
     println!(
@@ -111,12 +116,22 @@ pub async fn run(app: App, jobs: usize) -> anyhow::Result<()> {
     .fetch_all(&app.pool)
     .await?;
     println!("\nresults recorded in postgres (table sample_completions):");
-    println!("  {:<28} {:>8} {:>9} {:>12} {:>12}", "label", "jobs", "attempts", "p50 latency", "p99 latency");
+    println!(
+        "  {:<28} {:>8} {:>9} {:>12} {:>12}",
+        "label", "jobs", "attempts", "p50 latency", "p99 latency"
+    );
     for (label, n, attempts, p50, p99) in &rows {
-        println!("  {label:<28} {n:>8} {attempts:>9} {:>10.0}ms {:>10.0}ms", p50 * 1000.0, p99 * 1000.0);
+        println!(
+            "  {label:<28} {n:>8} {attempts:>9} {:>10.0}ms {:>10.0}ms",
+            p50 * 1000.0,
+            p99 * 1000.0
+        );
     }
     println!("  (latency: enqueued to completion recorded; the delayed jobs were due 3 s after enqueue)");
-    println!("\n{total} jobs in {elapsed:.2} s: {:.0} jobs/s end to end, two PostgreSQL writes each", total as f64 / elapsed);
+    println!(
+        "\n{total} jobs in {elapsed:.2} s: {:.0} jobs/s end to end, two PostgreSQL writes each",
+        total as f64 / elapsed
+    );
 
     let mut conn = app.conn.clone();
     let keys = app.producer.keys(QUEUE);
@@ -134,13 +149,18 @@ pub async fn run(app: App, jobs: usize) -> anyhow::Result<()> {
     println!("  souk queues                      # every queue: length, pending, delayed, dead, rates");
     println!("  souk dead list --queue {QUEUE}");
     println!("  souk dead retry --queue {QUEUE} <id>   # or purge");
-    println!("  psql {} -c 'select * from sample_completions limit 5'", crate::config::redact_url(&app.config.database.url));
+    println!(
+        "  psql {} -c 'select * from sample_completions limit 5'",
+        crate::config::redact_url(&app.config.database.url)
+    );
     Ok(())
 }
 
 async fn done_for_run(app: &App, run: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM sample_completions WHERE label LIKE $1")
-        .bind(format!("demo-{run}-%"))
-        .fetch_one(&app.pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM sample_completions WHERE label LIKE $1")
+            .bind(format!("demo-{run}-%"))
+            .fetch_one(&app.pool)
+            .await?,
+    )
 }

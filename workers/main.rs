@@ -15,7 +15,11 @@ use souk::{
 };
 
 #[derive(Parser)]
-#[command(name = "souk", version, about = "Fulfilment back end of a multi-merchant marketplace")]
+#[command(
+    name = "souk",
+    version,
+    about = "Fulfilment back end of a multi-merchant marketplace"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -163,7 +167,12 @@ async fn redis_conn(config: &Config) -> anyhow::Result<redis::aio::ConnectionMan
     let client = redis::Client::open(config.redis.url.as_str())?;
     souk::queue::backend::connection_manager(&client, None)
         .await
-        .with_context(|| format!("connecting to redis at {}", souk::config::redact_url(&config.redis.url)))
+        .with_context(|| {
+            format!(
+                "connecting to redis at {}",
+                souk::config::redact_url(&config.redis.url)
+            )
+        })
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
@@ -195,7 +204,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             let pool = souk::store::migrate(&config.database.url).await?;
             pool.close().await;
-            println!("migrations applied to {}", souk::config::redact_url(&config.database.url));
+            println!(
+                "migrations applied to {}",
+                souk::config::redact_url(&config.database.url)
+            );
             Ok(())
         }
         Command::Queues { json } => {
@@ -221,12 +233,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     s.pending,
                     s.delayed,
                     s.dead,
-                    s.oldest_age_s.map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into())
+                    s.oldest_age_s
+                        .map(|a| format!("{a:.1}s"))
+                        .unwrap_or_else(|| "-".into())
                 );
-                let rates: Vec<String> = s.rates_per_min.iter().map(|(k, v)| format!("{k} {v:.1}/min")).collect();
-                println!("  last 5 min: {}", if rates.is_empty() { "idle".to_owned() } else { rates.join(", ") });
+                let rates: Vec<String> = s
+                    .rates_per_min
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.1}/min"))
+                    .collect();
+                println!(
+                    "  last 5 min: {}",
+                    if rates.is_empty() {
+                        "idle".to_owned()
+                    } else {
+                        rates.join(", ")
+                    }
+                );
                 for c in s.consumers {
-                    println!("  consumer {:<40} pending {:>6}  idle {:.1}s", c.name, c.pending, c.idle_ms as f64 / 1000.0);
+                    println!(
+                        "  consumer {:<40} pending {:>6}  idle {:.1}s",
+                        c.name,
+                        c.pending,
+                        c.idle_ms as f64 / 1000.0
+                    );
                 }
             }
             Ok(())
@@ -246,8 +276,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             souk::demo::run(app, jobs).await
         }
         Command::Bench { which } => match which {
-            BenchKind::Queue { jobs, backlog, probes, json } => {
-                let figures = bench::queue(&config, &bench::QueueBenchOptions { jobs, backlog, probes }).await?;
+            BenchKind::Queue {
+                jobs,
+                backlog,
+                probes,
+                json,
+            } => {
+                let figures = bench::queue(
+                    &config,
+                    &bench::QueueBenchOptions {
+                        jobs,
+                        backlog,
+                        probes,
+                    },
+                )
+                .await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }
@@ -278,7 +321,7 @@ async fn dead_command(config: &Config, action: DeadAction) -> anyhow::Result<()>
             for q in queues(&queue).await? {
                 all.extend(dead::list(&mut conn, &QueueKeys::new(prefix, &q), limit).await?);
             }
-            all.sort_by(|a, b| b.died_at.cmp(&a.died_at));
+            all.sort_by_key(|d| std::cmp::Reverse(d.died_at));
             all.truncate(limit);
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
@@ -286,8 +329,13 @@ async fn dead_command(config: &Config, action: DeadAction) -> anyhow::Result<()>
                 println!("no dead letters");
             } else {
                 for d in all {
-                    let when = chrono::DateTime::from_timestamp_millis(d.died_at).map(|t| t.to_rfc3339()).unwrap_or_default();
-                    println!("{}  {}  {}  attempts={}  {}", d.queue, d.id, when, d.attempts, d.error);
+                    let when = chrono::DateTime::from_timestamp_millis(d.died_at)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    println!(
+                        "{}  {}  {}  attempts={}  {}",
+                        d.queue, d.id, when, d.attempts, d.error
+                    );
                 }
             }
         }

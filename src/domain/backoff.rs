@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(p.delay(3, 1.0), Duration::from_secs(4));
         for i in 0..100 {
             let d = p.delay(4, i as f64 / 100.0);
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
         }
     }
 

@@ -24,10 +24,13 @@ pub fn router(conn: ConnectionManager, pool: PgPool) -> Router {
 
 async fn readyz(State(ops): State<Ops>) -> (StatusCode, String) {
     let mut conn = ops.conn.clone();
-    let redis_ok = tokio::time::timeout(Duration::from_secs(2), redis::cmd("PING").query_async::<String>(&mut conn))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
+    let redis_ok = tokio::time::timeout(
+        Duration::from_secs(2),
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await
+    .map(|r| r.is_ok())
+    .unwrap_or(false);
     let pg_ok = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&ops.pool))
         .await
         .map(|r| r.is_ok())

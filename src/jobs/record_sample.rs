@@ -34,9 +34,15 @@ pub struct SampleArgs {
 
 /// The handler.
 pub async fn handle(args: SampleArgs, d: Data<Delivery>, pool: Data<PgPool>) -> Result<(), JobError> {
-    samples::record_start(&pool, &d.job_id, &args.label, d.attempt, &crate::queue::process_consumer_name())
-        .await
-        .map_err(JobError::retry)?;
+    samples::record_start(
+        &pool,
+        &d.job_id,
+        &args.label,
+        d.attempt,
+        &crate::queue::process_consumer_name(),
+    )
+    .await
+    .map_err(JobError::retry)?;
     if args.work_ms > 0 {
         tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
     }

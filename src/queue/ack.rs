@@ -179,7 +179,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match decide(Err(&e), 3, &policy(), 1.0) {
-            Decision::Dead { error } => assert!(error.contains("gave up after 3 attempts: timeout"), "{error}"),
+            Decision::Dead { error } => {
+                assert!(error.contains("gave up after 3 attempts: timeout"), "{error}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -195,7 +197,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let e = boxed(RetryAfterError::new("slow down", Duration::from_secs(9)));
-        assert!(matches!(decide(Err(&e), 1, &policy(), 0.0), Decision::Later { delay, .. } if delay == Duration::from_secs(9)));
+        assert!(
+            matches!(decide(Err(&e), 1, &policy(), 0.0), Decision::Later { delay, .. } if delay == Duration::from_secs(9))
+        );
     }
 
     #[test]
@@ -214,8 +218,14 @@ mod tests {
     #[test]
     fn abort_and_caught_panics_die_at_once() {
         let e = boxed(JobError::abort("card declined"));
-        assert!(matches!(decide(Err(&e), 1, &policy(), 0.0), Decision::Dead { .. }));
+        assert!(matches!(
+            decide(Err(&e), 1, &policy(), 0.0),
+            Decision::Dead { .. }
+        ));
         let e = boxed(AbortError::new("panicked at handler"));
-        assert!(matches!(decide(Err(&e), 1, &policy(), 0.0), Decision::Dead { .. }));
+        assert!(matches!(
+            decide(Err(&e), 1, &policy(), 0.0),
+            Decision::Dead { .. }
+        ));
     }
 }

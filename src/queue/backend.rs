@@ -125,7 +125,12 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// Called by the ack layer when a handler has returned.
-    pub(crate) fn settle_after_run(&self, d: Delivery, result: Result<(), &apalis_core::error::BoxDynError>, took: Duration) {
+    pub(crate) fn settle_after_run(
+        &self,
+        d: Delivery,
+        result: Result<(), &apalis_core::error::BoxDynError>,
+        took: Duration,
+    ) {
         let m = &self.ctx.metrics;
         m.handler_count.fetch_add(1, Relaxed);
         m.handler_micros_sum.fetch_add(took.as_micros() as u64, Relaxed);
@@ -146,7 +151,11 @@ impl Inner {
         let msg = match decision {
             Decision::Done => Settle::Done(d.entry_id),
             Decision::Later { delay, spend, error } => {
-                let spent = if spend { d.attempt } else { d.attempt.saturating_sub(1) };
+                let spent = if spend {
+                    d.attempt
+                } else {
+                    d.attempt.saturating_sub(1)
+                };
                 let member = serde_json::json!({
                     "job_id": d.job_id,
                     "payload": &*d.payload,
@@ -300,14 +309,22 @@ impl<Args: DeserializeOwned + Send + 'static> Backend for StreamsBackend<Args> {
     type Task = Task<Args>;
     type Error = QueueError;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         if self.tx.is_some() {
             self.start();
         }
         Poll::Ready(Ok(()))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         let Some(rx) = self.rx.as_mut() else {
             return Poll::Pending;
         };
@@ -410,7 +427,10 @@ pub(crate) struct RawEntry {
 
 impl RawEntry {
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -429,7 +449,9 @@ pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Value::Array(pair) = item else { continue };
-        let Some(id) = pair.first().and_then(text) else { continue };
+        let Some(id) = pair.first().and_then(text) else {
+            continue;
+        };
         let mut fields = Vec::new();
         if let Some(Value::Array(kv)) = pair.get(1) {
             for c in kv.chunks(2) {
@@ -466,7 +488,12 @@ pub(crate) fn id_millis(id: &str) -> i64 {
 
 impl Inner {
     /// Turns an entry into a task, or dead-letters it when its payload does not decode.
-    async fn deliver<Args: DeserializeOwned>(&self, e: RawEntry, deliveries: u32, tx: &mpsc::Sender<Task<Args>>) {
+    async fn deliver<Args: DeserializeOwned>(
+        &self,
+        e: RawEntry,
+        deliveries: u32,
+        tx: &mpsc::Sender<Task<Args>>,
+    ) {
         let m = &self.ctx.metrics;
         self.in_flight
             .lock()
@@ -503,7 +530,10 @@ impl Inner {
         }
         let parsed = if e_has_payload(&d) {
             serde_json::from_str::<Args>(&d.payload).map_err(|err| {
-                format!("payload does not decode as {}: {err}", std::any::type_name::<Args>())
+                format!(
+                    "payload does not decode as {}: {err}",
+                    std::any::type_name::<Args>()
+                )
             })
         } else {
             Err("entry has no `payload` field".to_owned())
@@ -542,7 +572,10 @@ async fn backoff_sleep(step: &mut u32, stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>) {
+async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Task<Args>>,
+) {
     let mut stop = inner.stop.subscribe();
     let s = &inner.ctx.settings;
     let mut conn: Option<ConnectionManager> = None;
@@ -569,7 +602,8 @@ async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(inner: Arc<Inner>, 
         }
         if conn.is_none() {
             // A connection of its own: the blocking read would stall anything sharing it.
-            match connection_manager(&inner.ctx.client, Some(Duration::from_millis(s.block_ms + 5_000))).await {
+            match connection_manager(&inner.ctx.client, Some(Duration::from_millis(s.block_ms + 5_000))).await
+            {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     inner.permits.add_permits(want);
@@ -680,7 +714,12 @@ async fn renew_leases(inner: &Inner) -> redis::RedisResult<()> {
         }
         let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
         for id in lost {
-            if inner.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+            if inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+            {
                 tracing::warn!(queue = %inner.ctx.keys.queue, entry_id = %id, "entry was taken over by another consumer while running here (paused too long?)");
             }
         }
@@ -690,7 +729,10 @@ async fn renew_leases(inner: &Inner) -> redis::RedisResult<()> {
 
 /// Takes over entries idle longer than `claim_idle_ms` in any consumer (a crashed or hung
 /// process, or this one before a restart), counting deliveries so a crash loop ends.
-async fn reclaim_stale<Args: DeserializeOwned + Send + 'static>(inner: &Inner, tx: &mpsc::Sender<Task<Args>>) -> redis::RedisResult<()> {
+async fn reclaim_stale<Args: DeserializeOwned + Send + 'static>(
+    inner: &Inner,
+    tx: &mpsc::Sender<Task<Args>>,
+) -> redis::RedisResult<()> {
     let s = &inner.ctx.settings;
     let room = inner.permits.available_permits().min(s.batch_size);
     if room == 0 {
@@ -737,8 +779,14 @@ async fn reclaim_stale<Args: DeserializeOwned + Send + 'static>(inner: &Inner, t
             return Err(e);
         }
     };
-    inner.permits.add_permits(candidates.len() - claimed.len().min(candidates.len()));
-    inner.ctx.metrics.reclaimed.fetch_add(claimed.len() as u64, Relaxed);
+    inner
+        .permits
+        .add_permits(candidates.len() - claimed.len().min(candidates.len()));
+    inner
+        .ctx
+        .metrics
+        .reclaimed
+        .fetch_add(claimed.len() as u64, Relaxed);
     for e in claimed {
         let before = candidates
             .iter()
@@ -885,7 +933,11 @@ async fn apply(inner: &Inner, done: &[String], others: &[Settle]) -> redis::Redi
     if !done.is_empty() {
         pipe.cmd("XACK").arg(&keys.stream).arg(GROUP).arg(done).ignore();
         pipe.cmd("XDEL").arg(&keys.stream).arg(done).ignore();
-        pipe.cmd("HINCRBY").arg(&minute).arg("done").arg(done.len()).ignore();
+        pipe.cmd("HINCRBY")
+            .arg(&minute)
+            .arg("done")
+            .arg(done.len())
+            .ignore();
     }
     for (field, n) in [("retried", retried), ("snoozed", snoozed), ("dead", dead)] {
         if n > 0 {
@@ -914,7 +966,10 @@ mod tests {
     #[test]
     fn parses_entries_and_tolerates_missing_fields() {
         let v = Value::Array(vec![
-            Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("payload"), bulk("{}"), bulk("attempt"), bulk("2")])]),
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("payload"), bulk("{}"), bulk("attempt"), bulk("2")]),
+            ]),
             Value::Array(vec![bulk("2-0"), Value::Nil]),
         ]);
         let e = parse_entries(&v);

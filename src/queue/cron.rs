@@ -44,12 +44,21 @@ impl CronJob {
 }
 
 /// The latest tick after `last` and not after `now`: the one a catch-up fires.
-pub fn missed_tick(schedule: &cron::Schedule, last: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn missed_tick(
+    schedule: &cron::Schedule,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     schedule.after(&last).take_while(|t| *t <= now).last()
 }
 
 /// Fires `tick` for `job` unless it (or a later tick) was fired already. True if fired here.
-pub async fn fire(conn: &mut ConnectionManager, prefix: &str, job: &CronJob, tick: DateTime<Utc>) -> redis::RedisResult<bool> {
+pub async fn fire(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    job: &CronJob,
+    tick: DateTime<Utc>,
+) -> redis::RedisResult<bool> {
     let keys = QueueKeys::new(prefix, &job.queue);
     let tick_ms = tick.timestamp_millis();
     let fired: i64 = scripts::CRON_FIRE
@@ -65,10 +74,20 @@ pub async fn fire(conn: &mut ConnectionManager, prefix: &str, job: &CronJob, tic
 }
 
 /// Runs the schedule of every job until `stop` turns true.
-pub async fn run_scheduler(conn: ConnectionManager, prefix: String, jobs: Vec<CronJob>, stop: watch::Receiver<bool>) {
+pub async fn run_scheduler(
+    conn: ConnectionManager,
+    prefix: String,
+    jobs: Vec<CronJob>,
+    stop: watch::Receiver<bool>,
+) {
     let mut tasks = Vec::new();
     for job in jobs {
-        tasks.push(tokio::spawn(run_job(conn.clone(), prefix.clone(), job, stop.clone())));
+        tasks.push(tokio::spawn(run_job(
+            conn.clone(),
+            prefix.clone(),
+            job,
+            stop.clone(),
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -82,7 +101,10 @@ async fn run_job(mut conn: ConnectionManager, prefix: String, job: CronJob, mut 
         tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => return }
     }
     if job.catch_up {
-        let last: redis::RedisResult<Option<i64>> = redis::cmd("GET").arg(keys.cron_last(&job.name)).query_async(&mut conn).await;
+        let last: redis::RedisResult<Option<i64>> = redis::cmd("GET")
+            .arg(keys.cron_last(&job.name))
+            .query_async(&mut conn)
+            .await;
         if let Ok(Some(last_ms)) = last {
             if let Some(last) = Utc.timestamp_millis_opt(last_ms).single() {
                 if let Some(tick) = missed_tick(&job.schedule, last, Utc::now()) {
@@ -96,7 +118,9 @@ async fn run_job(mut conn: ConnectionManager, prefix: String, job: CronJob, mut 
         }
     }
     loop {
-        let Some(next) = job.schedule.upcoming(Utc).next() else { return };
+        let Some(next) = job.schedule.upcoming(Utc).next() else {
+            return;
+        };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -128,7 +152,10 @@ mod tests {
         let s = cron::Schedule::from_str("0 0 * * * *").unwrap(); // hourly
         let last = Utc.with_ymd_and_hms(2026, 1, 1, 3, 0, 0).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 7, 30, 0).unwrap();
-        assert_eq!(missed_tick(&s, last, now), Some(Utc.with_ymd_and_hms(2026, 1, 1, 7, 0, 0).unwrap()));
+        assert_eq!(
+            missed_tick(&s, last, now),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 7, 0, 0).unwrap())
+        );
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 3, 59, 0).unwrap();
         assert_eq!(missed_tick(&s, last, now), None);
     }

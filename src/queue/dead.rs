@@ -25,7 +25,11 @@ pub struct DeadLetter {
 }
 
 /// Dead letters of one queue, newest first, at most `limit`.
-pub async fn list(conn: &mut ConnectionManager, keys: &QueueKeys, limit: usize) -> redis::RedisResult<Vec<DeadLetter>> {
+pub async fn list(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    limit: usize,
+) -> redis::RedisResult<Vec<DeadLetter>> {
     let ids: Vec<String> = redis::cmd("ZREVRANGE")
         .arg(&keys.dead_index)
         .arg(0)
@@ -35,7 +39,11 @@ pub async fn list(conn: &mut ConnectionManager, keys: &QueueKeys, limit: usize) 
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let records: Vec<Option<String>> = redis::cmd("HMGET").arg(&keys.dead).arg(&ids).query_async(conn).await?;
+    let records: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(&keys.dead)
+        .arg(&ids)
+        .query_async(conn)
+        .await?;
     Ok(ids
         .into_iter()
         .zip(records)
@@ -44,8 +52,16 @@ pub async fn list(conn: &mut ConnectionManager, keys: &QueueKeys, limit: usize) 
 }
 
 /// One dead letter by id.
-pub async fn show(conn: &mut ConnectionManager, keys: &QueueKeys, id: &str) -> redis::RedisResult<Option<DeadLetter>> {
-    let rec: Option<String> = redis::cmd("HGET").arg(&keys.dead).arg(id).query_async(conn).await?;
+pub async fn show(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    id: &str,
+) -> redis::RedisResult<Option<DeadLetter>> {
+    let rec: Option<String> = redis::cmd("HGET")
+        .arg(&keys.dead)
+        .arg(id)
+        .query_async(conn)
+        .await?;
     Ok(rec.and_then(|r| decode(id, &r)))
 }
 
@@ -57,8 +73,16 @@ fn decode(id: &str, record: &str) -> Option<DeadLetter> {
 
 /// Moves dead letters back to the queue: the given ids, or all of the queue's when `ids` is
 /// empty. Returns how many moved.
-pub async fn retry(conn: &mut ConnectionManager, keys: &QueueKeys, ids: &[String]) -> redis::RedisResult<usize> {
-    let ids = if ids.is_empty() { all_ids(conn, keys).await? } else { ids.to_vec() };
+pub async fn retry(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    ids: &[String],
+) -> redis::RedisResult<usize> {
+    let ids = if ids.is_empty() {
+        all_ids(conn, keys).await?
+    } else {
+        ids.to_vec()
+    };
     let mut moved = 0;
     for id in ids {
         let n: i64 = scripts::DEAD_RETRY
@@ -75,8 +99,16 @@ pub async fn retry(conn: &mut ConnectionManager, keys: &QueueKeys, ids: &[String
 }
 
 /// Deletes dead letters: the given ids, or all of the queue's when `ids` is empty.
-pub async fn purge(conn: &mut ConnectionManager, keys: &QueueKeys, ids: &[String]) -> redis::RedisResult<usize> {
-    let ids = if ids.is_empty() { all_ids(conn, keys).await? } else { ids.to_vec() };
+pub async fn purge(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    ids: &[String],
+) -> redis::RedisResult<usize> {
+    let ids = if ids.is_empty() {
+        all_ids(conn, keys).await?
+    } else {
+        ids.to_vec()
+    };
     let mut purged = 0;
     for chunk in ids.chunks(500) {
         let mut pipe = redis::pipe();
@@ -90,5 +122,10 @@ pub async fn purge(conn: &mut ConnectionManager, keys: &QueueKeys, ids: &[String
 }
 
 async fn all_ids(conn: &mut ConnectionManager, keys: &QueueKeys) -> redis::RedisResult<Vec<String>> {
-    redis::cmd("ZRANGE").arg(&keys.dead_index).arg(0).arg(-1).query_async(conn).await
+    redis::cmd("ZRANGE")
+        .arg(&keys.dead_index)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
 }

@@ -47,20 +47,51 @@ pub fn for_queue(queue: &str) -> Arc<QueueMetrics> {
     m
 }
 
+/// A counter's name, help text and how to read it.
+type Counter = (&'static str, &'static str, fn(&QueueMetrics) -> u64);
+
 /// All counters in the Prometheus text exposition format.
 pub fn render() -> String {
     let list = registry().lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&QueueMetrics) -> u64); 9] = [
-        ("souk_jobs_fetched_total", "Entries read from the stream.", |m| m.fetched.load(Relaxed)),
-        ("souk_jobs_reclaimed_total", "Entries taken over from dead or hung consumers.", |m| m.reclaimed.load(Relaxed)),
-        ("souk_jobs_done_total", "Jobs finished successfully.", |m| m.done.load(Relaxed)),
-        ("souk_jobs_retried_total", "Jobs scheduled for another attempt.", |m| m.retried.load(Relaxed)),
-        ("souk_jobs_snoozed_total", "Jobs snoozed without spending an attempt.", |m| m.snoozed.load(Relaxed)),
-        ("souk_jobs_dead_total", "Jobs moved to the dead letters.", |m| m.dead.load(Relaxed)),
-        ("souk_jobs_decode_failed_total", "Entries whose payload did not decode.", |m| m.decode_failed.load(Relaxed)),
-        ("souk_redis_errors_total", "Redis calls that failed (and were retried).", |m| m.redis_errors.load(Relaxed)),
-        ("souk_handler_runs_total", "Handler runs measured.", |m| m.handler_count.load(Relaxed)),
+    let counters: [Counter; 9] = [
+        ("souk_jobs_fetched_total", "Entries read from the stream.", |m| {
+            m.fetched.load(Relaxed)
+        }),
+        (
+            "souk_jobs_reclaimed_total",
+            "Entries taken over from dead or hung consumers.",
+            |m| m.reclaimed.load(Relaxed),
+        ),
+        ("souk_jobs_done_total", "Jobs finished successfully.", |m| {
+            m.done.load(Relaxed)
+        }),
+        (
+            "souk_jobs_retried_total",
+            "Jobs scheduled for another attempt.",
+            |m| m.retried.load(Relaxed),
+        ),
+        (
+            "souk_jobs_snoozed_total",
+            "Jobs snoozed without spending an attempt.",
+            |m| m.snoozed.load(Relaxed),
+        ),
+        ("souk_jobs_dead_total", "Jobs moved to the dead letters.", |m| {
+            m.dead.load(Relaxed)
+        }),
+        (
+            "souk_jobs_decode_failed_total",
+            "Entries whose payload did not decode.",
+            |m| m.decode_failed.load(Relaxed),
+        ),
+        (
+            "souk_redis_errors_total",
+            "Redis calls that failed (and were retried).",
+            |m| m.redis_errors.load(Relaxed),
+        ),
+        ("souk_handler_runs_total", "Handler runs measured.", |m| {
+            m.handler_count.load(Relaxed)
+        }),
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -73,9 +104,17 @@ pub fn render() -> String {
         let secs = m.handler_micros_sum.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "souk_handler_seconds_total{{queue=\"{}\"}} {secs}", m.queue);
     }
-    let _ = writeln!(out, "# HELP souk_jobs_in_flight Jobs fetched and not yet settled.\n# TYPE souk_jobs_in_flight gauge");
+    let _ = writeln!(
+        out,
+        "# HELP souk_jobs_in_flight Jobs fetched and not yet settled.\n# TYPE souk_jobs_in_flight gauge"
+    );
     for m in &list {
-        let _ = writeln!(out, "souk_jobs_in_flight{{queue=\"{}\"}} {}", m.queue, m.in_flight.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "souk_jobs_in_flight{{queue=\"{}\"}} {}",
+            m.queue,
+            m.in_flight.load(Relaxed)
+        );
     }
     out
 }

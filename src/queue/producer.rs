@@ -98,7 +98,12 @@ impl Producer {
     }
 
     /// Pushes a job to run at `due_ms` (unix milliseconds); returns its job id.
-    pub async fn push_at<T: Serialize>(&self, queue: &str, args: &T, due_ms: i64) -> Result<String, PushError> {
+    pub async fn push_at<T: Serialize>(
+        &self,
+        queue: &str,
+        args: &T,
+        due_ms: i64,
+    ) -> Result<String, PushError> {
         let keys = self.keys(queue);
         let job_id = new_job_id();
         let member = serde_json::json!({
@@ -117,8 +122,14 @@ impl Producer {
     }
 
     /// Pushes a job to run after `delay`; returns its job id.
-    pub async fn push_after<T: Serialize>(&self, queue: &str, args: &T, delay: Duration) -> Result<String, PushError> {
-        self.push_at(queue, args, now_ms() + delay.as_millis() as i64).await
+    pub async fn push_after<T: Serialize>(
+        &self,
+        queue: &str,
+        args: &T,
+        delay: Duration,
+    ) -> Result<String, PushError> {
+        self.push_at(queue, args, now_ms() + delay.as_millis() as i64)
+            .await
     }
 
     /// Pushes a job unless a push with the same `key` happened within `window`. The key becomes
@@ -154,7 +165,11 @@ impl Producer {
 }
 
 /// See [`Producer::declare`].
-pub(crate) async fn declare(conn: &mut ConnectionManager, prefix: &str, queue: &str) -> Result<(), redis::RedisError> {
+pub(crate) async fn declare(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    queue: &str,
+) -> Result<(), redis::RedisError> {
     let keys = QueueKeys::new(prefix, queue);
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")

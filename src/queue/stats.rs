@@ -35,7 +35,10 @@ pub struct QueueStats {
     pub rates_per_min: BTreeMap<String, f64>,
 }
 
-pub(crate) async fn consumers(conn: &mut ConnectionManager, stream: &str) -> redis::RedisResult<Vec<ConsumerInfo>> {
+pub(crate) async fn consumers(
+    conn: &mut ConnectionManager,
+    stream: &str,
+) -> redis::RedisResult<Vec<ConsumerInfo>> {
     let v: Value = match redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(stream)
@@ -54,7 +57,9 @@ pub(crate) async fn consumers(conn: &mut ConnectionManager, stream: &str) -> red
                 Value::Array(kv) => kv
                     .chunks(2)
                     .filter_map(|p| match (p.first(), p.get(1)) {
-                        (Some(k), Some(v)) => Some((redis::from_redis_value::<String>(k.clone()).ok()?, v.clone())),
+                        (Some(k), Some(v)) => {
+                            Some((redis::from_redis_value::<String>(k.clone()).ok()?, v.clone()))
+                        }
                         _ => None,
                     })
                     .collect(),
@@ -65,9 +70,15 @@ pub(crate) async fn consumers(conn: &mut ConnectionManager, stream: &str) -> red
                 _ => continue,
             };
             let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            let num = |name: &str| get(name).and_then(|v| redis::from_redis_value::<u64>(v).ok()).unwrap_or(0);
+            let num = |name: &str| {
+                get(name)
+                    .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+                    .unwrap_or(0)
+            };
             out.push(ConsumerInfo {
-                name: get("name").and_then(|v| redis::from_redis_value::<String>(v).ok()).unwrap_or_default(),
+                name: get("name")
+                    .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                    .unwrap_or_default(),
                 pending: num("pending"),
                 idle_ms: num("idle"),
             });
@@ -93,21 +104,18 @@ pub async fn queue_stats(conn: &mut ConnectionManager, keys: &QueueKeys) -> redi
     pipe.cmd("XLEN").arg(&keys.stream);
     pipe.cmd("ZCARD").arg(&keys.delayed);
     pipe.cmd("HLEN").arg(&keys.dead);
-    pipe.cmd("XRANGE").arg(&keys.stream).arg("-").arg("+").arg("COUNT").arg(1);
+    pipe.cmd("XRANGE")
+        .arg(&keys.stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1);
     for m in 1..=5 {
         pipe.cmd("HGETALL").arg(keys.stats_minute(minute_now - m));
     }
-    let (length, delayed, dead, first, r1, r2, r3, r4, r5): (
-        u64,
-        u64,
-        u64,
-        Value,
-        BTreeMap<String, f64>,
-        BTreeMap<String, f64>,
-        BTreeMap<String, f64>,
-        BTreeMap<String, f64>,
-        BTreeMap<String, f64>,
-    ) = pipe.query_async(conn).await?;
+    type Minute = BTreeMap<String, f64>;
+    type Reply = (u64, u64, u64, Value, Minute, Minute, Minute, Minute, Minute);
+    let (length, delayed, dead, first, r1, r2, r3, r4, r5): Reply = pipe.query_async(conn).await?;
     let consumers = consumers(conn, &keys.stream).await?;
     let pending: u64 = consumers.iter().map(|c| c.pending).sum();
     let oldest_age_s = super::backend::parse_entries(&first)

@@ -16,7 +16,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Opens a pool on `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let opts: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
+    let opts: PgConnectOptions = url
+        .parse::<PgConnectOptions>()?
+        .log_statements(tracing::log::LevelFilter::Trace);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -36,7 +38,10 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
     if exists.is_none() {
         // Identifiers cannot be bound parameters; quote it as an identifier instead.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await {
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
             Ok(_) => {}
             // Another process created it meanwhile.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}

@@ -49,7 +49,13 @@ struct Runs(Arc<Mutex<Vec<Run>>>);
 
 impl Runs {
     fn of(&self, id: &str) -> Vec<Run> {
-        self.0.lock().unwrap().iter().filter(|r| r.id == id).cloned().collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.id == id)
+            .cloned()
+            .collect()
     }
     fn push(&self, r: Run) {
         self.0.lock().unwrap().push(r);
@@ -76,7 +82,9 @@ async fn probe(p: Probe, d: Data<Delivery>, runs: Data<Runs>) -> Result<(), JobE
             Err(JobError::retry_after(Duration::from_millis(ms), "429 slow down"))
         }
         Behaviour::RetryAfterOnce { .. } => Ok(()),
-        Behaviour::SnoozeTimes { times, ms } if earlier < times => Err(JobError::Snooze(Duration::from_millis(ms))),
+        Behaviour::SnoozeTimes { times, ms } if earlier < times => {
+            Err(JobError::Snooze(Duration::from_millis(ms)))
+        }
         Behaviour::SnoozeTimes { .. } => Ok(()),
         Behaviour::Abort => Err(JobError::abort("card declined")),
         Behaviour::Panic => panic!("handler bug"),
@@ -134,11 +142,15 @@ fn p(id: &str, behaviour: Behaviour) -> Probe {
 }
 
 async fn dead_letters(env: &TestEnv) -> Vec<dead::DeadLetter> {
-    dead::list(&mut env.redis(), &env.app.producer.keys(Q), 1000).await.unwrap()
+    dead::list(&mut env.redis(), &env.app.producer.keys(Q), 1000)
+        .await
+        .unwrap()
 }
 
 async fn queue_stats(env: &TestEnv) -> stats::QueueStats {
-    stats::queue_stats(&mut env.redis(), &env.app.producer.keys(Q)).await.unwrap()
+    stats::queue_stats(&mut env.redis(), &env.app.producer.keys(Q))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -147,9 +159,15 @@ async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete()
     let ctx = env.app.queue_context(Q).await.unwrap();
     let producer = &env.app.producer;
     for i in 0..10 {
-        producer.push(Q, &p(&format!("before-{i}"), Behaviour::Succeed)).await.unwrap();
+        producer
+            .push(Q, &p(&format!("before-{i}"), Behaviour::Succeed))
+            .await
+            .unwrap();
     }
-    producer.push_raw(Q, "{\"id\": \"x\", \"do\": \"explode\"").await.unwrap();
+    producer
+        .push_raw(Q, "{\"id\": \"x\", \"do\": \"explode\"")
+        .await
+        .unwrap();
     let _: String = redis::cmd("XADD")
         .arg(&producer.keys(Q).stream)
         .arg("*")
@@ -159,7 +177,10 @@ async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete()
         .await
         .unwrap();
     for i in 0..10 {
-        producer.push(Q, &p(&format!("after-{i}"), Behaviour::Succeed)).await.unwrap();
+        producer
+            .push(Q, &p(&format!("after-{i}"), Behaviour::Succeed))
+            .await
+            .unwrap();
     }
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
@@ -170,8 +191,14 @@ async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete()
     })
     .await;
     let errors: Vec<String> = dead_letters(&env).await.into_iter().map(|d| d.error).collect();
-    assert!(errors.iter().any(|e| e.contains("payload does not decode")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("no `payload` field")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("payload does not decode")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("no `payload` field")),
+        "{errors:?}"
+    );
     w.stop().await;
     let s = queue_stats(&env).await;
     assert_eq!((s.length, s.pending, s.dead), (0, 0, 2));
@@ -180,22 +207,44 @@ async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete()
 
 #[tokio::test]
 async fn a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_its_error() {
-    let env = TestEnv::with(&[("SOUK_QUEUE__MAX_ATTEMPTS", "4"), ("SOUK_QUEUE__RETRY_BASE_MS", "200")]).await;
+    let env = TestEnv::with(&[
+        ("SOUK_QUEUE__MAX_ATTEMPTS", "4"),
+        ("SOUK_QUEUE__RETRY_BASE_MS", "200"),
+    ])
+    .await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    env.app.producer.push(Q, &p("doomed", Behaviour::FailAlways)).await.unwrap();
-    env.app.producer.push(Q, &p("flaky", Behaviour::FailOnce)).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("doomed", Behaviour::FailAlways))
+        .await
+        .unwrap();
+    env.app
+        .producer
+        .push(Q, &p("flaky", Behaviour::FailOnce))
+        .await
+        .unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
-    eventually(Duration::from_secs(15), "a dead letter for the doomed job", || {
-        let env = &env;
-        async move { !dead_letters(env).await.is_empty() }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "a dead letter for the doomed job",
+        || {
+            let env = &env;
+            async move { !dead_letters(env).await.is_empty() }
+        },
+    )
     .await;
     w.stop().await;
 
     let doomed = runs.of("doomed");
-    assert_eq!(doomed.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-    assert!(doomed.iter().all(|r| r.job_id == doomed[0].job_id), "the job id is stable across retries");
+    assert_eq!(
+        doomed.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert!(
+        doomed.iter().all(|r| r.job_id == doomed[0].job_id),
+        "the job id is stable across retries"
+    );
     // Backoff 200 ms · 2^(n-1), jittered to 50–100 %: at least 100, 200, 400 ms apart.
     for (i, pair) in doomed.windows(2).enumerate() {
         let gap = pair[1].at - pair[0].at;
@@ -205,7 +254,11 @@ async fn a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_it
     let dl = dead_letters(&env).await;
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].attempts, 4);
-    assert!(dl[0].error.contains("gave up after 4 attempts: always fails"), "{}", dl[0].error);
+    assert!(
+        dl[0].error.contains("gave up after 4 attempts: always fails"),
+        "{}",
+        dl[0].error
+    );
     assert!(dl[0].payload.contains("doomed"));
 
     let flaky = runs.of("flaky");
@@ -217,7 +270,11 @@ async fn a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_it
 async fn retry_after_waits_the_given_delay_and_spends_an_attempt() {
     let env = TestEnv::new().await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    env.app.producer.push(Q, &p("limited", Behaviour::RetryAfterOnce { ms: 800 })).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("limited", Behaviour::RetryAfterOnce { ms: 800 }))
+        .await
+        .unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
     eventually(Duration::from_secs(10), "two runs", || {
@@ -227,7 +284,11 @@ async fn retry_after_waits_the_given_delay_and_spends_an_attempt() {
     .await;
     w.stop().await;
     let r = runs.of("limited");
-    assert!(r[1].at - r[0].at >= Duration::from_millis(800), "{:?}", r[1].at - r[0].at);
+    assert!(
+        r[1].at - r[0].at >= Duration::from_millis(800),
+        "{:?}",
+        r[1].at - r[0].at
+    );
     assert_eq!((r[0].attempt, r[1].attempt), (1, 2));
     env.cleanup().await;
 }
@@ -237,7 +298,11 @@ async fn snooze_comes_back_later_without_spending_an_attempt() {
     // One attempt only: any spent attempt would make the job dead.
     let env = TestEnv::with(&[("SOUK_QUEUE__MAX_ATTEMPTS", "1")]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    env.app.producer.push(Q, &p("sleepy", Behaviour::SnoozeTimes { times: 3, ms: 150 })).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("sleepy", Behaviour::SnoozeTimes { times: 3, ms: 150 }))
+        .await
+        .unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
     eventually(Duration::from_secs(10), "four runs", || {
@@ -261,18 +326,38 @@ async fn snooze_comes_back_later_without_spending_an_attempt() {
 async fn abort_and_panics_go_straight_to_the_dead_letters_and_the_worker_carries_on() {
     let env = TestEnv::new().await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    env.app.producer.push(Q, &p("declined", Behaviour::Abort)).await.unwrap();
-    env.app.producer.push(Q, &p("buggy", Behaviour::Panic)).await.unwrap();
-    env.app.producer.push(Q, &p("fine", Behaviour::Succeed)).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("declined", Behaviour::Abort))
+        .await
+        .unwrap();
+    env.app
+        .producer
+        .push(Q, &p("buggy", Behaviour::Panic))
+        .await
+        .unwrap();
+    env.app
+        .producer
+        .push(Q, &p("fine", Behaviour::Succeed))
+        .await
+        .unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
-    eventually(Duration::from_secs(10), "two dead letters and the good job", || {
-        let (runs, env) = (runs.clone(), &env);
-        async move { dead_letters(env).await.len() == 2 && runs.of("fine").len() == 1 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "two dead letters and the good job",
+        || {
+            let (runs, env) = (runs.clone(), &env);
+            async move { dead_letters(env).await.len() == 2 && runs.of("fine").len() == 1 }
+        },
+    )
     .await;
     // A job after the panic still runs: the worker survived.
-    env.app.producer.push(Q, &p("later", Behaviour::Succeed)).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("later", Behaviour::Succeed))
+        .await
+        .unwrap();
     eventually(Duration::from_secs(5), "a job after the panic", || {
         let runs = runs.clone();
         async move { runs.of("later").len() == 1 }
@@ -282,7 +367,9 @@ async fn abort_and_panics_go_straight_to_the_dead_letters_and_the_worker_carries
     assert_eq!(runs.of("declined").len(), 1);
     assert_eq!(runs.of("buggy").len(), 1);
     let dl = dead_letters(&env).await;
-    assert!(dl.iter().any(|d| d.error.contains("card declined") && d.attempts == 1));
+    assert!(dl
+        .iter()
+        .any(|d| d.error.contains("card declined") && d.attempts == 1));
     assert!(dl.iter().any(|d| d.error.contains("handler bug")), "{dl:?}");
     env.cleanup().await;
 }
@@ -291,8 +378,16 @@ async fn abort_and_panics_go_straight_to_the_dead_letters_and_the_worker_carries
 async fn dead_letters_can_be_retried_by_id_and_purged() {
     let env = TestEnv::with(&[("SOUK_QUEUE__MAX_ATTEMPTS", "1")]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    env.app.producer.push(Q, &p("once-broken", Behaviour::FailOnce)).await.unwrap();
-    env.app.producer.push(Q, &p("hopeless", Behaviour::FailAlways)).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("once-broken", Behaviour::FailOnce))
+        .await
+        .unwrap();
+    env.app
+        .producer
+        .push(Q, &p("hopeless", Behaviour::FailAlways))
+        .await
+        .unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
     eventually(Duration::from_secs(10), "two dead letters", || {
@@ -303,9 +398,17 @@ async fn dead_letters_can_be_retried_by_id_and_purged() {
     let keys = env.app.producer.keys(Q);
     let dl = dead_letters(&env).await;
     let fixable = dl.iter().find(|d| d.payload.contains("once-broken")).unwrap();
-    let shown = dead::show(&mut env.redis(), &keys, &fixable.id).await.unwrap().unwrap();
+    let shown = dead::show(&mut env.redis(), &keys, &fixable.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&shown, fixable);
-    assert_eq!(dead::retry(&mut env.redis(), &keys, &[fixable.id.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        dead::retry(&mut env.redis(), &keys, std::slice::from_ref(&fixable.id))
+            .await
+            .unwrap(),
+        1
+    );
     eventually(Duration::from_secs(5), "the retried job to succeed", || {
         let runs = runs.clone();
         async move { runs.of("once-broken").len() == 2 }
@@ -326,9 +429,18 @@ async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
     let producer = &env.app.producer;
     producer.declare(Q).await.unwrap();
     let w = Duration::from_secs(60);
-    let first = producer.push_unique(Q, "order-42", &p("a", Behaviour::Succeed), w, None).await.unwrap();
-    let second = producer.push_unique(Q, "order-42", &p("b", Behaviour::Succeed), w, None).await.unwrap();
-    let other = producer.push_unique(Q, "order-43", &p("c", Behaviour::Succeed), w, None).await.unwrap();
+    let first = producer
+        .push_unique(Q, "order-42", &p("a", Behaviour::Succeed), w, None)
+        .await
+        .unwrap();
+    let second = producer
+        .push_unique(Q, "order-42", &p("b", Behaviour::Succeed), w, None)
+        .await
+        .unwrap();
+    let other = producer
+        .push_unique(Q, "order-43", &p("c", Behaviour::Succeed), w, None)
+        .await
+        .unwrap();
     assert_eq!(first, PushOutcome::Pushed("order-42".into()));
     assert_eq!(second, PushOutcome::Duplicate("order-42".into()));
     assert_eq!(other, PushOutcome::Pushed("order-43".into()));
@@ -343,7 +455,11 @@ async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
     })
     .await;
     wk.stop().await;
-    assert_eq!(runs.of("a")[0].job_id, "order-42", "the idempotency key is the job id");
+    assert_eq!(
+        runs.of("a")[0].job_id,
+        "order-42",
+        "the idempotency key is the job id"
+    );
     assert!(runs.of("b").is_empty());
     env.cleanup().await;
 }
@@ -355,7 +471,11 @@ async fn a_job_pushed_for_later_runs_no_sooner_than_asked() {
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
     let pushed = Instant::now();
-    env.app.producer.push_after(Q, &p("later", Behaviour::Succeed), Duration::from_millis(700)).await.unwrap();
+    env.app
+        .producer
+        .push_after(Q, &p("later", Behaviour::Succeed), Duration::from_millis(700))
+        .await
+        .unwrap();
     assert_eq!(queue_stats(&env).await.delayed, 1);
     eventually(Duration::from_secs(5), "the delayed run", || {
         let runs = runs.clone();
@@ -369,20 +489,43 @@ async fn a_job_pushed_for_later_runs_no_sooner_than_asked() {
 
 #[tokio::test]
 async fn an_entry_delivered_too_often_without_finishing_becomes_a_dead_letter_unrun() {
-    let env = TestEnv::with(&[("SOUK_QUEUE__MAX_DELIVERIES", "3"), ("SOUK_QUEUE__CLAIM_IDLE_MS", "300")]).await;
+    let env = TestEnv::with(&[
+        ("SOUK_QUEUE__MAX_DELIVERIES", "3"),
+        ("SOUK_QUEUE__CLAIM_IDLE_MS", "300"),
+    ])
+    .await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     let keys = env.app.producer.keys(Q);
-    let id = env.app.producer.push(Q, &p("killer", Behaviour::Succeed)).await.unwrap();
+    let id = env
+        .app
+        .producer
+        .push(Q, &p("killer", Behaviour::Succeed))
+        .await
+        .unwrap();
     // Three consumers took the entry and died with it (as a payload that crashes its process does).
     let mut conn = env.redis();
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP").arg(GROUP).arg("crashed-1").arg("COUNT").arg(1)
-        .arg("STREAMS").arg(&keys.stream).arg(">")
-        .query_async(&mut conn).await.unwrap();
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("crashed-1")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&keys.stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     for c in ["crashed-2", "crashed-3"] {
         let _: redis::Value = redis::cmd("XCLAIM")
-            .arg(&keys.stream).arg(GROUP).arg(c).arg(0).arg(&id)
-            .query_async(&mut conn).await.unwrap();
+            .arg(&keys.stream)
+            .arg(GROUP)
+            .arg(c)
+            .arg(0)
+            .arg(&id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
@@ -394,7 +537,11 @@ async fn an_entry_delivered_too_often_without_finishing_becomes_a_dead_letter_un
     w.stop().await;
     assert_eq!(runs.len(), 0, "a crash-looping entry is not run a fourth time");
     let dl = dead_letters(&env).await;
-    assert!(dl[0].error.contains("delivered 3 times without finishing"), "{}", dl[0].error);
+    assert!(
+        dl[0].error.contains("delivered 3 times without finishing"),
+        "{}",
+        dl[0].error
+    );
     assert_eq!(queue_stats(&env).await.pending, 0);
     env.cleanup().await;
 }
@@ -404,11 +551,23 @@ async fn an_entry_left_by_a_dead_consumer_is_taken_over_after_the_idle_bound() {
     let env = TestEnv::with(&[("SOUK_QUEUE__CLAIM_IDLE_MS", "600")]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     let keys = env.app.producer.keys(Q);
-    env.app.producer.push(Q, &p("orphan", Behaviour::Succeed)).await.unwrap();
+    env.app
+        .producer
+        .push(Q, &p("orphan", Behaviour::Succeed))
+        .await
+        .unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP").arg(GROUP).arg("died-holding-it").arg("COUNT").arg(1)
-        .arg("STREAMS").arg(&keys.stream).arg(">")
-        .query_async(&mut env.redis()).await.unwrap();
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("died-holding-it")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&keys.stream)
+        .arg(">")
+        .query_async(&mut env.redis())
+        .await
+        .unwrap();
     let taken = Instant::now();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
@@ -425,13 +584,21 @@ async fn an_entry_left_by_a_dead_consumer_is_taken_over_after_the_idle_bound() {
 
 #[tokio::test]
 async fn running_jobs_keep_their_lease_so_a_second_consumer_never_steals_them() {
-    let env = TestEnv::with(&[("SOUK_QUEUE__CLAIM_IDLE_MS", "500"), ("SOUK_QUEUE__CONCURRENCY", "4")]).await;
+    let env = TestEnv::with(&[
+        ("SOUK_QUEUE__CLAIM_IDLE_MS", "500"),
+        ("SOUK_QUEUE__CONCURRENCY", "4"),
+    ])
+    .await;
     let mut a = env.app.queue_context(Q).await.unwrap();
     let mut b = a.clone();
     a.consumer = format!("{}-a", a.consumer);
     b.consumer = format!("{}-b", b.consumer);
     for i in 0..6 {
-        env.app.producer.push(Q, &p(&format!("long-{i}"), Behaviour::Sleep { ms: 2_000 })).await.unwrap();
+        env.app
+            .producer
+            .push(Q, &p(&format!("long-{i}"), Behaviour::Sleep { ms: 2_000 }))
+            .await
+            .unwrap();
     }
     let runs = Runs::default();
     let (wa, wb) = (start(a, runs.clone()), start(b, runs.clone()));
@@ -445,7 +612,11 @@ async fn running_jobs_keep_their_lease_so_a_second_consumer_never_steals_them() 
     .await;
     wa.stop().await;
     wb.stop().await;
-    assert_eq!(runs.len(), 6, "each 2 s job ran once although the idle bound is 0.5 s");
+    assert_eq!(
+        runs.len(),
+        6,
+        "each 2 s job ran once although the idle bound is 0.5 s"
+    );
     env.cleanup().await;
 }
 
@@ -453,7 +624,9 @@ async fn running_jobs_keep_their_lease_so_a_second_consumer_never_steals_them() 
 async fn a_backlog_of_100_000_entries_drains_completely_and_exactly_once() {
     let env = TestEnv::new().await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    let jobs: Vec<Probe> = (0..100_000).map(|i| p(&format!("b{i}"), Behaviour::Succeed)).collect();
+    let jobs: Vec<Probe> = (0..100_000)
+        .map(|i| p(&format!("b{i}"), Behaviour::Succeed))
+        .collect();
     env.app.producer.push_many(Q, &jobs).await.unwrap();
     assert_eq!(queue_stats(&env).await.length, 100_000);
     let runs = Runs::default();
@@ -464,11 +637,10 @@ async fn a_backlog_of_100_000_entries_drains_completely_and_exactly_once() {
     })
     .await;
     w.stop().await;
-    let all = runs.0.lock().unwrap();
+    let all: Vec<Run> = runs.0.lock().unwrap().clone();
     assert_eq!(all.len(), 100_000);
     let distinct: std::collections::HashSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(distinct.len(), 100_000);
-    drop(all);
     env.cleanup().await;
 }
 
@@ -476,7 +648,9 @@ async fn a_backlog_of_100_000_entries_drains_completely_and_exactly_once() {
 async fn graceful_stop_finishes_running_jobs_and_leaves_nothing_pending() {
     let env = TestEnv::with(&[("SOUK_QUEUE__CONCURRENCY", "5"), ("SOUK_QUEUE__BATCH_SIZE", "10")]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    let jobs: Vec<Probe> = (0..40).map(|i| p(&format!("s{i}"), Behaviour::Sleep { ms: 400 })).collect();
+    let jobs: Vec<Probe> = (0..40)
+        .map(|i| p(&format!("s{i}"), Behaviour::Sleep { ms: 400 }))
+        .collect();
     env.app.producer.push_many(Q, &jobs).await.unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
@@ -489,8 +663,16 @@ async fn graceful_stop_finishes_running_jobs_and_leaves_nothing_pending() {
     let started = runs.len();
     let s = queue_stats(&env).await;
     assert_eq!(s.pending, 0, "nothing left pending after a graceful stop");
-    assert_eq!(s.length as usize, 40 - started, "unstarted jobs (prefetched ones too) are back on the stream");
-    assert!(s.consumers.is_empty(), "the consumer left the group: {:?}", s.consumers);
+    assert_eq!(
+        s.length as usize,
+        40 - started,
+        "unstarted jobs (prefetched ones too) are back on the stream"
+    );
+    assert!(
+        s.consumers.is_empty(),
+        "the consumer left the group: {:?}",
+        s.consumers
+    );
     env.cleanup().await;
 }
 
@@ -500,17 +682,37 @@ async fn queue_stats_show_waiting_pending_delayed_and_dead() {
     let producer = &env.app.producer;
     producer.declare(Q).await.unwrap();
     for i in 0..3 {
-        producer.push(Q, &p(&format!("w{i}"), Behaviour::Succeed)).await.unwrap();
+        producer
+            .push(Q, &p(&format!("w{i}"), Behaviour::Succeed))
+            .await
+            .unwrap();
     }
-    producer.push_after(Q, &p("d", Behaviour::Succeed), Duration::from_secs(600)).await.unwrap();
+    producer
+        .push_after(Q, &p("d", Behaviour::Succeed), Duration::from_secs(600))
+        .await
+        .unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP").arg(GROUP).arg("someone").arg("COUNT").arg(1)
-        .arg("STREAMS").arg(&producer.keys(Q).stream).arg(">")
-        .query_async(&mut env.redis()).await.unwrap();
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("someone")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&producer.keys(Q).stream)
+        .arg(">")
+        .query_async(&mut env.redis())
+        .await
+        .unwrap();
     let s = queue_stats(&env).await;
-    assert_eq!((s.length, s.waiting, s.pending, s.delayed, s.dead), (3, 2, 1, 1, 0));
+    assert_eq!(
+        (s.length, s.waiting, s.pending, s.delayed, s.dead),
+        (3, 2, 1, 1, 0)
+    );
     assert_eq!(s.consumers.len(), 1);
-    assert_eq!((s.consumers[0].name.as_str(), s.consumers[0].pending), ("someone", 1));
+    assert_eq!(
+        (s.consumers[0].name.as_str(), s.consumers[0].pending),
+        ("someone", 1)
+    );
     assert!(s.oldest_age_s.is_some());
     let names = stats::queue_names(&mut env.redis(), &env.prefix).await.unwrap();
     assert_eq!(names, vec![Q.to_owned()]);
@@ -521,7 +723,12 @@ async fn queue_stats_show_waiting_pending_delayed_and_dead() {
 async fn handlers_learn_the_delivery_they_run() {
     let env = TestEnv::new().await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    let entry = env.app.producer.push(Q, &p("who", Behaviour::Succeed)).await.unwrap();
+    let entry = env
+        .app
+        .producer
+        .push(Q, &p("who", Behaviour::Succeed))
+        .await
+        .unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
     eventually(Duration::from_secs(5), "one run", || {
@@ -531,7 +738,10 @@ async fn handlers_learn_the_delivery_they_run() {
     .await;
     w.stop().await;
     let r = &runs.of("who")[0];
-    assert_eq!(r.job_id, entry, "without a job_id field the entry id is the job id");
+    assert_eq!(
+        r.job_id, entry,
+        "without a job_id field the entry id is the job id"
+    );
     assert_eq!(r.attempt, 1);
     env.cleanup().await;
 }

@@ -38,7 +38,10 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStat
         if let Some(s) = child.try_wait().expect("try_wait") {
             return s;
         }
-        assert!(std::time::Instant::now() < deadline, "process did not exit within {limit:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -65,33 +68,56 @@ async fn a_worker_killed_with_sigkill_mid_job_is_finished_by_another_process_exa
     let env = TestEnv::new().await;
     let run = ["run", "--queues", QUEUE];
     let mut fleet = Reaper(vec![env.spawn_souk(&run, &[])]);
-    env.app.producer.push(QUEUE, &sample("killed", 3_000)).await.unwrap();
-    eventually(Duration::from_secs(20), "the first process to start the job", || {
-        let env = &env;
-        async move { starts(env, "killed").await.len() == 1 }
-    })
+    env.app
+        .producer
+        .push(QUEUE, &sample("killed", 3_000))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the first process to start the job",
+        || {
+            let env = &env;
+            async move { starts(env, "killed").await.len() == 1 }
+        },
+    )
     .await;
     signal(&fleet.0[0], "KILL");
     let status = wait_exit(&mut fleet.0[0], Duration::from_secs(5)).await;
     assert!(!status.success());
-    assert_eq!(completions(&env, "killed").await, 0, "killed mid-job: nothing completed yet");
+    assert_eq!(
+        completions(&env, "killed").await,
+        0,
+        "killed mid-job: nothing completed yet"
+    );
 
     fleet.0.push(env.spawn_souk(&run, &[]));
     // claim_idle_ms is 1.5 s here; the job takes 3 s; allow for process start.
-    eventually(Duration::from_secs(20), "the second process to finish the job", || {
-        let env = &env;
-        async move { completions(env, "killed").await == 1 }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the second process to finish the job",
+        || {
+            let env = &env;
+            async move { completions(env, "killed").await == 1 }
+        },
+    )
     .await;
     let s = starts(&env, "killed").await;
     assert_eq!(s.len(), 1, "one job");
-    assert_eq!(s[0].1, 2, "started by the killed process and again by the survivor");
+    assert_eq!(
+        s[0].1, 2,
+        "started by the killed process and again by the survivor"
+    );
     eventually(Duration::from_secs(5), "nothing pending", || {
         let env = &env;
         async move { pending(env).await == 0 }
     })
     .await;
-    assert_eq!(completions(&env, "killed").await, 1, "exactly one completion recorded");
+    assert_eq!(
+        completions(&env, "killed").await,
+        1,
+        "exactly one completion recorded"
+    );
     drop(fleet);
     env.cleanup().await;
 }
@@ -103,7 +129,11 @@ async fn sigterm_lets_running_jobs_finish_and_exits_zero_with_nothing_pending() 
     let listen = format!("127.0.0.1:{port}");
     let mut fleet = Reaper(vec![env.spawn_souk(
         &["run", "--queues", QUEUE],
-        &[("SOUK_OPS__LISTEN", listen.as_str()), ("SOUK_QUEUE__CONCURRENCY", "4"), ("SOUK_QUEUE__BATCH_SIZE", "4")],
+        &[
+            ("SOUK_OPS__LISTEN", listen.as_str()),
+            ("SOUK_QUEUE__CONCURRENCY", "4"),
+            ("SOUK_QUEUE__BATCH_SIZE", "4"),
+        ],
     )]);
     let jobs: Vec<SampleArgs> = (0..12).map(|_| sample("graceful", 1_500)).collect();
     env.app.producer.push_many(QUEUE, &jobs).await.unwrap();
@@ -119,16 +149,29 @@ async fn sigterm_lets_running_jobs_finish_and_exits_zero_with_nothing_pending() 
     assert_eq!((code, body.as_str()), (200, "redis: ok\npostgres: ok\n"));
     let (code, metrics) = http_get(&format!("{base}/metrics")).await;
     assert_eq!(code, 200);
-    assert!(metrics.contains(&format!("souk_jobs_in_flight{{queue=\"{QUEUE}\"}}")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("souk_jobs_in_flight{{queue=\"{QUEUE}\"}}")),
+        "{metrics}"
+    );
 
     signal(&fleet.0[0], "TERM");
     let status = wait_exit(&mut fleet.0[0], Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
     let started = starts(&env, "graceful").await.len() as i64;
-    assert_eq!(completions(&env, "graceful").await, started, "every started job finished");
-    let s = stats::queue_stats(&mut env.redis(), &env.app.producer.keys(QUEUE)).await.unwrap();
+    assert_eq!(
+        completions(&env, "graceful").await,
+        started,
+        "every started job finished"
+    );
+    let s = stats::queue_stats(&mut env.redis(), &env.app.producer.keys(QUEUE))
+        .await
+        .unwrap();
     assert_eq!(s.pending, 0);
-    assert_eq!(s.length as i64, 12 - started, "the rest wait on the stream for the next worker");
+    assert_eq!(
+        s.length as i64,
+        12 - started,
+        "the rest wait on the stream for the next worker"
+    );
     drop(fleet);
     env.cleanup().await;
 }
@@ -138,12 +181,23 @@ async fn http_get(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect ops port");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect ops port");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
-    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -190,7 +244,12 @@ async fn a_tick_missed_while_no_process_ran_fires_once_at_start() {
     let now = chrono::Utc::now().timestamp_millis();
     let two_hours_ago = (now - 7_200_000) / 3_600_000 * 3_600_000;
     let keys = env.app.producer.keys(QUEUE);
-    let _: () = redis::cmd("SET").arg(keys.cron_last("hourly")).arg(two_hours_ago).query_async(&mut env.redis()).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(keys.cron_last("hourly"))
+        .arg(two_hours_ago)
+        .query_async(&mut env.redis())
+        .await
+        .unwrap();
     let run = ["run", "--queues", QUEUE];
     let mut fleet = Reaper((0..3).map(|_| env.spawn_souk(&run, &cron)).collect());
     eventually(Duration::from_secs(30), "the missed tick", || {
@@ -201,7 +260,11 @@ async fn a_tick_missed_while_no_process_ran_fires_once_at_start() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = starts(&env, "missed").await;
     let latest_tick = now / 3_600_000 * 3_600_000;
-    assert_eq!(s, vec![(format!("cron:hourly:{latest_tick}"), 1)], "only the latest missed tick, once");
+    assert_eq!(
+        s,
+        vec![(format!("cron:hourly:{latest_tick}"), 1)],
+        "only the latest missed tick, once"
+    );
     for c in &fleet.0 {
         signal(c, "TERM");
     }
@@ -251,8 +314,12 @@ impl OwnRedis {
         eventually(Duration::from_secs(10), "redis to answer", || {
             let url = url.clone();
             async move {
-                let Ok(c) = redis::Client::open(url.as_str()) else { return false };
-                let Ok(mut c) = c.get_multiplexed_async_connection().await else { return false };
+                let Ok(c) = redis::Client::open(url.as_str()) else {
+                    return false;
+                };
+                let Ok(mut c) = c.get_multiplexed_async_connection().await else {
+                    return false;
+                };
                 redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
             }
         })
@@ -284,7 +351,11 @@ impl Drop for OwnRedis {
 async fn workers_ride_out_a_redis_restart_and_every_job_completes() {
     let mut redis = OwnRedis::new().await;
     let env = TestEnv::with_redis(&redis.url(), &[]).await;
-    let mut fleet = Reaper(vec![env.spawn_souk(&["run", "--queues", QUEUE], &[("SOUK_QUEUE__CONCURRENCY", "8")])]);
+    let mut fleet =
+        Reaper(vec![env.spawn_souk(
+            &["run", "--queues", QUEUE],
+            &[("SOUK_QUEUE__CONCURRENCY", "8")],
+        )]);
     let jobs: Vec<SampleArgs> = (0..400).map(|_| sample("restart", 40)).collect();
     env.app.producer.push_many(QUEUE, &jobs).await.unwrap();
     eventually(Duration::from_secs(20), "some jobs done", || {
@@ -295,19 +366,28 @@ async fn workers_ride_out_a_redis_restart_and_every_job_completes() {
     redis.restart(Duration::from_secs(1)).await;
     let during = completions(&env, "restart").await;
     assert!(during < 400, "the restart happened mid-run ({during} done)");
-    eventually(Duration::from_secs(60), "all 400 jobs completed after the restart", || {
-        let env = &env;
-        async move { completions(env, "restart").await == 400 }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "all 400 jobs completed after the restart",
+        || {
+            let env = &env;
+            async move { completions(env, "restart").await == 400 }
+        },
+    )
     .await;
     eventually(Duration::from_secs(10), "nothing pending", || {
         let env = &env;
         async move { pending(env).await == 0 }
     })
     .await;
-    assert!(fleet.0[0].try_wait().unwrap().is_none(), "the worker process is still running");
+    assert!(
+        fleet.0[0].try_wait().unwrap().is_none(),
+        "the worker process is still running"
+    );
     signal(&fleet.0[0], "TERM");
-    assert!(wait_exit(&mut fleet.0[0], Duration::from_secs(20)).await.success());
+    assert!(wait_exit(&mut fleet.0[0], Duration::from_secs(20))
+        .await
+        .success());
     drop(fleet);
     env.cleanup().await;
 }
@@ -333,7 +413,10 @@ async fn the_command_line_lists_retries_and_purges_dead_letters_and_shows_queues
     let (code, _, err) = souk_cli(&env, &["push", QUEUE, "{\"label\": 7}"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, _) = souk_cli(&env, &["push", QUEUE, "not json"]);
-    assert_ne!(code, 0, "a payload that is not JSON is refused before it reaches the queue");
+    assert_ne!(
+        code, 0,
+        "a payload that is not JSON is refused before it reaches the queue"
+    );
     let keys = env.app.producer.keys(QUEUE);
     eventually(Duration::from_secs(20), "the dead letter", || {
         let (env, keys) = (&env, &keys);
@@ -348,7 +431,10 @@ async fn the_command_line_lists_retries_and_purges_dead_letters_and_shows_queues
     let id = listed[0]["id"].as_str().unwrap().to_owned();
     let (code, out, _) = souk_cli(&env, &["dead", "show", &id]);
     assert_eq!(code, 0);
-    assert!(out.contains("\"label\": 7") || out.contains("{\\\"label\\\": 7}"), "{out}");
+    assert!(
+        out.contains("\"label\": 7") || out.contains("{\\\"label\\\": 7}"),
+        "{out}"
+    );
     let (code, _, err) = souk_cli(&env, &["dead", "retry"]);
     assert_ne!(code, 0);
     assert!(err.contains("say which dead letters"), "{err}");
@@ -367,7 +453,11 @@ async fn the_command_line_lists_retries_and_purges_dead_letters_and_shows_queues
     let q: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(q[0]["queue"], QUEUE);
     assert_eq!(q[0]["dead"], 0);
-    assert_eq!(q[0]["consumers"].as_array().unwrap().len(), 1, "the running worker is listed");
+    assert_eq!(
+        q[0]["consumers"].as_array().unwrap().len(),
+        1,
+        "the running worker is listed"
+    );
     drop(fleet);
     env.cleanup().await;
 }

@@ -95,8 +95,13 @@ impl TestEnv {
         let dir = std::env::temp_dir().join("souk-test-logs");
         let _ = std::fs::create_dir_all(&dir);
         let log = dir.join(format!("{}-{}.log", self.prefix, fastrand::u32(..)));
-        let stderr = std::fs::File::create(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
-        cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn souk")
+        let stderr = std::fs::File::create(&log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        cmd.stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn souk")
     }
 
     pub fn redis(&self) -> redis::aio::ConnectionManager {
@@ -116,9 +121,12 @@ impl TestEnv {
         }
         self.app.pool.close().await;
         if let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_ADMIN_URL}/postgres")).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&admin)
+            .await;
             admin.close().await;
         }
     }
