@@ -20,6 +20,17 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The nominal delay after failed attempt number `attempt` (1-based), before jitter:
     /// `min(cap, base * 2^(attempt-1))`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use souk::domain::backoff::RetryPolicy;
+    ///
+    /// // souk's default queue policy.
+    /// let p = RetryPolicy { base: Duration::from_secs(1), cap: Duration::from_secs(3600), max_attempts: 10 };
+    /// let secs: Vec<u64> = (1..10).map(|a| p.nominal_delay(a).as_secs()).collect();
+    /// assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256]);
+    /// assert!(!p.may_retry(10));
+    /// ```
     pub fn nominal_delay(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(40);
         let factor = 1u64 << exp;

@@ -42,6 +42,11 @@ pub use producer::{Producer, PushOutcome};
 pub const GROUP: &str = "souk";
 
 /// Whether `name` is a valid queue name: 1–100 of letters, digits, `.`, `_`, `-`.
+///
+/// ```
+/// assert!(souk::queue::valid_queue_name("souk.confirm_payment.v1"));
+/// assert!(!souk::queue::valid_queue_name("orders{eu}"));
+/// ```
 pub fn valid_queue_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
