@@ -173,7 +173,7 @@ impl Inner {
             Decision::Dead { error } => {
                 let record = dead_record(&d, &error);
                 Settle::Dead {
-                    dead_id: format!("{}-{}", d.entry_id, d.job_id),
+                    dead_id: d.entry_id.clone(),
                     entry_id: d.entry_id,
                     record,
                 }
