@@ -3,7 +3,7 @@
 //! Owns start-up (connect, register queues) and the run loop (apalis `Monitor`, cron, graceful
 //! shutdown). Signals and the command line stay in `workers/main.rs`.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use apalis::prelude::Monitor;
@@ -13,6 +13,10 @@ use tokio::sync::watch;
 
 use crate::{
     config::{redact_url, Config, QueueConfig},
+    integrations::{
+        payment::{PaymentProvider, StripeClient},
+        webhook::WebhookSender,
+    },
     jobs,
     queue::{backend::QueueContext, cron, Producer},
 };
@@ -25,6 +29,8 @@ pub struct App {
     pub conn: ConnectionManager,
     pub pool: PgPool,
     pub producer: Producer,
+    pub payments: Arc<dyn PaymentProvider>,
+    pub webhooks: WebhookSender,
 }
 
 impl App {
@@ -43,13 +49,38 @@ impl App {
             .await
             .with_context(|| format!("connecting to {}", redact_url(&config.database.url)))?;
         let producer = Producer::new(conn.clone(), config.redis.key_prefix.clone());
+        let payments: Arc<dyn PaymentProvider> = Arc::new(
+            StripeClient::new(
+                &config.payment.base_url,
+                config.payment.api_key.expose(),
+                Duration::from_millis(config.payment.timeout_ms),
+            )
+            .context("building the payment client")?,
+        );
+        let webhooks = WebhookSender::new(
+            Duration::from_millis(config.webhooks.timeout_ms),
+            config.webhooks.allow_private_targets,
+        )
+        .context("building the webhook client")?;
         Ok(Self {
             config,
             redis,
             conn,
             pool,
             producer,
+            payments,
+            webhooks,
         })
+    }
+
+    /// Pushes a job once per key within the queue's idempotency window (see `Producer::push_unique`).
+    pub async fn push_once<T: serde::Serialize>(&self, queue: &str, key: &str, args: &T, due_ms: Option<i64>) -> Result<(), crate::queue::JobError> {
+        let window = Duration::from_secs(self.config.queue(queue).idempotency_window_s);
+        self.producer
+            .push_unique(queue, key, args, window, due_ms)
+            .await
+            .map(|_| ())
+            .map_err(crate::queue::JobError::retry)
     }
 
     /// The queue context of `queue` with its effective settings.
@@ -87,6 +118,7 @@ impl App {
             }
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        let relay = tokio::spawn(crate::outcomes::relay_loop(self.clone(), stop_rx.clone()));
         let cron_jobs = cron::CronJob::from_config(&self.config.cron);
         let scheduler = if with_cron && !cron_jobs.is_empty() {
             Some(tokio::spawn(cron::run_scheduler(
@@ -108,6 +140,7 @@ impl App {
         if let Some(s) = scheduler {
             let _ = s.await;
         }
+        let _ = relay.await;
         Ok(())
     }
 }

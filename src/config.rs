@@ -33,6 +33,62 @@ pub struct Config {
     #[serde(default)]
     pub queues: BTreeMap<String, QueueOverrides>,
     pub cron: CronConfig,
+    pub marketplace: MarketplaceConfig,
+    pub payment: PaymentConfig,
+    pub webhooks: WebhooksConfig,
+    pub admin: AdminConfig,
+}
+
+/// A secret value: shown as `***` by `Debug`, so a logged config never leaks it.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketplaceConfig {
+    pub currency: String,
+    pub unpaid_timeout_s: u64,
+    pub payment_recheck_ms: u64,
+    pub reservation_ttl_s: u64,
+    pub outcome_stream_maxlen: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    pub provider: String,
+    pub base_url: String,
+    pub api_key: Secret,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub schedule_s: Vec<u64>,
+    pub timeout_ms: u64,
+    pub disable_after_hours: u64,
+    pub allow_private_targets: bool,
+    pub max_in_flight_per_merchant: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +337,24 @@ impl Config {
                 return bad(&key("idempotency_window_s"), "must be at least 1 s");
             }
         }
+        if self.marketplace.currency.len() != 3 || !self.marketplace.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return bad("marketplace.currency", "must be an ISO 4217 code such as EUR");
+        }
+        if self.marketplace.payment_recheck_ms == 0 {
+            return bad("marketplace.payment_recheck_ms", "must be at least 1 ms");
+        }
+        if !self.payment.base_url.starts_with("http://") && !self.payment.base_url.starts_with("https://") {
+            return bad("payment.base_url", "must be an http(s) URL");
+        }
+        if self.webhooks.schedule_s.is_empty() {
+            return bad("webhooks.schedule_s", "needs at least one attempt");
+        }
+        if self.webhooks.timeout_ms == 0 || self.webhooks.max_in_flight_per_merchant == 0 {
+            return bad("webhooks.timeout_ms", "timeout_ms and max_in_flight_per_merchant must be at least 1");
+        }
+        if !self.admin.token.0.is_empty() && self.admin.token.0.len() < 16 {
+            return bad("admin.token", "must be empty (admin disabled) or at least 16 characters");
+        }
         for (name, job) in &self.cron.jobs {
             if let Err(e) = job.schedule.parse::<cron::Schedule>() {
                 return bad(&format!("cron.jobs.{name}.schedule"), &e.to_string());
@@ -332,13 +406,15 @@ fn set_path(root: &mut toml::Table, keys: &[String], value: toml::Value) {
     table.insert(last.clone(), value);
 }
 
-/// An environment value is a TOML scalar when it parses as one (numbers, booleans), else a string.
+/// An environment value is a TOML value when it parses as one (numbers, booleans, arrays such
+/// as `[0, 5, 300]`), else a string.
 fn env_value(raw: &str) -> toml::Value {
-    if let Ok(i) = raw.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    if let Ok(b) = raw.parse::<bool>() {
-        return toml::Value::Boolean(b);
+    if let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>() {
+        if let Some(v) = t.remove("v") {
+            if !matches!(v, toml::Value::Table(_) | toml::Value::Datetime(_)) {
+                return v;
+            }
+        }
     }
     toml::Value::String(raw.to_owned())
 }
@@ -427,6 +503,18 @@ mod tests {
         let cron = "[cron.jobs.nightly]\nschedule = \"every day\"\nqueue = \"souk.a.v1\"\n";
         let err = Config::from_layers(Some(("f".into(), cron)), &[]).unwrap_err();
         assert!(err.to_string().contains("cron.jobs.nightly.schedule"), "{err}");
+    }
+
+    #[test]
+    fn arrays_come_from_the_environment_and_secrets_stay_hidden() {
+        let c = Config::from_layers(
+            None,
+            &vars(&[("SOUK_WEBHOOKS__SCHEDULE_S", "[0, 1, 2]"), ("SOUK_PAYMENT__API_KEY", "sk_test_abc")]),
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.schedule_s, vec![0, 1, 2]);
+        assert_eq!(c.payment.api_key.expose(), "sk_test_abc");
+        assert!(!format!("{c:?}").contains("sk_test_abc"));
     }
 
     #[test]

@@ -4,3 +4,6 @@
 //! random numbers, so every rule is unit-tested directly.
 
 pub mod backoff;
+pub mod order;
+pub mod payment;
+pub mod webhook;

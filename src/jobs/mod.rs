@@ -1,11 +1,23 @@
 //! The jobs souk runs: one file per job with its arguments, stable queue name, handler and
 //! registration. [`ALL`] lists them for `souk run --queues`.
+//!
+//! The order pipeline: `intake_storefront` (storefront commands) → `confirm_payment` →
+//! `reserve_stock` (one per sub-order) → `adjust_payment` (capture, cancel or refund what will
+//! not ship) → `notify_merchant` (one per webhook) and `expire_acceptance` (merchant deadline).
+//! `sweep_orders` runs from cron as a safety net.
 
+pub mod adjust_payment;
+pub mod confirm_payment;
+pub mod expire_acceptance;
+pub mod intake_storefront;
+pub mod notify_merchant;
 pub mod record_sample;
+pub mod reserve_stock;
+pub mod sweep_orders;
 
 use apalis::prelude::Monitor;
 
-use crate::app::App;
+use crate::{app::App, queue::JobError};
 
 /// A job kind: its queue and how to add its workers to a monitor.
 pub struct JobKind {
@@ -14,7 +26,38 @@ pub struct JobKind {
 }
 
 /// Every job kind, in the order `souk run` starts them.
-pub const ALL: &[JobKind] = &[JobKind {
-    queue: record_sample::QUEUE,
-    register: record_sample::register,
-}];
+pub const ALL: &[JobKind] = &[
+    JobKind { queue: intake_storefront::QUEUE, register: intake_storefront::register },
+    JobKind { queue: confirm_payment::QUEUE, register: confirm_payment::register },
+    JobKind { queue: reserve_stock::QUEUE, register: reserve_stock::register },
+    JobKind { queue: adjust_payment::QUEUE, register: adjust_payment::register },
+    JobKind { queue: notify_merchant::QUEUE, register: notify_merchant::register },
+    JobKind { queue: expire_acceptance::QUEUE, register: expire_acceptance::register },
+    JobKind { queue: sweep_orders::QUEUE, register: sweep_orders::register },
+    JobKind { queue: record_sample::QUEUE, register: record_sample::register },
+];
+
+/// A database error inside a handler: retried with the queue's backoff.
+pub(crate) fn db(e: sqlx::Error) -> JobError {
+    JobError::retry(e)
+}
+
+/// Registers a handler `fn(Args, Data<Delivery>, Data<App>)` on its queue with the standard
+/// layers (concurrency, timeout, panic capture). `$backend` builds the backend from the context.
+macro_rules! register_job {
+    ($monitor:expr, $app:expr, $ctx:expr, $queue:expr, $backend:expr, $handler:expr) => {{
+        let app = $app.clone();
+        let ctx = $ctx;
+        $monitor.register(move |_restarts| {
+            let s = &ctx.settings;
+            apalis::prelude::WorkerBuilder::new($queue)
+                .backend(($backend)(ctx.clone()))
+                .concurrency(s.concurrency)
+                .timeout($crate::app::handler_timeout(s))
+                .catch_panic()
+                .data(app.clone())
+                .build($handler)
+        })
+    }};
+}
+pub(crate) use register_job;

@@ -233,7 +233,16 @@ pub struct StreamsBackend<Args> {
     handles: Vec<JoinHandle<()>>,
     settler: Option<JoinHandle<()>>,
     closing: Option<BoxFuture<'static, ()>>,
+    decode: Decoder<Args>,
     _args: PhantomData<fn() -> Args>,
+}
+
+/// Turns a raw payload into a job's arguments, or says why it cannot.
+pub type Decoder<Args> = fn(&str) -> Result<Args, String>;
+
+fn json_decoder<Args: DeserializeOwned>(raw: &str) -> Result<Args, String> {
+    serde_json::from_str::<Args>(raw)
+        .map_err(|err| format!("payload does not decode as {}: {err}", std::any::type_name::<Args>()))
 }
 
 impl<Args> std::fmt::Debug for StreamsBackend<Args> {
@@ -253,7 +262,16 @@ pub enum QueueError {
 }
 
 impl<Args: DeserializeOwned + Send + 'static> StreamsBackend<Args> {
+    /// A backend whose payloads are the JSON form of `Args`.
     pub fn new(ctx: QueueContext) -> Self {
+        Self::with_decoder(ctx, json_decoder::<Args>)
+    }
+}
+
+impl<Args: Send + 'static> StreamsBackend<Args> {
+    /// A backend with its own payload decoder (for a queue that must see even malformed input,
+    /// such as the storefront stream, whose handler records why a message was refused).
+    pub fn with_decoder(ctx: QueueContext, decode: Decoder<Args>) -> Self {
         let prefetch = ctx.settings.concurrency + 2 * ctx.settings.batch_size;
         let (tx, rx) = mpsc::channel(prefetch);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
@@ -272,6 +290,7 @@ impl<Args: DeserializeOwned + Send + 'static> StreamsBackend<Args> {
             handles: Vec::new(),
             settler: None,
             closing: None,
+            decode,
             _args: PhantomData,
         }
     }
@@ -282,9 +301,9 @@ impl<Args: DeserializeOwned + Send + 'static> StreamsBackend<Args> {
         };
         self.settler = Some(tokio::spawn(settle_loop(self.inner.clone(), settle_rx)));
         self.handles
-            .push(tokio::spawn(fetch_loop::<Args>(self.inner.clone(), tx.clone())));
+            .push(tokio::spawn(fetch_loop::<Args>(self.inner.clone(), tx.clone(), self.decode)));
         self.handles
-            .push(tokio::spawn(keep_loop::<Args>(self.inner.clone(), tx)));
+            .push(tokio::spawn(keep_loop::<Args>(self.inner.clone(), tx, self.decode)));
         tracing::info!(queue = %self.inner.ctx.keys.queue, consumer = %self.inner.ctx.consumer, "worker started");
     }
 }
@@ -305,7 +324,7 @@ impl<Args> Drop for StreamsBackend<Args> {
     }
 }
 
-impl<Args: DeserializeOwned + Send + 'static> Backend for StreamsBackend<Args> {
+impl<Args: Send + 'static> Backend for StreamsBackend<Args> {
     type Task = Task<Args>;
     type Error = QueueError;
 
@@ -488,11 +507,12 @@ pub(crate) fn id_millis(id: &str) -> i64 {
 
 impl Inner {
     /// Turns an entry into a task, or dead-letters it when its payload does not decode.
-    async fn deliver<Args: DeserializeOwned>(
+    async fn deliver<Args>(
         &self,
         e: RawEntry,
         deliveries: u32,
         tx: &mpsc::Sender<Task<Args>>,
+        decode: Decoder<Args>,
     ) {
         let m = &self.ctx.metrics;
         self.in_flight
@@ -529,12 +549,7 @@ impl Inner {
             return;
         }
         let parsed = if e_has_payload(&d) {
-            serde_json::from_str::<Args>(&d.payload).map_err(|err| {
-                format!(
-                    "payload does not decode as {}: {err}",
-                    std::any::type_name::<Args>()
-                )
-            })
+            decode(&d.payload)
         } else {
             Err("entry has no `payload` field".to_owned())
         };
@@ -572,10 +587,7 @@ async fn backoff_sleep(step: &mut u32, stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(
-    inner: Arc<Inner>,
-    tx: mpsc::Sender<Task<Args>>,
-) {
+async fn fetch_loop<Args: Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>, decode: Decoder<Args>) {
     let mut stop = inner.stop.subscribe();
     let s = &inner.ctx.settings;
     let mut conn: Option<ConnectionManager> = None;
@@ -635,7 +647,7 @@ async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(
                 inner.permits.add_permits(want - entries.len().min(want));
                 inner.ctx.metrics.fetched.fetch_add(entries.len() as u64, Relaxed);
                 for e in entries {
-                    inner.deliver(e, 1, &tx).await;
+                    inner.deliver(e, 1, &tx, decode).await;
                 }
             }
             Err(e) => {
@@ -655,7 +667,7 @@ async fn fetch_loop<Args: DeserializeOwned + Send + 'static>(
     }
 }
 
-async fn keep_loop<Args: DeserializeOwned + Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>) {
+async fn keep_loop<Args: Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>, decode: Decoder<Args>) {
     let mut stop = inner.stop.subscribe();
     let s = inner.ctx.settings.clone();
     let mut promote = tokio::time::interval(Duration::from_millis(100));
@@ -670,7 +682,7 @@ async fn keep_loop<Args: DeserializeOwned + Send + 'static>(inner: Arc<Inner>, t
             _ = stop.changed() => break,
             _ = promote.tick() => promote_due(&inner).await,
             _ = renew.tick() => renew_leases(&inner).await,
-            _ = reclaim.tick() => reclaim_stale(&inner, &tx).await,
+            _ = reclaim.tick() => reclaim_stale(&inner, &tx, decode).await,
             _ = tidy.tick() => tidy_up(&inner).await,
         };
         if let Err(e) = res {
@@ -729,9 +741,10 @@ async fn renew_leases(inner: &Inner) -> redis::RedisResult<()> {
 
 /// Takes over entries idle longer than `claim_idle_ms` in any consumer (a crashed or hung
 /// process, or this one before a restart), counting deliveries so a crash loop ends.
-async fn reclaim_stale<Args: DeserializeOwned + Send + 'static>(
+async fn reclaim_stale<Args: Send + 'static>(
     inner: &Inner,
     tx: &mpsc::Sender<Task<Args>>,
+    decode: Decoder<Args>,
 ) -> redis::RedisResult<()> {
     let s = &inner.ctx.settings;
     let room = inner.permits.available_permits().min(s.batch_size);
@@ -794,7 +807,7 @@ async fn reclaim_stale<Args: DeserializeOwned + Send + 'static>(
             .map(|(_, c)| *c)
             .unwrap_or(1);
         tracing::warn!(queue = %inner.ctx.keys.queue, entry_id = %e.id, deliveries = before + 1, "took over a stale entry");
-        inner.deliver(e, (before + 1) as u32, tx).await;
+        inner.deliver(e, (before + 1) as u32, tx, decode).await;
     }
     Ok(())
 }

@@ -2,6 +2,10 @@
 //!
 //! Queries use bound parameters only. Handlers call the functions here; they never build SQL.
 
+pub mod deliveries;
+pub mod merchants;
+pub mod orders;
+pub mod outbox;
 pub mod samples;
 
 use std::time::Duration;

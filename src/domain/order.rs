@@ -1,0 +1,388 @@
+//! The storefront's messages (version 1) and the rules that accept, reject and split an order.
+//!
+//! Parsing and validation are pure: the handler passes the raw text and what the database
+//! knows (merchants, SKUs, the marketplace currency); the result is either a validated order
+//! split per merchant or a rejection with a reason a person can read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest message souk accepts on the storefront stream.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most lines one order may carry.
+pub const MAX_LINES: usize = 500;
+/// Most units of one line.
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// A storefront command, the `payload` of an entry on `souk.storefront.v1`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum StorefrontCommand {
+    /// A customer placed an order.
+    #[serde(rename = "order.placed")]
+    OrderPlaced { version: u32, order: OrderMessage },
+    /// Set a merchant's stock on hand for a SKU (creates the SKU).
+    #[serde(rename = "inventory.set")]
+    InventorySet { version: u32, merchant_id: String, sku: String, on_hand: i64 },
+    /// Add to (or with a negative delta, take from) a merchant's stock on hand.
+    #[serde(rename = "inventory.adjust")]
+    InventoryAdjust { version: u32, merchant_id: String, sku: String, delta: i64 },
+    /// A merchant accepts or rejects its part of an order.
+    #[serde(rename = "merchant.decision")]
+    MerchantDecision {
+        version: u32,
+        storefront_order_id: String,
+        merchant_id: String,
+        decision: Decision,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// The customer or the storefront cancels an order (before shipment).
+    #[serde(rename = "order.cancel")]
+    OrderCancel {
+        version: u32,
+        storefront_order_id: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+
+/// The order document inside `order.placed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrderMessage {
+    pub id: String,
+    pub customer: Customer,
+    pub currency: String,
+    pub lines: Vec<LineMessage>,
+    pub shipping_address: serde_json::Value,
+    pub payment: PaymentRef,
+    pub placed_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineMessage {
+    pub merchant_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRef {
+    pub provider: String,
+    pub payment_id: String,
+}
+
+/// Why a message was refused; the text is shown to storefront developers as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Rejection {
+    /// A stable machine-readable code (`malformed_json`, `unknown_merchant`, ...).
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn reject(code: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Parses a raw storefront message. Size first (a huge payload is never parsed), then JSON,
+/// then the command's shape, then its version.
+pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
+    if raw.len() > MAX_MESSAGE_BYTES {
+        return Err(reject(
+            "payload_too_large",
+            format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", raw.len()),
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| reject("malformed_json", format!("not valid JSON: {e}")))?;
+    let cmd: StorefrontCommand = serde_json::from_value(value)
+        .map_err(|e| reject("invalid_message", format!("does not match the storefront schema: {e}")))?;
+    let version = match &cmd {
+        StorefrontCommand::OrderPlaced { version, .. }
+        | StorefrontCommand::InventorySet { version, .. }
+        | StorefrontCommand::InventoryAdjust { version, .. }
+        | StorefrontCommand::MerchantDecision { version, .. }
+        | StorefrontCommand::OrderCancel { version, .. } => *version,
+    };
+    if version != 1 {
+        return Err(reject("unsupported_version", format!("version {version} is not supported; send 1")));
+    }
+    Ok(cmd)
+}
+
+/// The storefront order id of a message, when one can be read (for recording rejections).
+pub fn storefront_order_id(raw: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    v.pointer("/order/id")
+        .or_else(|| v.get("storefront_order_id"))
+        .and_then(|x| x.as_str())
+        .map(|s| s.chars().take(200).collect())
+}
+
+/// What the database knows that validation needs.
+pub struct Catalogue<'a> {
+    pub currency: &'a str,
+    pub merchants: &'a BTreeSet<String>,
+    /// (merchant id, SKU) pairs that exist.
+    pub skus: &'a BTreeSet<(String, String)>,
+    pub providers: &'a [&'a str],
+}
+
+/// One merchant's share of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubOrderPlan {
+    pub merchant_id: String,
+    /// (SKU, quantity, unit price), SKUs merged and sorted.
+    pub lines: Vec<(String, i64, i64)>,
+    pub subtotal_minor: i64,
+}
+
+/// A validated order, split per merchant (sorted by merchant id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPlan {
+    pub total_minor: i64,
+    pub sub_orders: Vec<SubOrderPlan>,
+}
+
+fn id_ok(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= 200 && !s.chars().any(char::is_control)
+}
+
+/// Validates an order against the catalogue and splits it into one sub-order per merchant.
+/// Lines for the same merchant and SKU are merged (at one unit price, else rejected).
+pub fn plan_order(o: &OrderMessage, cat: &Catalogue<'_>) -> Result<OrderPlan, Rejection> {
+    if !id_ok(&o.id) {
+        return Err(reject("invalid_order_id", "order.id must be 1–200 printable characters"));
+    }
+    if !id_ok(&o.customer.id) {
+        return Err(reject("invalid_customer", "customer.id must be 1–200 printable characters"));
+    }
+    if o.currency != cat.currency {
+        return Err(reject(
+            "wrong_currency",
+            format!("currency {:?} is not this marketplace's ({})", o.currency, cat.currency),
+        ));
+    }
+    if !cat.providers.contains(&o.payment.provider.as_str()) {
+        return Err(reject(
+            "unknown_payment_provider",
+            format!("payment provider {:?} is not configured", o.payment.provider),
+        ));
+    }
+    if !id_ok(&o.payment.payment_id) {
+        return Err(reject("invalid_payment", "payment.payment_id must be 1–200 printable characters"));
+    }
+    if o.lines.is_empty() {
+        return Err(reject("no_lines", "an order needs at least one line"));
+    }
+    if o.lines.len() > MAX_LINES {
+        return Err(reject("too_many_lines", format!("{} lines; the limit is {MAX_LINES}", o.lines.len())));
+    }
+    let mut by_merchant: BTreeMap<&str, BTreeMap<&str, (i64, i64)>> = BTreeMap::new();
+    for (i, l) in o.lines.iter().enumerate() {
+        let n = i + 1;
+        if l.quantity <= 0 {
+            return Err(reject("invalid_quantity", format!("line {n}: quantity must be at least 1, got {}", l.quantity)));
+        }
+        if l.quantity > MAX_QUANTITY {
+            return Err(reject("invalid_quantity", format!("line {n}: quantity {} is over {MAX_QUANTITY}", l.quantity)));
+        }
+        if l.unit_price_minor < 0 {
+            return Err(reject("invalid_price", format!("line {n}: unit_price_minor must not be negative")));
+        }
+        if !cat.merchants.contains(&l.merchant_id) {
+            return Err(reject("unknown_merchant", format!("line {n}: merchant {:?} is not known", l.merchant_id)));
+        }
+        if !cat.skus.contains(&(l.merchant_id.clone(), l.sku.clone())) {
+            return Err(reject(
+                "unknown_sku",
+                format!("line {n}: merchant {:?} has no SKU {:?}", l.merchant_id, l.sku),
+            ));
+        }
+        let entry = by_merchant
+            .entry(&l.merchant_id)
+            .or_default()
+            .entry(&l.sku)
+            .or_insert((0, l.unit_price_minor));
+        if entry.1 != l.unit_price_minor {
+            return Err(reject("conflicting_prices", format!("line {n}: SKU {:?} appears at two prices", l.sku)));
+        }
+        entry.0 += l.quantity;
+        if entry.0 > MAX_QUANTITY {
+            return Err(reject("invalid_quantity", format!("SKU {:?}: total quantity over {MAX_QUANTITY}", l.sku)));
+        }
+    }
+    let mut sub_orders = Vec::new();
+    let mut total: i64 = 0;
+    for (merchant, skus) in by_merchant {
+        let mut subtotal: i64 = 0;
+        let mut lines = Vec::new();
+        for (sku, (qty, price)) in skus {
+            let amount = qty
+                .checked_mul(price)
+                .ok_or_else(|| reject("amount_overflow", "line amount overflows"))?;
+            subtotal = subtotal
+                .checked_add(amount)
+                .ok_or_else(|| reject("amount_overflow", "subtotal overflows"))?;
+            lines.push((sku.to_owned(), qty, price));
+        }
+        total = total
+            .checked_add(subtotal)
+            .ok_or_else(|| reject("amount_overflow", "total overflows"))?;
+        sub_orders.push(SubOrderPlan {
+            merchant_id: merchant.to_owned(),
+            lines,
+            subtotal_minor: subtotal,
+        });
+    }
+    Ok(OrderPlan {
+        total_minor: total,
+        sub_orders,
+    })
+}
+
+/// Commission on a subtotal in basis points, rounded half up.
+pub fn commission(subtotal_minor: i64, bps: i32) -> i64 {
+    (subtotal_minor as i128 * bps as i128 + 5_000).div_euclid(10_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalogue_sets() -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+        let merchants: BTreeSet<String> = ["m1", "m2"].iter().map(|s| s.to_string()).collect();
+        let skus = [("m1", "A"), ("m1", "B"), ("m2", "C")]
+            .iter()
+            .map(|(m, s)| (m.to_string(), s.to_string()))
+            .collect();
+        (merchants, skus)
+    }
+
+    fn order(lines: Vec<(&str, &str, i64, i64)>) -> OrderMessage {
+        OrderMessage {
+            id: "SF-1".into(),
+            customer: Customer {
+                id: "c1".into(),
+                email: None,
+                name: None,
+            },
+            currency: "EUR".into(),
+            lines: lines
+                .into_iter()
+                .map(|(m, s, q, p)| LineMessage {
+                    merchant_id: m.into(),
+                    sku: s.into(),
+                    quantity: q,
+                    unit_price_minor: p,
+                })
+                .collect(),
+            shipping_address: serde_json::json!({"country": "FR"}),
+            payment: PaymentRef {
+                provider: "stripe".into(),
+                payment_id: "pi_1".into(),
+            },
+            placed_at: chrono::Utc::now(),
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    fn plan(o: &OrderMessage) -> Result<OrderPlan, Rejection> {
+        let (m, s) = catalogue_sets();
+        plan_order(
+            o,
+            &Catalogue {
+                currency: "EUR",
+                merchants: &m,
+                skus: &s,
+                providers: &["stripe"],
+            },
+        )
+    }
+
+    #[test]
+    fn an_order_splits_into_one_sub_order_per_merchant_with_merged_lines() {
+        let p = plan(&order(vec![("m2", "C", 1, 500), ("m1", "B", 2, 100), ("m1", "A", 1, 250), ("m1", "B", 1, 100)]))
+            .unwrap();
+        assert_eq!(p.total_minor, 500 + 300 + 250);
+        assert_eq!(p.sub_orders.len(), 2);
+        assert_eq!(p.sub_orders[0].merchant_id, "m1");
+        assert_eq!(p.sub_orders[0].lines, vec![("A".into(), 1, 250), ("B".into(), 3, 100)]);
+        assert_eq!(p.sub_orders[0].subtotal_minor, 550);
+        assert_eq!(p.sub_orders[1].subtotal_minor, 500);
+    }
+
+    #[test]
+    fn bad_orders_are_rejected_with_a_code_and_a_readable_reason() {
+        let cases: Vec<(OrderMessage, &str)> = vec![
+            (order(vec![("m1", "A", 0, 100)]), "invalid_quantity"),
+            (order(vec![("m1", "A", -2, 100)]), "invalid_quantity"),
+            (order(vec![("m1", "A", 1, -1)]), "invalid_price"),
+            (order(vec![("m9", "A", 1, 1)]), "unknown_merchant"),
+            (order(vec![("m1", "Z", 1, 1)]), "unknown_sku"),
+            (order(vec![("m2", "A", 1, 1)]), "unknown_sku"),
+            (order(vec![]), "no_lines"),
+            (order(vec![("m1", "A", 1, 100), ("m1", "A", 1, 200)]), "conflicting_prices"),
+            (order(vec![("m1", "A", 10_000, i64::MAX / 2)]), "amount_overflow"),
+        ];
+        for (o, code) in cases {
+            assert_eq!(plan(&o).unwrap_err().code, code, "{:?}", o.lines);
+        }
+        let mut o = order(vec![("m1", "A", 1, 1)]);
+        o.currency = "USD".into();
+        let e = plan(&o).unwrap_err();
+        assert_eq!(e.code, "wrong_currency");
+        assert!(e.message.contains("EUR"));
+        let mut o = order(vec![("m1", "A", 1, 1)]);
+        o.payment.provider = "paypal".into();
+        assert_eq!(plan(&o).unwrap_err().code, "unknown_payment_provider");
+    }
+
+    #[test]
+    fn parsing_rejects_garbage_shapes_versions_and_huge_payloads() {
+        assert_eq!(parse_command("{nope").unwrap_err().code, "malformed_json");
+        assert_eq!(parse_command("{\"type\":\"order.placed\",\"version\":1}").unwrap_err().code, "invalid_message");
+        assert_eq!(parse_command("{\"type\":\"teleport\",\"version\":1}").unwrap_err().code, "invalid_message");
+        let v2 = r#"{"type":"inventory.set","version":2,"merchant_id":"m","sku":"s","on_hand":1}"#;
+        assert_eq!(parse_command(v2).unwrap_err().code, "unsupported_version");
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(parse_command(&big).unwrap_err().code, "payload_too_large");
+        let ok = r#"{"type":"inventory.adjust","version":1,"merchant_id":"m","sku":"s","delta":-2}"#;
+        assert!(matches!(parse_command(ok), Ok(StorefrontCommand::InventoryAdjust { delta: -2, .. })));
+        assert_eq!(storefront_order_id(r#"{"order":{"id":"SF-9"}}"#).as_deref(), Some("SF-9"));
+    }
+
+    #[test]
+    fn commission_rounds_half_up_in_basis_points() {
+        assert_eq!(commission(10_000, 1_250), 1_250);
+        assert_eq!(commission(999, 1_000), 100);
+        assert_eq!(commission(0, 1_500), 0);
+    }
+}

@@ -1,0 +1,7 @@
+//! Calls to the outside world over HTTP: the payment provider and merchant webhook endpoints.
+//!
+//! Owns request shapes, timeouts, idempotency headers and the SSRF guard. Decisions about what
+//! to call belong to `domain`; what to record belongs to `store`.
+
+pub mod payment;
+pub mod webhook;

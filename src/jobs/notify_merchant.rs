@@ -1,0 +1,162 @@
+//! `souk.notify_merchant.v1`: one signed Standard Webhooks delivery to one merchant.
+//!
+//! The delivery row (created with the state change that caused it) fixes the `webhook-id`, so
+//! every retry and every rerun sends the same id and the merchant can dedupe. Retries follow
+//! `webhooks.schedule_s` (Retry-After honoured); 410 Gone disables the endpoint; an endpoint
+//! failing for `webhooks.disable_after_hours` is disabled. Each merchant has at most
+//! `webhooks.max_in_flight_per_merchant` deliveries in flight across the fleet (a Redis
+//! limiter); more snooze, so a slow merchant never holds the workers other merchants need.
+
+use std::{sync::LazyLock, time::Duration};
+
+use apalis::prelude::*;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{db, register_job};
+use crate::{
+    app::App,
+    domain::webhook::{next_delay, sign},
+    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
+    store::{deliveries, orders},
+};
+
+pub const QUEUE: &str = "souk.notify_merchant.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    pub delivery_id: String,
+}
+
+/// The webhook id of an event about a sub-order: stable, so recreating it finds the same row.
+pub fn delivery_id(sub_order_id: i64, event_type: &str) -> String {
+    format!("msg_so{sub_order_id}_{}", event_type.replace('.', "_"))
+}
+
+/// Creates (once) a delivery about a sub-order and pushes its job.
+pub async fn enqueue_event(app: &App, merchant: &str, order_id: i64, sub: i64, event_type: &str, extra: serde_json::Value) -> Result<(), JobError> {
+    let id = delivery_id(sub, event_type);
+    let sf: String = sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(&app.pool)
+        .await
+        .map_err(db)?;
+    let data = json!({"storefront_order_id": sf, "sub_order_id": sub, "merchant_id": merchant, "details": extra});
+    let mut tx = app.pool.begin().await.map_err(db)?;
+    orders::insert_delivery(&mut tx, &id, merchant, Some(order_id), Some(sub), event_type, &data).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    app.push_once(QUEUE, &format!("notify:{id}"), &Args { delivery_id: id.clone() }, None).await
+}
+
+/// Pushes a job for every pending delivery of an order (idempotent by delivery id).
+pub async fn push_pending_for_order(app: &App, order_id: i64) -> Result<(), JobError> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE order_id = $1 AND status = 'pending' ORDER BY id")
+        .bind(order_id)
+        .fetch_all(&app.pool)
+        .await
+        .map_err(db)?;
+    for id in ids {
+        app.push_once(QUEUE, &format!("notify:{id}"), &Args { delivery_id: id.clone() }, None).await?;
+    }
+    Ok(())
+}
+
+/// Takes a slot of the merchant's fleet-wide in-flight limit; slots expire on their own, so a
+/// crashed worker's slot comes back. KEYS: slots. ARGV: now_ms, expires_ms, max, member.
+static TAKE_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], 3600000)
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    let Some(row) = deliveries::load(&app.pool, &args.delivery_id).await.map_err(db)? else {
+        return Err(JobError::abort(format!("no webhook delivery {}", args.delivery_id)));
+    };
+    if row.status != "pending" {
+        return Ok(());
+    }
+    if row.endpoint_disabled_at.is_some() {
+        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", "the merchant's endpoint is disabled").await.map_err(db)?;
+        return Ok(());
+    }
+    let cfg = &app.config.webhooks;
+    let slots = format!("{}:webhook-slots:{}", app.config.redis.key_prefix, row.merchant_id);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut conn = app.conn.clone();
+    let took: i64 = TAKE_SLOT
+        .key(&slots)
+        .arg(now)
+        .arg(now + cfg.timeout_ms as i64 + 5_000)
+        .arg(cfg.max_in_flight_per_merchant)
+        .arg(&row.id)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(JobError::retry)?;
+    if took == 0 {
+        return Err(JobError::Snooze(Duration::from_millis(200 + fastrand::u64(..300))));
+    }
+    let body = json!({
+        "type": row.event_type,
+        "timestamp": row.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": row.payload,
+    })
+    .to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let signature = sign(&row.signing_secrets, &row.id, ts, &body).map_err(JobError::abort)?;
+    let result = app.webhooks.send(&row.webhook_url, &row.id, ts, &signature, body).await;
+    let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(&slots).arg(&row.id).query_async(&mut conn).await;
+    deliveries::record_attempt(
+        &app.pool,
+        &row.id,
+        result.status,
+        result.latency.as_millis() as i64,
+        result.error.as_deref(),
+        result.response_excerpt.as_deref(),
+    )
+    .await
+    .map_err(db)?;
+    if result.is_success() {
+        deliveries::mark_delivered(&app.pool, &row).await.map_err(db)?;
+        return Ok(());
+    }
+    let what = match (result.status, &result.error) {
+        (Some(s), _) => format!("merchant endpoint answered {s}"),
+        (None, Some(e)) => e.clone(),
+        (None, None) => "no answer".to_owned(),
+    };
+    if result.status == Some(410) {
+        deliveries::disable_endpoint(&app.pool, &row.merchant_id, "410 Gone").await.map_err(db)?;
+        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", "410 Gone: endpoint disabled").await.map_err(db)?;
+        return Ok(());
+    }
+    let since = deliveries::note_failure(&app.pool, &row.merchant_id).await.map_err(db)?;
+    if chrono::Utc::now() - since > chrono::Duration::hours(cfg.disable_after_hours as i64) {
+        let why = format!("failing since {since}");
+        deliveries::disable_endpoint(&app.pool, &row.merchant_id, &why).await.map_err(db)?;
+        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", &why).await.map_err(db)?;
+        return Ok(());
+    }
+    match next_delay(&cfg.schedule_s, d.attempt, result.retry_after) {
+        Some(delay) => Err(JobError::retry_after(delay, what)),
+        None => {
+            let why = format!("gave up after {} attempts: {what}", d.attempt);
+            deliveries::mark_given_up(&app.pool, &row, "failed", &why).await.map_err(db)?;
+            Ok(())
+        }
+    }
+}
+
+pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
+    register_job!(monitor, app, ctx, QUEUE, StreamsBackend::<Args>::new, handle)
+}

@@ -1,0 +1,37 @@
+//! `souk.reserve_stock.v1`: reserves one sub-order's lines all together or not at all. Once
+//! every sub-order of the order has its stock decision, the payment is adjusted.
+
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{adjust_payment, db, register_job};
+use crate::{
+    app::App,
+    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
+    store::orders::{self, Reserve},
+};
+
+pub const QUEUE: &str = "souk.reserve_stock.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    pub sub_order_id: i64,
+}
+
+pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    let (outcome, order_id, all_decided) =
+        orders::reserve_sub_order(&app.pool, args.sub_order_id, app.config.marketplace.reservation_ttl_s).await.map_err(db)?;
+    if let Reserve::OutOfStock(short) = &outcome {
+        tracing::info!(sub_order_id = args.sub_order_id, ?short, "sub-order out of stock");
+    }
+    if all_decided {
+        let a = adjust_payment::Args { order_id };
+        app.push_once(adjust_payment::QUEUE, &format!("adjust:{order_id}:stock"), &a, None).await?;
+    }
+    Ok(())
+}
+
+pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
+    register_job!(monitor, app, ctx, QUEUE, StreamsBackend::<Args>::new, handle)
+}

@@ -1,0 +1,36 @@
+//! `souk.sweep_orders.v1` (from cron): the pipeline's safety net. Releases reservations past
+//! their expiry (rejecting those sub-orders and refunding their share) and cancels orders
+//! still unpaid after `marketplace.unpaid_timeout_s`, even if their payment check was lost.
+
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{adjust_payment, db, intake_storefront, register_job};
+use crate::{
+    app::App,
+    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
+    store::orders,
+};
+
+pub const QUEUE: &str = "souk.sweep_orders.v1";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Args {}
+
+pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    for sub in orders::release_expired(&app.pool, 500).await.map_err(db)? {
+        if let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? {
+            let a = adjust_payment::Args { order_id: s.order_id };
+            app.push_once(adjust_payment::QUEUE, &format!("adjust:{}:rejected:{sub}", s.order_id), &a, None).await?;
+        }
+    }
+    let timeout = app.config.marketplace.unpaid_timeout_s;
+    for order_id in orders::stale_unpaid(&app.pool, timeout, 500).await.map_err(db)? {
+        intake_storefront::cancel(&app, order_id, "souk:sweeper", &format!("unpaid after {timeout} s")).await?;
+    }
+    Ok(())
+}
+
+pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
+    register_job!(monitor, app, ctx, QUEUE, StreamsBackend::<Args>::new, handle)
+}

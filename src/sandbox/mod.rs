@@ -1,0 +1,478 @@
+//! souk's sandbox: local stand-ins for the outside parties, served over real HTTP on
+//! 127.0.0.1 for the demo, the tests and benchmarks.
+//!
+//! - A Stripe-compatible payment provider: `GET /v1/payment_intents/{id}`,
+//!   `POST /v1/payment_intents/{id}/capture|cancel`, `POST /v1/refunds`, with bearer auth and
+//!   Stripe's `Idempotency-Key` semantics (first result replayed; same key, other parameters:
+//!   error). `POST /sandbox/payment_intents` creates intents in any status.
+//! - Merchant webhook receivers at `POST /merchants/{id}/webhook` that verify Standard Webhooks
+//!   signatures and count what arrives (duplicates by `webhook-id` too), with configurable
+//!   latency, failure rate, downtime, forced status and `Retry-After`
+//!   (`PUT /sandbox/merchants/{id}`, read back with `GET`).
+//!
+//! State lives in memory: the sandbox plays parties whose own storage is not souk's concern.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Form, Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::domain::webhook::verify;
+
+#[derive(Debug, Clone)]
+struct Intent {
+    id: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    amount_received: i64,
+    amount_refunded: i64,
+    /// While set and in the future, the intent reports `processing`; then `then`.
+    processing_until: Option<Instant>,
+    then: String,
+}
+
+impl Intent {
+    fn settle(&mut self) {
+        if let Some(t) = self.processing_until {
+            if Instant::now() >= t {
+                self.processing_until = None;
+                self.status = self.then.clone();
+                if self.status == "succeeded" {
+                    self.amount_received = self.amount;
+                }
+            }
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "payment_intent",
+            "amount": self.amount,
+            "currency": self.currency,
+            "status": self.status,
+            "amount_received": self.amount_received,
+            "capture_method": "manual",
+            "latest_charge": {"object": "charge", "amount_refunded": self.amount_refunded},
+        })
+    }
+}
+
+/// How a merchant endpoint behaves, and what it received.
+#[derive(Debug, Default)]
+struct Endpoint {
+    secrets: Vec<String>,
+    latency_ms: u64,
+    fail_rate: f64,
+    down_until: Option<Instant>,
+    status: Option<u16>,
+    retry_after_s: Option<u64>,
+    seen: HashSet<String>,
+    received: u64,
+    duplicates: u64,
+    bad_signatures: u64,
+    events: Vec<(String, String)>,
+}
+
+/// Settings of a merchant endpoint (`PUT /sandbox/merchants/{id}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub fail_rate: Option<f64>,
+    /// Answer 503 for this long from now.
+    #[serde(default)]
+    pub down_for_ms: Option<u64>,
+    /// Answer this status to everything (0 clears it).
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub retry_after_s: Option<u64>,
+}
+
+/// What a merchant endpoint reports (`GET /sandbox/merchants/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointReport {
+    pub received: u64,
+    pub distinct: u64,
+    pub duplicates: u64,
+    pub bad_signatures: u64,
+    /// (webhook-id, type) in arrival order, first arrivals only.
+    pub events: Vec<(String, String)>,
+}
+
+/// The sandbox's state.
+pub struct Sandbox {
+    api_key: String,
+    seq: AtomicU64,
+    intents: Mutex<HashMap<String, Intent>>,
+    idempotency: Mutex<HashMap<String, (String, u16, Value)>>,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    counters: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Sandbox {
+    pub fn new(api_key: &str) -> Arc<Self> {
+        Arc::new(Self {
+            api_key: api_key.to_owned(),
+            seq: AtomicU64::new(1),
+            intents: Mutex::default(),
+            idempotency: Mutex::default(),
+            endpoints: Mutex::default(),
+            counters: Mutex::default(),
+        })
+    }
+
+    fn count(&self, what: &'static str) {
+        *lock(&self.counters).entry(what).or_insert(0) += 1;
+    }
+
+    /// Creates a payment intent directly (what a storefront's checkout does at Stripe).
+    pub fn create_intent(&self, amount: i64, currency: &str, status: &str, processing_for: Option<Duration>) -> String {
+        let id = format!("pi_sbx{:010}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let (now_status, until) = match processing_for {
+            Some(d) => ("processing".to_owned(), Some(Instant::now() + d)),
+            None => (status.to_owned(), None),
+        };
+        let intent = Intent {
+            id: id.clone(),
+            amount,
+            currency: currency.to_lowercase(),
+            amount_received: if now_status == "succeeded" { amount } else { 0 },
+            status: now_status,
+            amount_refunded: 0,
+            processing_until: until,
+            then: status.to_owned(),
+        };
+        lock(&self.intents).insert(id.clone(), intent);
+        id
+    }
+
+    /// Configures a merchant endpoint.
+    pub fn configure_endpoint(&self, merchant: &str, s: &EndpointSettings) {
+        let mut eps = lock(&self.endpoints);
+        let e = eps.entry(merchant.to_owned()).or_default();
+        if let Some(v) = &s.secrets {
+            e.secrets = v.clone();
+        }
+        if let Some(v) = s.latency_ms {
+            e.latency_ms = v;
+        }
+        if let Some(v) = s.fail_rate {
+            e.fail_rate = v;
+        }
+        if let Some(v) = s.down_for_ms {
+            e.down_until = Some(Instant::now() + Duration::from_millis(v));
+        }
+        if let Some(v) = s.status {
+            e.status = (v != 0).then_some(v);
+        }
+        if let Some(v) = s.retry_after_s {
+            e.retry_after_s = (v != 0).then_some(v);
+        }
+    }
+
+    pub fn endpoint_report(&self, merchant: &str) -> EndpointReport {
+        let eps = lock(&self.endpoints);
+        match eps.get(merchant) {
+            Some(e) => EndpointReport {
+                received: e.received,
+                distinct: e.seen.len() as u64,
+                duplicates: e.duplicates,
+                bad_signatures: e.bad_signatures,
+                events: e.events.clone(),
+            },
+            None => EndpointReport {
+                received: 0,
+                distinct: 0,
+                duplicates: 0,
+                bad_signatures: 0,
+                events: Vec::new(),
+            },
+        }
+    }
+
+    /// Calls served so far by kind (`capture`, `cancel`, `refund`, `retrieve`, `replayed`).
+    pub fn counters(&self) -> HashMap<&'static str, u64> {
+        lock(&self.counters).clone()
+    }
+
+    /// An intent's (status, amount_received, amount_refunded).
+    pub fn intent_state(&self, id: &str) -> Option<(String, i64, i64)> {
+        let mut intents = lock(&self.intents);
+        let i = intents.get_mut(id)?;
+        i.settle();
+        Some((i.status.clone(), i.amount_received, i.amount_refunded))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
+}
+
+fn authorised(sb: &Sandbox, headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v == format!("Bearer {}", sb.api_key))
+        .unwrap_or(false)
+}
+
+/// Runs a mutating call once per idempotency key, replaying the first answer.
+fn idempotent(sb: &Sandbox, headers: &HeaderMap, fingerprint: String, f: impl FnOnce() -> (u16, Value)) -> Response {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(k) = &key {
+        if let Some((fp, status, body)) = lock(&sb.idempotency).get(k).cloned() {
+            if fp != fingerprint {
+                return stripe_error(StatusCode::BAD_REQUEST, "idempotency_error", "Keys for idempotent requests can only be used with the same parameters they were first used with.");
+            }
+            sb.count("replayed");
+            return (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response();
+        }
+    }
+    let (status, body) = f();
+    if let Some(k) = key {
+        lock(&sb.idempotency).insert(k, (fingerprint, status, body.clone()));
+    }
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response()
+}
+
+async fn retrieve(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !authorised(&sb, &headers) {
+        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+    }
+    sb.count("retrieve");
+    let mut intents = lock(&sb.intents);
+    match intents.get_mut(&id) {
+        Some(i) => {
+            i.settle();
+            Json(i.json()).into_response()
+        }
+        None => stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("No such payment_intent: '{id}'")),
+    }
+}
+
+#[derive(Deserialize)]
+struct CaptureForm {
+    amount_to_capture: Option<i64>,
+}
+
+async fn capture(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CaptureForm>) -> Response {
+    if !authorised(&sb, &headers) {
+        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+    }
+    let sb2 = sb.clone();
+    idempotent(&sb, &headers, format!("capture:{id}:{:?}", f.amount_to_capture), move || {
+        let mut intents = lock(&sb2.intents);
+        let Some(i) = intents.get_mut(&id) else {
+            return (404, json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}));
+        };
+        i.settle();
+        if i.status != "requires_capture" {
+            return (400, json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}));
+        }
+        let amount = f.amount_to_capture.unwrap_or(i.amount);
+        if amount <= 0 || amount > i.amount {
+            return (400, json!({"error": {"type": "invalid_request_error", "message": "amount_to_capture is out of range"}}));
+        }
+        sb2.count("capture");
+        i.status = "succeeded".into();
+        i.amount_received = amount;
+        (200, i.json())
+    })
+}
+
+async fn cancel(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !authorised(&sb, &headers) {
+        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+    }
+    let sb2 = sb.clone();
+    idempotent(&sb, &headers, format!("cancel:{id}"), move || {
+        let mut intents = lock(&sb2.intents);
+        let Some(i) = intents.get_mut(&id) else {
+            return (404, json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}));
+        };
+        i.settle();
+        if i.status == "succeeded" || i.status == "canceled" {
+            return (400, json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}));
+        }
+        sb2.count("cancel");
+        i.status = "canceled".into();
+        (200, i.json())
+    })
+}
+
+#[derive(Deserialize)]
+struct RefundForm {
+    payment_intent: String,
+    amount: Option<i64>,
+}
+
+async fn refund(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Form(f): Form<RefundForm>) -> Response {
+    if !authorised(&sb, &headers) {
+        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+    }
+    let sb2 = sb.clone();
+    idempotent(&sb, &headers, format!("refund:{}:{:?}", f.payment_intent, f.amount), move || {
+        let mut intents = lock(&sb2.intents);
+        let Some(i) = intents.get_mut(&f.payment_intent) else {
+            return (404, json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}));
+        };
+        let left = i.amount_received - i.amount_refunded;
+        let amount = f.amount.unwrap_or(left);
+        if i.status != "succeeded" || amount <= 0 || amount > left {
+            return (400, json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "refund amount is out of range"}}));
+        }
+        sb2.count("refund");
+        i.amount_refunded += amount;
+        let n = sb2.seq.fetch_add(1, Ordering::Relaxed);
+        (200, json!({"id": format!("re_sbx{n:010}"), "object": "refund", "amount": amount, "payment_intent": i.id, "status": "succeeded"}))
+    })
+}
+
+#[derive(Deserialize)]
+struct NewIntent {
+    amount: i64,
+    #[serde(default = "eur")]
+    currency: String,
+    #[serde(default = "requires_capture")]
+    status: String,
+    #[serde(default)]
+    processing_ms: Option<u64>,
+}
+
+fn eur() -> String {
+    "eur".into()
+}
+fn requires_capture() -> String {
+    "requires_capture".into()
+}
+
+async fn create_intent(State(sb): State<Arc<Sandbox>>, Json(n): Json<NewIntent>) -> Response {
+    let id = sb.create_intent(n.amount, &n.currency, &n.status, n.processing_ms.map(Duration::from_millis));
+    Json(json!({"id": id})).into_response()
+}
+
+async fn put_endpoint(State(sb): State<Arc<Sandbox>>, Path(id): Path<String>, Json(s): Json<EndpointSettings>) -> Response {
+    sb.configure_endpoint(&id, &s);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_endpoint(State(sb): State<Arc<Sandbox>>, Path(id): Path<String>) -> Response {
+    Json(sb.endpoint_report(&id)).into_response()
+}
+
+async fn receive(State(sb): State<Arc<Sandbox>>, Path(merchant): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let (latency, fail_rate, down, status, retry_after, secrets) = {
+        let eps = lock(&sb.endpoints);
+        let e = eps.get(&merchant);
+        (
+            e.map(|e| e.latency_ms).unwrap_or(0),
+            e.map(|e| e.fail_rate).unwrap_or(0.0),
+            e.and_then(|e| e.down_until).map(|t| Instant::now() < t).unwrap_or(false),
+            e.and_then(|e| e.status),
+            e.and_then(|e| e.retry_after_s),
+            e.map(|e| e.secrets.clone()).unwrap_or_default(),
+        )
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let with_retry_after = |code: StatusCode| {
+        let mut r = (code, "unavailable").into_response();
+        if let Some(s) = retry_after {
+            if let Ok(v) = s.to_string().parse() {
+                r.headers_mut().insert("retry-after", v);
+            }
+        }
+        r
+    };
+    if down {
+        return with_retry_after(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    if let Some(code) = status {
+        return with_retry_after(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+    if fail_rate > 0.0 && fastrand::f64() < fail_rate {
+        return with_retry_after(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
+    let now = chrono::Utc::now().timestamp();
+    let ok = ts
+        .parse::<i64>()
+        .ok()
+        .map(|t| verify(&secrets, &id, t, &sig, &body, now, Duration::from_secs(300)).is_ok())
+        .unwrap_or(false);
+    let mut eps = lock(&sb.endpoints);
+    let e = eps.entry(merchant).or_default();
+    if !ok {
+        e.bad_signatures += 1;
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+    }
+    e.received += 1;
+    if e.seen.insert(id.clone()) {
+        let kind = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        e.events.push((id, kind));
+    } else {
+        e.duplicates += 1;
+    }
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn stats(State(sb): State<Arc<Sandbox>>) -> Response {
+    Json(json!(sb.counters())).into_response()
+}
+
+/// The sandbox's router.
+pub fn router(sb: Arc<Sandbox>) -> Router {
+    Router::new()
+        .route("/v1/payment_intents/{id}", get(retrieve))
+        .route("/v1/payment_intents/{id}/capture", post(capture))
+        .route("/v1/payment_intents/{id}/cancel", post(cancel))
+        .route("/v1/refunds", post(refund))
+        .route("/sandbox/payment_intents", post(create_intent))
+        .route("/sandbox/merchants/{id}", get(get_endpoint).put(put_endpoint))
+        .route("/sandbox/stats", get(stats))
+        .route("/merchants/{id}/webhook", post(receive))
+        .with_state(sb)
+}
+
+/// Serves the sandbox on `addr` (port 0 picks one) in the background; returns where.
+pub async fn start(addr: SocketAddr, sb: Arc<Sandbox>) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(sb)).await {
+            tracing::error!(error = %e, "sandbox server stopped");
+        }
+    });
+    Ok((local, handle))
+}

@@ -1,0 +1,186 @@
+//! SQL of merchants and their stock.
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::orders::{mark_applied, Tx};
+
+/// A merchant as `souk merchants list` and the admin API show it (secrets never included).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub webhook_url: String,
+    pub acceptance_mode: String,
+    pub acceptance_default: String,
+    pub acceptance_deadline_s: i32,
+    pub commission_bps: i32,
+    pub secrets: i32,
+    pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub endpoint_disabled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub endpoint_disabled_reason: Option<String>,
+}
+
+/// Fields to create or change a merchant.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantInput {
+    pub name: Option<String>,
+    pub webhook_url: Option<String>,
+    pub acceptance_mode: Option<String>,
+    pub acceptance_default: Option<String>,
+    pub acceptance_deadline_s: Option<i32>,
+    pub commission_bps: Option<i32>,
+}
+
+const SELECT: &str = "SELECT id, name, webhook_url, acceptance_mode, acceptance_default, acceptance_deadline_s,
+        commission_bps, cardinality(signing_secrets) AS secrets, failing_since, endpoint_disabled_at, endpoint_disabled_reason
+        FROM merchants";
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} ORDER BY id")).fetch_all(pool).await
+}
+
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Merchant>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE id = $1")).bind(id).fetch_optional(pool).await
+}
+
+/// Creates a merchant with its first signing secret; false if the id exists.
+pub async fn create(pool: &PgPool, id: &str, input: &MerchantInput, secret: &str) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "INSERT INTO merchants (id, name, webhook_url, signing_secrets, acceptance_mode, acceptance_default,
+                                acceptance_deadline_s, commission_bps)
+         VALUES ($1, $2, $3, ARRAY[$4], coalesce($5, 'manual'), coalesce($6, 'accept'), coalesce($7, 86400), coalesce($8, 1000))
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(input.name.as_deref().unwrap_or(id))
+    .bind(input.webhook_url.as_deref().unwrap_or_default())
+    .bind(secret)
+    .bind(&input.acceptance_mode)
+    .bind(&input.acceptance_default)
+    .bind(input.acceptance_deadline_s)
+    .bind(input.commission_bps)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Changes the given fields; a new URL re-enables a disabled endpoint. False if no such merchant.
+pub async fn update(pool: &PgPool, id: &str, input: &MerchantInput) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE merchants SET name = coalesce($2, name), webhook_url = coalesce($3, webhook_url),
+                acceptance_mode = coalesce($4, acceptance_mode), acceptance_default = coalesce($5, acceptance_default),
+                acceptance_deadline_s = coalesce($6, acceptance_deadline_s), commission_bps = coalesce($7, commission_bps),
+                endpoint_disabled_at = CASE WHEN $3 IS NULL THEN endpoint_disabled_at END,
+                endpoint_disabled_reason = CASE WHEN $3 IS NULL THEN endpoint_disabled_reason END,
+                failing_since = CASE WHEN $3 IS NULL THEN failing_since END,
+                updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&input.name)
+    .bind(&input.webhook_url)
+    .bind(&input.acceptance_mode)
+    .bind(&input.acceptance_default)
+    .bind(input.acceptance_deadline_s)
+    .bind(input.commission_bps)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Puts a new secret first; keeps the previous one (both sign during the rotation) unless
+/// `drop_old`, which leaves only the new one.
+pub async fn rotate_secret(pool: &PgPool, id: &str, secret: &str, drop_old: bool) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE merchants SET signing_secrets = CASE WHEN $3 THEN ARRAY[$2] ELSE ARRAY[$2, signing_secrets[1]] END,
+                updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(secret)
+    .bind(drop_old)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Sets a SKU's stock on hand (creating it); never below what is reserved.
+pub async fn set_stock(tx: &mut Tx<'_>, merchant: &str, sku: &str, on_hand: i64) -> Result<Result<(), String>, sqlx::Error> {
+    let on_hand = i32::try_from(on_hand.max(-1)).unwrap_or(i32::MAX);
+    if on_hand < 0 {
+        return Ok(Err("on_hand must not be negative".into()));
+    }
+    let r: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO stock (merchant_id, sku, on_hand) VALUES ($1, $2, $3)
+         ON CONFLICT (merchant_id, sku) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()
+         WHERE stock.reserved <= EXCLUDED.on_hand RETURNING on_hand",
+    )
+    .bind(merchant)
+    .bind(sku)
+    .bind(on_hand)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(r.map(|_| ()).ok_or_else(|| "on_hand would fall below the stock already reserved".to_owned()))
+}
+
+/// Adds `delta` to a SKU's stock on hand, refusing to go below what is reserved.
+pub async fn adjust_stock(tx: &mut Tx<'_>, merchant: &str, sku: &str, delta: i64) -> Result<Result<(), String>, sqlx::Error> {
+    let delta = i32::try_from(delta).map_err(|_| ()).unwrap_or(i32::MAX);
+    let r: Option<i32> = sqlx::query_scalar(
+        "UPDATE stock SET on_hand = on_hand + $3, updated_at = now()
+         WHERE merchant_id = $1 AND sku = $2 AND on_hand + $3 >= reserved RETURNING on_hand",
+    )
+    .bind(merchant)
+    .bind(sku)
+    .bind(delta)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(r.map(|_| ()).ok_or_else(|| format!("no SKU {sku:?} for merchant {merchant:?}, or the result would fall below reserved stock")))
+}
+
+/// Applies an inventory command once per job id.
+pub async fn apply_inventory(
+    pool: &PgPool,
+    job_id: &str,
+    merchant: &str,
+    sku: &str,
+    set: Option<i64>,
+    delta: Option<i64>,
+) -> Result<Result<bool, String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM merchants WHERE id = $1")
+        .bind(merchant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Ok(Err(format!("merchant {merchant:?} is not known")));
+    }
+    if !mark_applied(&mut tx, job_id).await? {
+        return Ok(Ok(false));
+    }
+    let res = match (set, delta) {
+        (Some(v), _) => set_stock(&mut tx, merchant, sku, v).await?,
+        (_, Some(d)) => adjust_stock(&mut tx, merchant, sku, d).await?,
+        _ => Ok(()),
+    };
+    match res {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(Ok(true))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// (on hand, reserved) of a SKU.
+pub async fn stock(pool: &PgPool, merchant: &str, sku: &str) -> Result<Option<(i32, i32)>, sqlx::Error> {
+    sqlx::query_as("SELECT on_hand, reserved FROM stock WHERE merchant_id = $1 AND sku = $2")
+        .bind(merchant)
+        .bind(sku)
+        .fetch_optional(pool)
+        .await
+}

@@ -1,0 +1,711 @@
+//! SQL of the order pipeline: intake, payment state, reservations, decisions, events.
+//!
+//! Every state change is a compare-and-set (`UPDATE … WHERE status = …`) inside one
+//! transaction that also appends to `order_events`, so a handler run twice changes nothing the
+//! second time. Rows are locked in a fixed order (order, then sub-order, then stock by SKU) so
+//! concurrent transactions never deadlock.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::domain::order::{commission, OrderMessage, OrderPlan};
+
+pub type Tx<'a> = Transaction<'a, Postgres>;
+
+/// Appends an event to an order's history (and to the outcome stream's outbox).
+#[allow(clippy::too_many_arguments)]
+pub async fn add_event(
+    tx: &mut Tx<'_>,
+    order_id: Option<i64>,
+    sub_order_id: Option<i64>,
+    storefront_order_id: Option<&str>,
+    kind: &str,
+    actor: &str,
+    reason: Option<&str>,
+    data: Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_events (order_id, sub_order_id, storefront_order_id, type, actor, reason, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(order_id)
+    .bind(sub_order_id)
+    .bind(storefront_order_id)
+    .bind(kind)
+    .bind(actor)
+    .bind(reason)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The merchants and (merchant, SKU) pairs among those an order names.
+pub async fn catalogue(pool: &PgPool, o: &OrderMessage) -> Result<(BTreeSet<String>, BTreeSet<(String, String)>), sqlx::Error> {
+    let merchant_ids: Vec<String> = o.lines.iter().map(|l| l.merchant_id.clone()).collect();
+    let skus: Vec<String> = o.lines.iter().map(|l| l.sku.clone()).collect();
+    let merchants: Vec<String> = sqlx::query_scalar("SELECT id FROM merchants WHERE id = ANY($1)")
+        .bind(&merchant_ids)
+        .fetch_all(pool)
+        .await?;
+    let pairs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT merchant_id, sku FROM stock WHERE merchant_id = ANY($1) AND sku = ANY($2)",
+    )
+    .bind(&merchant_ids)
+    .bind(&skus)
+    .fetch_all(pool)
+    .await?;
+    Ok((merchants.into_iter().collect(), pairs.into_iter().collect()))
+}
+
+/// Records a refused storefront message once per stream entry, with an outcome event.
+pub async fn record_rejection(
+    pool: &PgPool,
+    entry_id: &str,
+    storefront_order_id: Option<&str>,
+    code: &str,
+    reason: &str,
+    raw: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let excerpt: String = raw.chars().take(1000).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO rejected_messages (entry_id, storefront_order_id, code, reason, payload_excerpt)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (entry_id) DO NOTHING",
+    )
+    .bind(entry_id)
+    .bind(storefront_order_id)
+    .bind(code)
+    .bind(reason)
+    .bind(&excerpt)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        add_event(
+            &mut tx,
+            None,
+            None,
+            storefront_order_id,
+            "message.rejected",
+            "souk:intake",
+            Some(reason),
+            json!({"code": code, "entry_id": entry_id}),
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The result of storing an order.
+pub struct Stored {
+    pub order_id: i64,
+    /// False when the same storefront order id was stored before (a duplicate enqueue).
+    pub created: bool,
+}
+
+/// Stores a validated order once, with its sub-orders and lines, in one transaction.
+pub async fn insert_order(
+    pool: &PgPool,
+    o: &OrderMessage,
+    plan: &OrderPlan,
+    enqueued_at_ms: i64,
+) -> Result<Stored, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO orders (storefront_order_id, customer, currency, total_minor, status, payment_provider,
+                             payment_id, shipping_address, metadata, placed_at, enqueued_at)
+         VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, to_timestamp($10::float8 / 1000))
+         ON CONFLICT (storefront_order_id) DO NOTHING RETURNING id",
+    )
+    .bind(&o.id)
+    .bind(serde_json::to_value(&o.customer).unwrap_or(Value::Null))
+    .bind(&o.currency)
+    .bind(plan.total_minor)
+    .bind(&o.payment.provider)
+    .bind(&o.payment.payment_id)
+    .bind(&o.shipping_address)
+    .bind(if o.metadata.is_null() { json!({}) } else { o.metadata.clone() })
+    .bind(o.placed_at)
+    .bind(enqueued_at_ms as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(order_id) = id else {
+        tx.rollback().await?;
+        let existing: i64 = sqlx::query_scalar("SELECT id FROM orders WHERE storefront_order_id = $1")
+            .bind(&o.id)
+            .fetch_one(pool)
+            .await?;
+        return Ok(Stored {
+            order_id: existing,
+            created: false,
+        });
+    };
+    add_event(&mut tx, Some(order_id), None, Some(&o.id), "order.accepted", "souk:intake", None, json!({"total_minor": plan.total_minor, "sub_orders": plan.sub_orders.len()})).await?;
+    for s in &plan.sub_orders {
+        let bps: i32 = sqlx::query_scalar("SELECT commission_bps FROM merchants WHERE id = $1")
+            .bind(&s.merchant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let sub_id: i64 = sqlx::query_scalar(
+            "INSERT INTO sub_orders (order_id, merchant_id, status, subtotal_minor, commission_minor)
+             VALUES ($1, $2, 'pending', $3, $4) RETURNING id",
+        )
+        .bind(order_id)
+        .bind(&s.merchant_id)
+        .bind(s.subtotal_minor)
+        .bind(commission(s.subtotal_minor, bps))
+        .fetch_one(&mut *tx)
+        .await?;
+        let skus: Vec<&str> = s.lines.iter().map(|l| l.0.as_str()).collect();
+        let qtys: Vec<i32> = s.lines.iter().map(|l| l.1 as i32).collect();
+        let prices: Vec<i64> = s.lines.iter().map(|l| l.2).collect();
+        sqlx::query(
+            "INSERT INTO order_lines (sub_order_id, sku, quantity, unit_price_minor)
+             SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])",
+        )
+        .bind(sub_id)
+        .bind(&skus)
+        .bind(&qtys)
+        .bind(&prices)
+        .execute(&mut *tx)
+        .await?;
+        add_event(&mut tx, Some(order_id), Some(sub_id), Some(&o.id), "sub_order.created", "souk:intake", None, json!({"merchant_id": s.merchant_id, "subtotal_minor": s.subtotal_minor})).await?;
+    }
+    tx.commit().await?;
+    Ok(Stored {
+        order_id,
+        created: true,
+    })
+}
+
+/// An order as the payment steps need it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: i64,
+    pub storefront_order_id: String,
+    pub status: String,
+    pub payment_id: String,
+    pub total_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub enqueued_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn order(pool: &PgPool, id: i64) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, storefront_order_id, status, payment_id, total_minor, captured_minor, refunded_minor, enqueued_at
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn order_id_by_storefront_id(pool: &PgPool, sf: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM orders WHERE storefront_order_id = $1")
+        .bind(sf)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Moves an order from `from` to `to` (compare-and-set) with an event; false if it was not in `from`.
+#[allow(clippy::too_many_arguments)]
+pub async fn transition_order(
+    pool: &PgPool,
+    id: i64,
+    from: &[&str],
+    to: &str,
+    event: &str,
+    actor: &str,
+    reason: Option<&str>,
+    data: Value,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let sf: Option<String> = sqlx::query_scalar(
+        "UPDATE orders SET status = $3, status_reason = $4, updated_at = now()
+         WHERE id = $1 AND status = ANY($2) RETURNING storefront_order_id",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(sf) = sf else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    add_event(&mut tx, Some(id), None, Some(&sf), event, actor, reason, data).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Records the provider's payment status on the order.
+pub async fn set_payment_status(pool: &PgPool, id: i64, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET payment_status = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The ids of an order's sub-orders in a status.
+pub async fn sub_order_ids(pool: &PgPool, order_id: i64, status: &str) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM sub_orders WHERE order_id = $1 AND status = $2 ORDER BY id")
+        .bind(order_id)
+        .bind(status)
+        .fetch_all(pool)
+        .await
+}
+
+/// Outcome of a reservation attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// All lines reserved together.
+    Reserved,
+    /// Not enough stock: the short SKUs with (wanted, available).
+    OutOfStock(Vec<(String, i64, i64)>),
+    /// The sub-order was no longer pending (already decided, cancelled): nothing done.
+    NotPending,
+}
+
+/// Reserves a sub-order's lines all together or not at all, and says whether every sub-order of
+/// its order now has its stock decision.
+///
+/// Locks: the order row first (so the "all decided" check of two sibling sub-orders cannot
+/// both miss each other), then the sub-order, then the stock rows in SKU order.
+pub async fn reserve_sub_order(pool: &PgPool, sub_order_id: i64, ttl_s: u64) -> Result<(Reserve, i64, bool), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query("SELECT order_id, merchant_id, status FROM sub_orders WHERE id = $1")
+        .bind(sub_order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let order_id: i64 = row.get("order_id");
+    let merchant: String = row.get("merchant_id");
+    let sf: String = sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let status: String = sqlx::query_scalar("SELECT status FROM sub_orders WHERE id = $1 FOR UPDATE")
+        .bind(sub_order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if status != "pending" {
+        let all = all_decided(&mut tx, order_id).await?;
+        tx.commit().await?;
+        return Ok((Reserve::NotPending, order_id, all));
+    }
+    let lines: Vec<(String, i32)> = sqlx::query_as("SELECT sku, quantity FROM order_lines WHERE sub_order_id = $1 ORDER BY sku")
+        .bind(sub_order_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let skus: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    let stock: Vec<(String, i32, i32)> = sqlx::query_as(
+        "SELECT sku, on_hand, reserved FROM stock WHERE merchant_id = $1 AND sku = ANY($2) ORDER BY sku FOR UPDATE",
+    )
+    .bind(&merchant)
+    .bind(&skus)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut short = Vec::new();
+    for (sku, qty) in &lines {
+        let available = stock
+            .iter()
+            .find(|s| &s.0 == sku)
+            .map(|s| (s.1 - s.2) as i64)
+            .unwrap_or(0);
+        if available < *qty as i64 {
+            short.push((sku.clone(), *qty as i64, available));
+        }
+    }
+    let outcome = if short.is_empty() {
+        let qtys: Vec<i32> = lines.iter().map(|l| l.1).collect();
+        sqlx::query(
+            "UPDATE stock s SET reserved = s.reserved + l.q, updated_at = now()
+             FROM unnest($2::text[], $3::int[]) AS l(sku, q) WHERE s.merchant_id = $1 AND s.sku = l.sku",
+        )
+        .bind(&merchant)
+        .bind(&skus)
+        .bind(&qtys)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO reservations (sub_order_id, merchant_id, sku, quantity, status, expires_at)
+             SELECT $1, $2, l.sku, l.q, 'held', now() + make_interval(secs => $5)
+             FROM unnest($3::text[], $4::int[]) AS l(sku, q)",
+        )
+        .bind(sub_order_id)
+        .bind(&merchant)
+        .bind(&skus)
+        .bind(&qtys)
+        .bind(ttl_s as f64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sub_orders SET status = 'reserved', updated_at = now() WHERE id = $1")
+            .bind(sub_order_id)
+            .execute(&mut *tx)
+            .await?;
+        add_event(&mut tx, Some(order_id), Some(sub_order_id), Some(&sf), "sub_order.reserved", "souk:stock", None, json!({"merchant_id": merchant})).await?;
+        Reserve::Reserved
+    } else {
+        let reason = short
+            .iter()
+            .map(|(s, w, a)| format!("{s}: wanted {w}, available {a}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        sqlx::query("UPDATE sub_orders SET status = 'out_of_stock', status_reason = $2, updated_at = now() WHERE id = $1")
+            .bind(sub_order_id)
+            .bind(&reason)
+            .execute(&mut *tx)
+            .await?;
+        add_event(&mut tx, Some(order_id), Some(sub_order_id), Some(&sf), "sub_order.out_of_stock", "souk:stock", Some(&reason), json!({"merchant_id": merchant})).await?;
+        Reserve::OutOfStock(short)
+    };
+    let all = all_decided(&mut tx, order_id).await?;
+    tx.commit().await?;
+    Ok((outcome, order_id, all))
+}
+
+async fn all_decided(tx: &mut Tx<'_>, order_id: i64) -> Result<bool, sqlx::Error> {
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM sub_orders WHERE order_id = $1 AND status = 'pending'")
+        .bind(order_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(pending == 0)
+}
+
+/// Releases a sub-order's held reservations (stock becomes available again).
+pub async fn release_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<u64, sqlx::Error> {
+    let released = sqlx::query(
+        "WITH r AS (
+            UPDATE reservations SET status = 'released', settled_at = now()
+            WHERE sub_order_id = $1 AND status = 'held' RETURNING merchant_id, sku, quantity)
+         UPDATE stock s SET reserved = s.reserved - r.quantity, updated_at = now()
+         FROM r WHERE s.merchant_id = r.merchant_id AND s.sku = r.sku",
+    )
+    .bind(sub_order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(released.rows_affected())
+}
+
+/// Turns a sub-order's held reservations into a sale: stock leaves on hand.
+pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "WITH r AS (
+            UPDATE reservations SET status = 'confirmed', settled_at = now()
+            WHERE sub_order_id = $1 AND status = 'held' RETURNING merchant_id, sku, quantity)
+         UPDATE stock s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand - r.quantity, updated_at = now()
+         FROM r WHERE s.merchant_id = r.merchant_id AND s.sku = r.sku",
+    )
+    .bind(sub_order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The sum that should be charged: sub-orders that will ship (or may still ship).
+/// None while any sub-order still waits for its stock decision.
+pub async fn charge_target(pool: &PgPool, order_id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let (pending, target): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'),
+                sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted'))::bigint
+         FROM sub_orders WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(if pending > 0 { None } else { Some(target.unwrap_or(0)) })
+}
+
+/// Records a payment call and the order's resulting amounts and status.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_payment(
+    pool: &PgPool,
+    order_id: i64,
+    kind: &str,
+    key: Option<&str>,
+    amount: Option<i64>,
+    outcome: &str,
+    captured: i64,
+    refunded: i64,
+    payment_status: &str,
+    event: Option<(&str, Value)>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO payment_operations (order_id, kind, idempotency_key, amount_minor, outcome) VALUES ($1, $2, $3, $4, $5)")
+        .bind(order_id)
+        .bind(kind)
+        .bind(key)
+        .bind(amount)
+        .bind(outcome)
+        .execute(&mut *tx)
+        .await?;
+    let sf: String = sqlx::query_scalar(
+        "UPDATE orders SET captured_minor = $2, refunded_minor = $3, payment_status = $4, updated_at = now()
+         WHERE id = $1 RETURNING storefront_order_id",
+    )
+    .bind(order_id)
+    .bind(captured)
+    .bind(refunded)
+    .bind(payment_status)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some((kind, data)) = event {
+        add_event(&mut tx, Some(order_id), None, Some(&sf), kind, "souk:payment", None, data).await?;
+    }
+    tx.commit().await
+}
+
+/// A sub-order with what notifying and deciding need.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubOrderRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub storefront_order_id: String,
+    pub merchant_id: String,
+    pub status: String,
+    pub subtotal_minor: i64,
+    pub commission_minor: i64,
+    pub accept_by: Option<chrono::DateTime<chrono::Utc>>,
+    pub acceptance_mode: String,
+    pub acceptance_default: String,
+    pub acceptance_deadline_s: i32,
+}
+
+pub async fn sub_order(pool: &PgPool, id: i64) -> Result<Option<SubOrderRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.id, s.order_id, o.storefront_order_id, s.merchant_id, s.status, s.subtotal_minor, s.commission_minor,
+                s.accept_by, m.acceptance_mode, m.acceptance_default, m.acceptance_deadline_s
+         FROM sub_orders s JOIN orders o ON o.id = s.order_id JOIN merchants m ON m.id = s.merchant_id
+         WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn sub_order_by_storefront(pool: &PgPool, sf: &str, merchant: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT s.id FROM sub_orders s JOIN orders o ON o.id = s.order_id
+         WHERE o.storefront_order_id = $1 AND s.merchant_id = $2",
+    )
+    .bind(sf)
+    .bind(merchant)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The lines of a sub-order (SKU, quantity, unit price).
+pub async fn lines(pool: &PgPool, sub_order_id: i64) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE sub_order_id = $1 ORDER BY sku")
+        .bind(sub_order_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Moves a reserved sub-order on to the merchant: awaiting its decision until `accept_by`, or
+/// accepted at once for merchants in auto mode. Creates the webhook delivery in the same
+/// transaction (its id is fixed, so a rerun finds it). Returns the delivery id if created now.
+pub async fn hand_to_merchant(pool: &PgPool, s: &SubOrderRow, delivery_id: &str, payload: &Value) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let auto = s.acceptance_mode == "auto";
+    let to = if auto { "accepted" } else { "awaiting_acceptance" };
+    let moved = sqlx::query(
+        "UPDATE sub_orders SET status = $2,
+                accept_by = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $4) END, updated_at = now()
+         WHERE id = $1 AND status = 'reserved'",
+    )
+    .bind(s.id)
+    .bind(to)
+    .bind(auto)
+    .bind(s.acceptance_deadline_s as f64)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if auto {
+        confirm_reservations(&mut tx, s.id).await?;
+        add_event(&mut tx, Some(s.order_id), Some(s.id), Some(&s.storefront_order_id), "sub_order.accepted", "souk:auto-accept", None, json!({"merchant_id": s.merchant_id})).await?;
+    } else {
+        add_event(&mut tx, Some(s.order_id), Some(s.id), Some(&s.storefront_order_id), "sub_order.awaiting_acceptance", "souk:pipeline", None, json!({"merchant_id": s.merchant_id})).await?;
+    }
+    insert_delivery(&mut tx, delivery_id, &s.merchant_id, Some(s.order_id), Some(s.id), "sub_order.created", payload).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Creates a webhook delivery unless one with this id exists.
+pub async fn insert_delivery(
+    tx: &mut Tx<'_>,
+    id: &str,
+    merchant: &str,
+    order_id: Option<i64>,
+    sub_order_id: Option<i64>,
+    event_type: &str,
+    payload: &Value,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "INSERT INTO webhook_deliveries (id, merchant_id, order_id, sub_order_id, event_type, payload)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(merchant)
+    .bind(order_id)
+    .bind(sub_order_id)
+    .bind(event_type)
+    .bind(payload)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Applies a merchant's decision (or the default at the deadline) to a sub-order awaiting it.
+/// Accepting confirms the reservations; rejecting releases them. False if it was not awaiting.
+pub async fn decide(pool: &PgPool, sub_order_id: i64, accept: bool, actor: &str, reason: Option<&str>) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let to = if accept { "accepted" } else { "rejected" };
+    let row = sqlx::query(
+        "UPDATE sub_orders s SET status = $2, status_reason = $3, updated_at = now()
+         FROM orders o WHERE s.id = $1 AND s.status = 'awaiting_acceptance' AND o.id = s.order_id
+         RETURNING s.order_id, s.merchant_id, o.storefront_order_id",
+    )
+    .bind(sub_order_id)
+    .bind(to)
+    .bind(reason)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    let order_id: i64 = row.get(0);
+    let merchant: String = row.get(1);
+    let sf: String = row.get(2);
+    if accept {
+        confirm_reservations(&mut tx, sub_order_id).await?;
+    } else {
+        release_reservations(&mut tx, sub_order_id).await?;
+    }
+    let event = if accept { "sub_order.accepted" } else { "sub_order.rejected" };
+    add_event(&mut tx, Some(order_id), Some(sub_order_id), Some(&sf), event, actor, reason, json!({"merchant_id": merchant})).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Cancels every sub-order of an order that has not been accepted yet, releasing stock, and the
+/// order itself. Returns the sub-orders cancelled (with their merchants) for notification.
+pub async fn cancel_order(pool: &PgPool, order_id: i64, actor: &str, reason: &str) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let sf: Option<(String, String)> = sqlx::query_as("SELECT storefront_order_id, status FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((sf, status)) = sf else {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    };
+    let subs: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, merchant_id, status FROM sub_orders WHERE order_id = $1 AND status IN ('pending', 'reserved', 'awaiting_acceptance', 'accepted')
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut cancelled = Vec::new();
+    for (id, merchant, st) in subs {
+        release_reservations(&mut tx, id).await?;
+        if st == "accepted" {
+            // Stock already left on hand for an accepted sub-order: put it back.
+            sqlx::query(
+                "WITH r AS (UPDATE reservations SET status = 'released', settled_at = now()
+                            WHERE sub_order_id = $1 AND status = 'confirmed' RETURNING merchant_id, sku, quantity)
+                 UPDATE stock s SET on_hand = s.on_hand + r.quantity, updated_at = now()
+                 FROM r WHERE s.merchant_id = r.merchant_id AND s.sku = r.sku",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE sub_orders SET status = 'cancelled', status_reason = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        add_event(&mut tx, Some(order_id), Some(id), Some(&sf), "sub_order.cancelled", actor, Some(reason), json!({"merchant_id": merchant})).await?;
+        if st != "pending" {
+            cancelled.push((id, merchant));
+        }
+    }
+    if status != "cancelled" {
+        sqlx::query("UPDATE orders SET status = 'cancelled', status_reason = $2, updated_at = now() WHERE id = $1")
+            .bind(order_id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        add_event(&mut tx, Some(order_id), None, Some(&sf), "order.cancelled", actor, Some(reason), json!({})).await?;
+    }
+    tx.commit().await?;
+    Ok(cancelled)
+}
+
+/// Releases held reservations past their expiry (sub-orders waiting too long); returns the
+/// sub-orders touched.
+pub async fn release_expired(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+    let subs: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT sub_order_id FROM reservations WHERE status = 'held' AND expires_at < now() LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut done = Vec::new();
+    for id in subs {
+        let mut tx = pool.begin().await?;
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "UPDATE sub_orders s SET status = 'rejected', status_reason = 'reservation expired', updated_at = now()
+             FROM orders o WHERE s.id = $1 AND s.status IN ('reserved', 'awaiting_acceptance') AND o.id = s.order_id
+             RETURNING s.order_id, o.storefront_order_id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        release_reservations(&mut tx, id).await?;
+        if let Some((order_id, sf)) = &row {
+            add_event(&mut tx, Some(*order_id), Some(id), Some(sf), "sub_order.rejected", "souk:sweeper", Some("reservation expired"), json!({})).await?;
+        }
+        tx.commit().await?;
+        if row.is_some() {
+            done.push(id);
+        }
+    }
+    Ok(done)
+}
+
+/// Orders still waiting for payment longer than `timeout_s`.
+pub async fn stale_unpaid(pool: &PgPool, timeout_s: u64, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM orders WHERE status = 'received' AND enqueued_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2",
+    )
+    .bind(timeout_s as f64)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks a storefront command as applied (exactly once per job id); false if it was before.
+pub async fn mark_applied(tx: &mut Tx<'_>, job_id: &str) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("INSERT INTO applied_commands (job_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
