@@ -74,7 +74,13 @@ impl App {
     }
 
     /// Pushes a job once per key within the queue's idempotency window (see `Producer::push_unique`).
-    pub async fn push_once<T: serde::Serialize>(&self, queue: &str, key: &str, args: &T, due_ms: Option<i64>) -> Result<(), crate::queue::JobError> {
+    pub async fn push_once<T: serde::Serialize>(
+        &self,
+        queue: &str,
+        key: &str,
+        args: &T,
+        due_ms: Option<i64>,
+    ) -> Result<(), crate::queue::JobError> {
         let window = Duration::from_secs(self.config.queue(queue).idempotency_window_s);
         self.producer
             .push_unique(queue, key, args, window, due_ms)

@@ -337,7 +337,9 @@ impl Config {
                 return bad(&key("idempotency_window_s"), "must be at least 1 s");
             }
         }
-        if self.marketplace.currency.len() != 3 || !self.marketplace.currency.chars().all(|c| c.is_ascii_uppercase()) {
+        if self.marketplace.currency.len() != 3
+            || !self.marketplace.currency.chars().all(|c| c.is_ascii_uppercase())
+        {
             return bad("marketplace.currency", "must be an ISO 4217 code such as EUR");
         }
         if self.marketplace.payment_recheck_ms == 0 {
@@ -350,10 +352,16 @@ impl Config {
             return bad("webhooks.schedule_s", "needs at least one attempt");
         }
         if self.webhooks.timeout_ms == 0 || self.webhooks.max_in_flight_per_merchant == 0 {
-            return bad("webhooks.timeout_ms", "timeout_ms and max_in_flight_per_merchant must be at least 1");
+            return bad(
+                "webhooks.timeout_ms",
+                "timeout_ms and max_in_flight_per_merchant must be at least 1",
+            );
         }
         if !self.admin.token.0.is_empty() && self.admin.token.0.len() < 16 {
-            return bad("admin.token", "must be empty (admin disabled) or at least 16 characters");
+            return bad(
+                "admin.token",
+                "must be empty (admin disabled) or at least 16 characters",
+            );
         }
         for (name, job) in &self.cron.jobs {
             if let Err(e) = job.schedule.parse::<cron::Schedule>() {
@@ -509,7 +517,10 @@ mod tests {
     fn arrays_come_from_the_environment_and_secrets_stay_hidden() {
         let c = Config::from_layers(
             None,
-            &vars(&[("SOUK_WEBHOOKS__SCHEDULE_S", "[0, 1, 2]"), ("SOUK_PAYMENT__API_KEY", "sk_test_abc")]),
+            &vars(&[
+                ("SOUK_WEBHOOKS__SCHEDULE_S", "[0, 1, 2]"),
+                ("SOUK_PAYMENT__API_KEY", "sk_test_abc"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.webhooks.schedule_s, vec![0, 1, 2]);

@@ -1,166 +1,638 @@
-//! `souk demo`: souk's main job, shown on a burst of sample jobs.
+//! `souk demo`: souk's main job, played end to end.
 //!
-//! Until the order pipeline lands, the demo pushes a burst of `souk.record_sample.v1` jobs
-//! (some that fail once and are retried, some scheduled a few seconds ahead, one poison entry)
-//! through the real queue, with workers in this process, and prints what happened. It kills
-//! nothing and leaves its results in PostgreSQL and its dead letter in Redis for inspection.
+//! The demo starts the sandbox (a Stripe-compatible payment provider and merchant webhook
+//! receivers on 127.0.0.1), points a configuration at it, migrates, seeds merchants and their
+//! stock through the storefront channel, starts every worker in this process and then plays a
+//! storefront placing orders: most paid, some unpaid or declined, some for stock that runs out,
+//! a few malformed, one merchant endpoint down for a while. Merchants accept or reject through
+//! the storefront channel; silent ones hit their deadline. It ends with a summary read back
+//! from PostgreSQL and the sandbox. It kills nothing. [`World`] is shared with the benchmarks.
 
 use std::{
+    collections::BTreeMap,
     io::Write,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::{
+    admin,
     app::App,
-    jobs::record_sample::{SampleArgs, QUEUE},
-    queue::{dead, stats},
+    config::Config,
+    jobs::intake_storefront,
+    sandbox::{self, EndpointSettings, Sandbox},
+    store::merchants::MerchantInput,
 };
 
-/// Runs the demo with `jobs` sample jobs.
-pub async fn run(app: App, jobs: usize) -> anyhow::Result<()> {
-    let run = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
-    let label = |kind: &str| format!("demo-{run}-{kind}");
-    let retried = jobs / 20;
-    let delayed = (jobs / 100).clamp(1, 200);
-    let plain = jobs.saturating_sub(retried + delayed);
+/// The API key the demo's sandbox accepts.
+pub const SANDBOX_KEY: &str = "sk_test_souk_demo";
 
-    println!("souk demo: {jobs} sample jobs through queue {QUEUE}");
-    println!("  redis    {}", crate::config::redact_url(&app.config.redis.url));
-    println!(
-        "  postgres {}",
-        crate::config::redact_url(&app.config.database.url)
-    );
+/// A running demo world: the sandbox, an [`App`] pointed at it, seeded merchants.
+pub struct World {
+    pub app: App,
+    pub sandbox: Arc<Sandbox>,
+    pub run: String,
+    pub merchants: Vec<String>,
+    pub skus_per_merchant: usize,
+    stop: watch::Sender<bool>,
+    workers: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let workers = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            app.run_workers(&[QUEUE.to_owned()], false, async move {
-                let _ = stop_rx.changed().await;
-            })
+/// How to build a world.
+pub struct WorldOptions {
+    pub merchants: usize,
+    pub skus_per_merchant: usize,
+    pub stock_per_sku: i64,
+    /// Merchants (by index) that accept automatically.
+    pub auto_accept_every: usize,
+    pub acceptance_deadline_s: i32,
+    pub unpaid_timeout_s: u64,
+}
+
+const NAMES: [&str; 8] = [
+    "atlas-home",
+    "baobab-books",
+    "cedar-kitchen",
+    "delta-sports",
+    "ember-electronics",
+    "fjord-outdoor",
+    "garnet-toys",
+    "harbor-tea",
+];
+
+impl World {
+    /// Starts the sandbox and workers and seeds merchants and stock under a fresh key prefix.
+    pub async fn start(mut config: Config, opts: WorldOptions) -> anyhow::Result<World> {
+        let run = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+        let sb = Sandbox::new(SANDBOX_KEY);
+        let (addr, _h) = sandbox::start("127.0.0.1:0".parse()?, sb.clone())
             .await
-        })
-    };
-
-    let started = Instant::now();
-    let mut batch = Vec::with_capacity(plain);
-    for i in 0..plain {
-        batch.push(SampleArgs {
-            label: label("ok"),
-            work_ms: (i % 3) as u64,
-            fail_first: 0,
-        });
-    }
-    app.producer.push_many(QUEUE, &batch).await?;
-    let retry_jobs: Vec<SampleArgs> = (0..retried)
-        .map(|_| SampleArgs {
-            label: label("retried"),
-            work_ms: 0,
-            fail_first: 1,
-        })
-        .collect();
-    app.producer.push_many(QUEUE, &retry_jobs).await?;
-    for _ in 0..delayed {
-        let args = SampleArgs {
-            label: label("delayed"),
-            work_ms: 0,
-            fail_first: 0,
+            .context("starting the sandbox")?;
+        config.redis.key_prefix = format!("{}-demo-{run}", config.redis.key_prefix);
+        config.payment.base_url = format!("http://{addr}");
+        config.payment.api_key = crate::config::Secret(SANDBOX_KEY.to_owned());
+        // The sandbox's merchant endpoints are on 127.0.0.1, which souk refuses by default.
+        config.webhooks.allow_private_targets = true;
+        config.webhooks.schedule_s = vec![0, 1, 2, 3, 5, 5, 5, 5, 5, 5];
+        config.webhooks.timeout_ms = 5_000;
+        config.marketplace.unpaid_timeout_s = opts.unpaid_timeout_s;
+        config.marketplace.payment_recheck_ms = 500;
+        config.ops.listen = String::new();
+        let app = App::connect(config).await?;
+        let mut merchants = Vec::new();
+        for i in 0..opts.merchants {
+            let id = if i < NAMES.len() {
+                NAMES[i].to_owned()
+            } else {
+                format!("merchant-{i:03}")
+            };
+            let input = MerchantInput {
+                name: Some(id.replace('-', " ")),
+                webhook_url: Some(format!("http://{addr}/merchants/{id}/webhook")),
+                acceptance_mode: Some(
+                    if opts.auto_accept_every > 0 && i % opts.auto_accept_every == 0 {
+                        "auto"
+                    } else {
+                        "manual"
+                    }
+                    .to_owned(),
+                ),
+                acceptance_default: Some("accept".to_owned()),
+                acceptance_deadline_s: Some(opts.acceptance_deadline_s),
+                commission_bps: Some(1_000 + 50 * i as i32),
+            };
+            // Merchants persist across runs: create, or point the existing one at this sandbox.
+            let secret = match admin::add_merchant(&app, &id, &input).await {
+                Ok(s) => s,
+                Err(admin::AdminError::Conflict(_)) => {
+                    admin::update_merchant(&app, &id, &input).await?;
+                    admin::rotate_secret(&app, &id, true).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            sb.configure_endpoint(
+                &id,
+                &EndpointSettings {
+                    secrets: Some(vec![secret]),
+                    ..Default::default()
+                },
+            );
+            merchants.push(id);
+        }
+        // Stock arrives through the storefront channel, like any inventory update.
+        let mut cmds = Vec::new();
+        for m in &merchants {
+            for k in 0..opts.skus_per_merchant {
+                cmds.push(json!({"type": "inventory.set", "version": 1, "merchant_id": m, "sku": sku(k), "on_hand": opts.stock_per_sku}));
+            }
+        }
+        app.producer.declare(intake_storefront::QUEUE).await?;
+        app.producer.push_many(intake_storefront::QUEUE, &cmds).await?;
+        let (stop, mut rx) = watch::channel(false);
+        let workers = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.run_workers(&[], true, async move {
+                    let _ = rx.changed().await;
+                })
+                .await
+            })
         };
-        app.producer
-            .push_after(QUEUE, &args, Duration::from_secs(3))
-            .await?;
-    }
-    let poison = app.producer.push_raw(QUEUE, "{\"label\": 42, oops").await?;
-    println!(
-        "pushed {plain} plain jobs, {retried} that fail once, {delayed} due in 3 s, and 1 poison entry ({poison}) in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
-
-    let total = jobs as i64;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let done = done_for_run(&app, &run).await?;
-        let width = 40usize;
-        let filled = ((done as f64 / total.max(1) as f64) * width as f64) as usize;
-        print!(
-            "\r[{}{}] {done}/{total} completed, {:.0} jobs/s   ",
-            "#".repeat(filled.min(width)),
-            ".".repeat(width - filled.min(width)),
-            done as f64 / started.elapsed().as_secs_f64()
-        );
-        let _ = std::io::stdout().flush();
-        if done >= total {
-            break;
+        // Wait for the stock to land before orders refer to it.
+        let want = (merchants.len() * opts.skus_per_merchant) as i64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM stock WHERE merchant_id = ANY($1) AND on_hand = $2")
+                    .bind(&merchants)
+                    .bind(opts.stock_per_sku as i32)
+                    .fetch_one(&app.pool)
+                    .await?;
+            if n >= want {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "stock did not arrive within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if Instant::now() > deadline {
-            println!();
-            anyhow::bail!("the demo did not finish within 300 s: is a worker stuck? see `souk queues`");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(World {
+            app,
+            sandbox: sb,
+            run,
+            merchants,
+            skus_per_merchant: opts.skus_per_merchant,
+            stop,
+            workers,
+        })
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    println!();
 
-    let _ = stop_tx.send(true);
-    workers.await??;
+    /// An `order.placed` message for the given (merchant, SKU index, quantity) lines, with a
+    /// payment intent created in the sandbox in `status` (or processing forever).
+    pub fn order(&self, n: usize, lines: &[(usize, usize, i64)], status: &str) -> (String, Value) {
+        let id = format!("demo-{}-{n:06}", self.run);
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(m, k, q)| json!({"merchant_id": self.merchants[*m], "sku": sku(*k), "quantity": q, "unit_price_minor": price(*k)}))
+            .collect();
+        let total: i64 = lines
+            .iter()
+            .map(|l| l["quantity"].as_i64().unwrap_or(0) * l["unit_price_minor"].as_i64().unwrap_or(0))
+            .sum();
+        let payment = if status == "processing" {
+            self.sandbox.create_intent(
+                total,
+                "eur",
+                "requires_capture",
+                Some(Duration::from_secs(86_400)),
+            )
+        } else {
+            self.sandbox.create_intent(total, "eur", status, None)
+        };
+        let msg = json!({
+            "type": "order.placed",
+            "version": 1,
+            "order": {
+                "id": id,
+                "customer": {"id": format!("cust-{}", n % 997), "email": format!("customer{}@example.org", n % 997)},
+                "currency": "EUR",
+                "lines": lines,
+                "shipping_address": {"name": "A. Customer", "line1": "1 Rue de la Paix", "city": "Paris", "postal_code": "75002", "country": "FR"},
+                "payment": {"provider": "stripe", "payment_id": payment},
+                "placed_at": chrono::Utc::now(),
+                "metadata": {"channel": "web"}
+            }
+        });
+        (id, msg)
+    }
 
-    let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
-        "SELECT c.label, count(*), sum(c.attempts)::bigint,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.completed_at - c.enqueued_at))::float8,
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM c.completed_at - c.enqueued_at))::float8
-         FROM sample_completions c WHERE c.label LIKE $1 GROUP BY c.label ORDER BY c.label",
+    /// Stops the workers gracefully.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.workers.await??;
+        Ok(())
+    }
+}
+
+pub fn sku(k: usize) -> String {
+    format!("SKU-{k:04}")
+}
+
+fn price(k: usize) -> i64 {
+    500 + (k as i64 * 137) % 4_500
+}
+
+/// Counts of final states for the orders of a run (status → count).
+async fn order_states(app: &App, run: &str) -> anyhow::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM orders WHERE storefront_order_id LIKE $1 GROUP BY status",
     )
     .bind(format!("demo-{run}-%"))
     .fetch_all(&app.pool)
     .await?;
-    println!("\nresults recorded in postgres (table sample_completions):");
+    Ok(rows.into_iter().collect())
+}
+
+fn bar(done: i64, total: i64) -> String {
+    let width = 30usize;
+    let filled = ((done as f64 / total.max(1) as f64) * width as f64).round() as usize;
+    format!(
+        "[{}{}]",
+        "#".repeat(filled.min(width)),
+        ".".repeat(width - filled.min(width))
+    )
+}
+
+/// Runs the demo with `orders` orders.
+pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
+    println!("souk demo: a storefront places {orders} orders; souk confirms payments, reserves stock, captures, notifies merchants.\n");
+    println!("  redis    {}", crate::config::redact_url(&config.redis.url));
+    println!("  postgres {}", crate::config::redact_url(&config.database.url));
+    let world = World::start(
+        config,
+        WorldOptions {
+            merchants: 5,
+            skus_per_merchant: 20,
+            stock_per_sku: 60,
+            auto_accept_every: 3,
+            acceptance_deadline_s: 4,
+            unpaid_timeout_s: 6,
+        },
+    )
+    .await?;
+    let app = world.app.clone();
     println!(
-        "  {:<28} {:>8} {:>9} {:>12} {:>12}",
-        "label", "jobs", "attempts", "p50 latency", "p99 latency"
+        "  sandbox  {} (payments and merchant endpoints)",
+        app.config.payment.base_url
     );
-    for (label, n, attempts, p50, p99) in &rows {
-        println!(
-            "  {label:<28} {n:>8} {attempts:>9} {:>10.0}ms {:>10.0}ms",
-            p50 * 1000.0,
-            p99 * 1000.0
-        );
-    }
-    println!("  (latency: enqueued to completion recorded; the delayed jobs were due 3 s after enqueue)");
     println!(
-        "\n{total} jobs in {elapsed:.2} s: {:.0} jobs/s end to end, two PostgreSQL writes each",
-        total as f64 / elapsed
+        "  run      {} (Redis prefix {})\n",
+        world.run, app.config.redis.key_prefix
     );
 
-    let mut conn = app.conn.clone();
-    let keys = app.producer.keys(QUEUE);
-    let letters = dead::list(&mut conn, &keys, 5).await?;
-    println!("\ndead letters in {QUEUE} (newest first):");
-    for d in letters.iter().take(3) {
-        println!("  {}  attempts={}  error: {}", d.id, d.attempts, d.error);
+    // One merchant's endpoint is down for the first 5 s: its webhooks are retried.
+    let down = world.merchants[1].clone();
+    world.sandbox.configure_endpoint(
+        &down,
+        &EndpointSettings {
+            down_for_ms: Some(5_000),
+            ..Default::default()
+        },
+    );
+
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut msgs = Vec::with_capacity(orders + 4);
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in 0..orders {
+        let merchants = 1 + rng.usize(..3).min(world.merchants.len() - 1);
+        let mut lines = Vec::new();
+        let first = rng.usize(..world.merchants.len());
+        for j in 0..merchants {
+            let m = (first + j) % world.merchants.len();
+            // SKU 0 of each merchant is the hot one: it sells out.
+            let k = if rng.f64() < 0.2 {
+                0
+            } else {
+                rng.usize(..world.skus_per_merchant)
+            };
+            lines.push((m, k, rng.i64(1..=3)));
+        }
+        let roll = rng.f64();
+        let (status, kind) = if roll < 0.03 {
+            ("processing", "unpaid")
+        } else if roll < 0.05 {
+            ("requires_payment_method", "payment declined")
+        } else if roll < 0.30 {
+            ("succeeded", "paid (captured at checkout)")
+        } else {
+            ("requires_capture", "authorised")
+        };
+        *kinds.entry(kind).or_default() += 1;
+        msgs.push(world.order(n, &lines, status).1.to_string());
     }
-    let s = stats::queue_stats(&mut conn, &keys).await?;
+    // A storefront sends the same order twice, and a few bad messages.
+    msgs.push(msgs[0].clone());
+    msgs.push("{\"type\": \"order.placed\", \"version\": 1, \"order\": {\"id\": \"broken".to_owned());
+    let mut bad_sku = world.order(orders + 1, &[(0, 0, 1)], "requires_capture").1;
+    bad_sku["order"]["lines"][0]["sku"] = json!("NO-SUCH-SKU");
+    msgs.push(bad_sku.to_string());
+    let mut zero = world.order(orders + 2, &[(0, 1, 1)], "requires_capture").1;
+    zero["order"]["lines"][0]["quantity"] = json!(0);
+    msgs.push(zero.to_string());
+
+    let started = Instant::now();
+    let producer = &app.producer;
+    for chunk in msgs.chunks(500) {
+        for m in chunk {
+            producer.push_raw(intake_storefront::QUEUE, m).await?;
+        }
+    }
     println!(
-        "\nqueue now: length={} pending={} delayed={} dead={}",
-        s.length, s.pending, s.delayed, s.dead
+        "storefront enqueued {} messages in {:.2} s:",
+        msgs.len(),
+        started.elapsed().as_secs_f64()
     );
-    println!("\nlook further with:");
-    println!("  souk queues                      # every queue: length, pending, delayed, dead, rates");
-    println!("  souk dead list --queue {QUEUE}");
-    println!("  souk dead retry --queue {QUEUE} <id>   # or purge");
+    for (k, v) in &kinds {
+        println!("  {v:>6}  {k}");
+    }
     println!(
-        "  psql {} -c 'select * from sample_completions limit 5'",
-        crate::config::redact_url(&app.config.database.url)
+        "  {:>6}  duplicate / malformed / unknown SKU / zero quantity (1 each)\n",
+        4
     );
+
+    // Merchants decide once notified: most accept, some reject; the rest stay silent until
+    // their deadline.
+    let mut decided = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let awaiting: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT s.id, o.storefront_order_id, s.merchant_id FROM sub_orders s JOIN orders o ON o.id = s.order_id
+             JOIN webhook_deliveries d ON d.sub_order_id = s.id AND d.event_type = 'sub_order.created' AND d.status = 'delivered'
+             WHERE o.storefront_order_id LIKE $1 AND s.status = 'awaiting_acceptance' LIMIT 2000",
+        )
+        .bind(format!("demo-{}-%", world.run))
+        .fetch_all(&app.pool)
+        .await?;
+        for (id, sf, merchant) in awaiting {
+            if !decided.insert(id) {
+                continue;
+            }
+            let roll = rng.f64();
+            if roll < 0.80 {
+                let decision = if roll < 0.72 { "accept" } else { "reject" };
+                let cmd = json!({"type": "merchant.decision", "version": 1, "storefront_order_id": sf, "merchant_id": merchant, "decision": decision, "reason": if decision == "reject" { Some("cannot ship to this address") } else { None }});
+                producer.push(intake_storefront::QUEUE, &cmd).await?;
+            }
+        }
+        let states = order_states(&app, &world.run).await?;
+        let total: i64 = states.values().sum();
+        let settled =
+            states.get("captured").copied().unwrap_or(0) + states.get("cancelled").copied().unwrap_or(0);
+        let (delivered, webhooks): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE d.status <> 'pending'), count(*) FROM webhook_deliveries d JOIN orders o ON o.id = d.order_id
+             WHERE o.storefront_order_id LIKE $1",
+        )
+        .bind(format!("demo-{}-%", world.run))
+        .fetch_one(&app.pool)
+        .await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id
+             WHERE o.storefront_order_id LIKE $1 AND s.status IN ('pending', 'reserved', 'awaiting_acceptance')",
+        )
+        .bind(format!("demo-{}-%", world.run))
+        .fetch_one(&app.pool)
+        .await?;
+        print!(
+            "\r  orders settled {} {settled:>5}/{orders}   webhooks done {} {delivered:>5}/{webhooks:<5}  open sub-orders {open:<5} {:>5.1}s ",
+            bar(settled, orders as i64),
+            bar(delivered, webhooks),
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+        if total >= orders as i64 && settled >= orders as i64 && delivered >= webhooks && open == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            println!();
+            anyhow::bail!(
+                "the demo did not settle within 300 s; look with `souk queues` (prefix {})",
+                app.config.redis.key_prefix
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("\n");
+    summary(&world, elapsed).await?;
+    let prefix = app.config.redis.key_prefix.clone();
+    let example: Option<String> = sqlx::query_scalar(
+        "SELECT o.storefront_order_id FROM orders o WHERE o.storefront_order_id LIKE $1 AND o.refunded_minor > 0 ORDER BY o.id LIMIT 1",
+    )
+    .bind(format!("demo-{}-%", world.run))
+    .fetch_optional(&app.pool)
+    .await?;
+    world.stop().await?;
+    println!("\nlook at any order, for example one partly refunded:");
+    println!(
+        "  cargo run --release -- orders show {}",
+        example.unwrap_or_else(|| "<storefront order id>".into())
+    );
+    println!("and at the queues of this run:");
+    println!("  SOUK_REDIS__KEY_PREFIX={prefix} cargo run --release -- queues");
     Ok(())
 }
 
-async fn done_for_run(app: &App, run: &str) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM sample_completions WHERE label LIKE $1")
-            .bind(format!("demo-{run}-%"))
-            .fetch_one(&app.pool)
-            .await?,
+async fn summary(world: &World, elapsed: f64) -> anyhow::Result<()> {
+    let app = &world.app;
+    let like = format!("demo-{}-%", world.run);
+    println!("orders by final state (table orders):");
+    for (status, n) in order_states(app, &world.run).await? {
+        println!("  {n:>6}  {status}");
+    }
+    let reasons: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(status_reason, '-'), count(*) FROM orders WHERE storefront_order_id LIKE $1 AND status = 'cancelled'
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
     )
+    .bind(&like)
+    .fetch_all(&app.pool)
+    .await?;
+    for (r, n) in reasons {
+        println!("          {n:>5} cancelled: {r}");
+    }
+    let subs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.status, count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id LIKE $1 GROUP BY 1 ORDER BY 1",
+    )
+    .bind(&like)
+    .fetch_all(&app.pool)
+    .await?;
+    println!("\nsub-orders (one per merchant per order):");
+    for (s, n) in subs {
+        println!("  {n:>6}  {s}");
+    }
+    let rejected: Vec<(String, i64)> = sqlx::query_as("SELECT code, count(*) FROM rejected_messages WHERE created_at > now() - interval '1 hour' AND (storefront_order_id LIKE $1 OR storefront_order_id IS NULL) GROUP BY 1 ORDER BY 1")
+        .bind(&like)
+        .fetch_all(&app.pool)
+        .await?;
+    println!("\nmessages refused at intake (table rejected_messages), by code:");
+    for (c, n) in rejected {
+        println!("  {n:>6}  {c}");
+    }
+    let (captured, refunded): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT sum(captured_minor)::bigint, sum(refunded_minor)::bigint FROM orders WHERE storefront_order_id LIKE $1",
+    )
+    .bind(&like)
+    .fetch_one(&app.pool)
+    .await?;
+    let c = world.sandbox.counters();
+    println!(
+        "\npayments: captured {:.2} EUR, refunded {:.2} EUR; provider calls: {} captures, {} cancellations, {} refunds, {} replays of an idempotency key",
+        captured.unwrap_or(0) as f64 / 100.0,
+        refunded.unwrap_or(0) as f64 / 100.0,
+        c.get("capture").unwrap_or(&0),
+        c.get("cancel").unwrap_or(&0),
+        c.get("refund").unwrap_or(&0),
+        c.get("replayed").unwrap_or(&0)
+    );
+    let (delivered, attempts, p50, p99): (i64, Option<i64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "WITH per_order AS (
+            SELECT o.id, max(d.delivered_at) - o.enqueued_at AS lat FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
+            WHERE o.storefront_order_id LIKE $1 AND d.event_type = 'sub_order.created' AND d.status = 'delivered' GROUP BY o.id)
+         SELECT (SELECT count(*) FROM webhook_deliveries d JOIN orders o ON o.id = d.order_id WHERE o.storefront_order_id LIKE $1 AND d.status = 'delivered'),
+                (SELECT sum(attempts)::bigint FROM webhook_deliveries d JOIN orders o ON o.id = d.order_id WHERE o.storefront_order_id LIKE $1),
+                (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lat)) FROM per_order),
+                (SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM lat)) FROM per_order)",
+    )
+    .bind(&like)
+    .fetch_one(&app.pool)
+    .await?;
+    println!("\nmerchant notifications: {delivered} webhooks delivered in {} attempts (the endpoint of {} was down for 5 s)", attempts.unwrap_or(0), world.merchants[1]);
+    let mut verified = 0;
+    let mut dups = 0;
+    let mut bad = 0;
+    for m in &world.merchants {
+        let r = world.sandbox.endpoint_report(m);
+        verified += r.distinct;
+        dups += r.duplicates;
+        bad += r.bad_signatures;
+    }
+    println!("  merchant endpoints verified {verified} distinct signed webhooks ({dups} repeats of a webhook-id, {bad} bad signatures)");
+    println!(
+        "  enqueue → last merchant notified, per order: p50 {:.0} ms, p99 {:.0} ms",
+        p50.unwrap_or(0.0) * 1000.0,
+        p99.unwrap_or(0.0) * 1000.0
+    );
+    let oversold: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stock WHERE reserved > on_hand OR on_hand < 0")
+            .fetch_one(&app.pool)
+            .await?;
+    let sold_out: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stock WHERE merchant_id = ANY($1) AND on_hand - reserved = 0",
+    )
+    .bind(&world.merchants)
+    .fetch_one(&app.pool)
+    .await?;
+    println!("\nstock: {sold_out} SKUs sold out, {oversold} oversold");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id WHERE o.storefront_order_id LIKE $1")
+        .bind(&like)
+        .fetch_one(&app.pool)
+        .await?;
+    println!(
+        "outcome stream {}:outcomes carries {events} order events for the storefront",
+        app.config.redis.key_prefix
+    );
+    println!("\n{elapsed:.1} s from the first message to every order settled");
+    Ok(())
+}
+
+/// Renders an order's story (from [`crate::admin::order_story`]) for people.
+pub fn render_story(story: &Value) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    if let Some(rej) = story.get("rejections") {
+        out.push_str(&format!(
+            "order {}: rejected at intake\n",
+            s(&story["storefront_order_id"])
+        ));
+        for r in rej.as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {}  {}: {}\n",
+                s(&r["at"]),
+                s(&r["code"]),
+                s(&r["reason"])
+            ));
+        }
+        return out;
+    }
+    let o = &story["order"];
+    out.push_str(&format!(
+        "order {} (souk id {}): {}{}\n  total {} {}  payment {} {} captured {} refunded {}\n  customer {}\n",
+        s(&o["storefront_order_id"]),
+        s(&o["id"]),
+        s(&o["status"]),
+        o["status_reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        s(&o["total_minor"]),
+        s(&o["currency"]),
+        s(&o["payment"]["payment_id"]),
+        s(&o["payment"]["status"]),
+        s(&o["payment"]["captured_minor"]),
+        s(&o["payment"]["refunded_minor"]),
+        o["customer"]
+    ));
+    for so in story["sub_orders"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  sub-order {} · merchant {} · {}{} · subtotal {} commission {}\n",
+            s(&so["id"]),
+            s(&so["merchant_id"]),
+            s(&so["status"]),
+            so["status_reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            s(&so["subtotal_minor"]),
+            s(&so["commission_minor"])
+        ));
+        for l in so["lines"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    line {} × {} at {}\n",
+                s(&l["sku"]),
+                s(&l["quantity"]),
+                s(&l["unit_price_minor"])
+            ));
+        }
+        for r in so["reservations"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    reservation {} × {}: {}\n",
+                s(&r["sku"]),
+                s(&r["quantity"]),
+                s(&r["status"])
+            ));
+        }
+        for w in so["webhooks"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    webhook {} {}: {}\n",
+                s(&w["webhook_id"]),
+                s(&w["type"]),
+                s(&w["status"])
+            ));
+            for a in w["attempts"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "      {}  status {}  {} ms  {}\n",
+                    s(&a["at"]),
+                    s(&a["status_code"]),
+                    s(&a["latency_ms"]),
+                    a["error"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    out.push_str("\n  payment calls:\n");
+    for p in story["payment_operations"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "    {}  {} {}  key {}\n",
+            s(&p["at"]),
+            s(&p["kind"]),
+            s(&p["amount_minor"]),
+            s(&p["idempotency_key"])
+        ));
+    }
+    out.push_str("\n  timeline:\n");
+    for e in story["timeline"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "    {}  {:<32} {:<22} {}\n",
+            s(&e["at"]),
+            s(&e["type"]),
+            s(&e["actor"]),
+            e["reason"].as_str().unwrap_or("")
+        ));
+    }
+    out
 }

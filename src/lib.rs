@@ -15,16 +15,17 @@
 //! The `souk` binary (`workers/main.rs`) parses the command line, handles signals and starts
 //! what is asked for.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod integrations;
 pub mod jobs;
 pub mod outcomes;
-pub mod sandbox;
 pub mod queue;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
-pub mod integrations;

@@ -50,15 +50,94 @@ enum Command {
     },
     /// Push one job: a queue name and its JSON payload.
     Push { queue: String, payload: String },
-    /// Souk's main job on sample data: push a burst through the queue and show what happened.
+    /// Enqueue storefront commands from a file (one JSON document, or one per line; - for stdin).
+    Enqueue { file: String },
+    /// Manage merchants (the admin HTTP API does the same).
+    Merchants {
+        #[command(subcommand)]
+        action: MerchantAction,
+    },
+    /// Inspect orders.
+    Orders {
+        #[command(subcommand)]
+        action: OrderAction,
+    },
+    /// Serve the sandbox (Stripe-compatible payments, merchant webhook receivers) on 127.0.0.1.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: std::net::SocketAddr,
+        /// The API key the sandbox accepts (use it as payment.api_key).
+        #[arg(long, default_value = "sk_test_souk_sandbox")]
+        api_key: String,
+    },
+    /// Souk's main job, played end to end against the sandbox: a storefront placing orders.
     Demo {
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
+        #[arg(long, default_value_t = 3_000)]
+        orders: usize,
     },
     /// Benchmarks; each prints one JSON object as its last line.
     Bench {
         #[command(subcommand)]
         which: BenchKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantAction {
+    /// Add a merchant; prints its signing secret once.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        url: String,
+        /// auto (accept at once) or manual (merchant decides by the deadline).
+        #[arg(long)]
+        mode: Option<String>,
+        /// accept or reject: what happens at the deadline without a decision.
+        #[arg(long)]
+        default: Option<String>,
+        #[arg(long)]
+        deadline_s: Option<i32>,
+        #[arg(long)]
+        commission_bps: Option<i32>,
+    },
+    /// List merchants (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a merchant; a new URL re-enables a disabled endpoint.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        default: Option<String>,
+        #[arg(long)]
+        deadline_s: Option<i32>,
+        #[arg(long)]
+        commission_bps: Option<i32>,
+    },
+    /// Issue a new signing secret; the previous one keeps signing until --drop-old.
+    RotateSecret {
+        id: String,
+        #[arg(long)]
+        drop_old: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrderAction {
+    /// The whole story of one order, by storefront order id or souk id.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -183,12 +262,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if !config.ops.listen.is_empty() {
                 let addr: SocketAddr = config.ops.listen.parse().context("ops.listen")?;
                 let mut rx = rx.clone();
-                let (conn, pool) = (app.conn.clone(), app.pool.clone());
+                let ops_app = app.clone();
                 tokio::spawn(async move {
                     let stop = async move {
                         let _ = rx.changed().await;
                     };
-                    if let Err(e) = souk::http::serve(addr, conn, pool, stop).await {
+                    if let Err(e) = souk::http::serve(addr, ops_app, stop).await {
                         tracing::error!(%addr, error = %e, "ops server failed");
                     }
                 });
@@ -271,9 +350,52 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{id}");
             Ok(())
         }
-        Command::Demo { jobs } => {
-            let app = App::connect(config).await?;
-            souk::demo::run(app, jobs).await
+        Command::Demo { orders } => souk::demo::run(config, orders).await,
+        Command::Enqueue { file } => {
+            let text = if file == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?
+            };
+            let docs: Vec<String> = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => vec![v.to_string()],
+                Err(_) => text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            let conn = redis_conn(&config).await?;
+            let producer = souk::queue::Producer::new(conn, config.redis.key_prefix.clone());
+            let queue = souk::jobs::intake_storefront::QUEUE;
+            producer.declare(queue).await?;
+            for d in docs {
+                let id = producer.push_raw(queue, &d).await?;
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Merchants { action } => merchants_command(config, action).await,
+        Command::Orders {
+            action: OrderAction::Show { id, json },
+        } => {
+            let pool = souk::store::connect(&config.database.url, 2).await?;
+            let story = souk::admin::order_story(&pool, &id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&story)?);
+            } else {
+                print!("{}", souk::demo::render_story(&story));
+            }
+            Ok(())
+        }
+        Command::Sandbox { listen, api_key } => {
+            let sb = souk::sandbox::Sandbox::new(&api_key);
+            let (addr, _h) = souk::sandbox::start(listen, sb).await?;
+            println!("sandbox on http://{addr}  (payments: payment.base_url=http://{addr}, api key {api_key}; merchant endpoints: http://{addr}/merchants/<id>/webhook)");
+            shutdown_signal().await;
+            Ok(())
         }
         Command::Bench { which } => match which {
             BenchKind::Queue {
@@ -299,6 +421,82 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+async fn merchants_command(config: Config, action: MerchantAction) -> anyhow::Result<()> {
+    use souk::store::merchants::MerchantInput;
+    let app = App::connect(config).await?;
+    match action {
+        MerchantAction::Add {
+            id,
+            name,
+            url,
+            mode,
+            default,
+            deadline_s,
+            commission_bps,
+        } => {
+            let input = MerchantInput {
+                name,
+                webhook_url: Some(url),
+                acceptance_mode: mode,
+                acceptance_default: default,
+                acceptance_deadline_s: deadline_s,
+                commission_bps,
+            };
+            let secret = souk::admin::add_merchant(&app, &id, &input).await?;
+            println!("merchant {id} added; its webhook signing secret (shown once): {secret}");
+        }
+        MerchantAction::List { json } => {
+            let list = souk::store::merchants::list(&app.pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for m in list {
+                    let state = match (&m.endpoint_disabled_at, &m.failing_since) {
+                        (Some(_), _) => format!(
+                            "DISABLED ({})",
+                            m.endpoint_disabled_reason.clone().unwrap_or_default()
+                        ),
+                        (None, Some(t)) => format!("failing since {t}"),
+                        _ => "ok".to_owned(),
+                    };
+                    println!("{:<20} {:<24} {:<7} default={:<6} deadline={}s commission={}bps secrets={} endpoint {} ({state})",
+                        m.id, m.name, m.acceptance_mode, m.acceptance_default, m.acceptance_deadline_s, m.commission_bps, m.secrets, m.webhook_url);
+                }
+            }
+        }
+        MerchantAction::Update {
+            id,
+            name,
+            url,
+            mode,
+            default,
+            deadline_s,
+            commission_bps,
+        } => {
+            let input = MerchantInput {
+                name,
+                webhook_url: url,
+                acceptance_mode: mode,
+                acceptance_default: default,
+                acceptance_deadline_s: deadline_s,
+                commission_bps,
+            };
+            souk::admin::update_merchant(&app, &id, &input).await?;
+            println!("merchant {id} updated");
+        }
+        MerchantAction::RotateSecret { id, drop_old } => {
+            let secret = souk::admin::rotate_secret(&app, &id, drop_old).await?;
+            let note = if drop_old {
+                "the old secret no longer signs"
+            } else {
+                "the previous secret keeps signing until you rotate with --drop-old"
+            };
+            println!("new signing secret for {id} (shown once): {secret}\n{note}");
+        }
+    }
+    Ok(())
 }
 
 async fn dead_command(config: &Config, action: DeadAction) -> anyhow::Result<()> {

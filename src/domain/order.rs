@@ -24,10 +24,20 @@ pub enum StorefrontCommand {
     OrderPlaced { version: u32, order: OrderMessage },
     /// Set a merchant's stock on hand for a SKU (creates the SKU).
     #[serde(rename = "inventory.set")]
-    InventorySet { version: u32, merchant_id: String, sku: String, on_hand: i64 },
+    InventorySet {
+        version: u32,
+        merchant_id: String,
+        sku: String,
+        on_hand: i64,
+    },
     /// Add to (or with a negative delta, take from) a merchant's stock on hand.
     #[serde(rename = "inventory.adjust")]
-    InventoryAdjust { version: u32, merchant_id: String, sku: String, delta: i64 },
+    InventoryAdjust {
+        version: u32,
+        merchant_id: String,
+        sku: String,
+        delta: i64,
+    },
     /// A merchant accepts or rejects its part of an order.
     #[serde(rename = "merchant.decision")]
     MerchantDecision {
@@ -122,8 +132,12 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
     }
     let value: serde_json::Value =
         serde_json::from_str(raw).map_err(|e| reject("malformed_json", format!("not valid JSON: {e}")))?;
-    let cmd: StorefrontCommand = serde_json::from_value(value)
-        .map_err(|e| reject("invalid_message", format!("does not match the storefront schema: {e}")))?;
+    let cmd: StorefrontCommand = serde_json::from_value(value).map_err(|e| {
+        reject(
+            "invalid_message",
+            format!("does not match the storefront schema: {e}"),
+        )
+    })?;
     let version = match &cmd {
         StorefrontCommand::OrderPlaced { version, .. }
         | StorefrontCommand::InventorySet { version, .. }
@@ -132,7 +146,10 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
         | StorefrontCommand::OrderCancel { version, .. } => *version,
     };
     if version != 1 {
-        return Err(reject("unsupported_version", format!("version {version} is not supported; send 1")));
+        return Err(reject(
+            "unsupported_version",
+            format!("version {version} is not supported; send 1"),
+        ));
     }
     Ok(cmd)
 }
@@ -179,15 +196,24 @@ fn id_ok(s: &str) -> bool {
 /// Lines for the same merchant and SKU are merged (at one unit price, else rejected).
 pub fn plan_order(o: &OrderMessage, cat: &Catalogue<'_>) -> Result<OrderPlan, Rejection> {
     if !id_ok(&o.id) {
-        return Err(reject("invalid_order_id", "order.id must be 1–200 printable characters"));
+        return Err(reject(
+            "invalid_order_id",
+            "order.id must be 1–200 printable characters",
+        ));
     }
     if !id_ok(&o.customer.id) {
-        return Err(reject("invalid_customer", "customer.id must be 1–200 printable characters"));
+        return Err(reject(
+            "invalid_customer",
+            "customer.id must be 1–200 printable characters",
+        ));
     }
     if o.currency != cat.currency {
         return Err(reject(
             "wrong_currency",
-            format!("currency {:?} is not this marketplace's ({})", o.currency, cat.currency),
+            format!(
+                "currency {:?} is not this marketplace's ({})",
+                o.currency, cat.currency
+            ),
         ));
     }
     if !cat.providers.contains(&o.payment.provider.as_str()) {
@@ -197,28 +223,46 @@ pub fn plan_order(o: &OrderMessage, cat: &Catalogue<'_>) -> Result<OrderPlan, Re
         ));
     }
     if !id_ok(&o.payment.payment_id) {
-        return Err(reject("invalid_payment", "payment.payment_id must be 1–200 printable characters"));
+        return Err(reject(
+            "invalid_payment",
+            "payment.payment_id must be 1–200 printable characters",
+        ));
     }
     if o.lines.is_empty() {
         return Err(reject("no_lines", "an order needs at least one line"));
     }
     if o.lines.len() > MAX_LINES {
-        return Err(reject("too_many_lines", format!("{} lines; the limit is {MAX_LINES}", o.lines.len())));
+        return Err(reject(
+            "too_many_lines",
+            format!("{} lines; the limit is {MAX_LINES}", o.lines.len()),
+        ));
     }
     let mut by_merchant: BTreeMap<&str, BTreeMap<&str, (i64, i64)>> = BTreeMap::new();
     for (i, l) in o.lines.iter().enumerate() {
         let n = i + 1;
         if l.quantity <= 0 {
-            return Err(reject("invalid_quantity", format!("line {n}: quantity must be at least 1, got {}", l.quantity)));
+            return Err(reject(
+                "invalid_quantity",
+                format!("line {n}: quantity must be at least 1, got {}", l.quantity),
+            ));
         }
         if l.quantity > MAX_QUANTITY {
-            return Err(reject("invalid_quantity", format!("line {n}: quantity {} is over {MAX_QUANTITY}", l.quantity)));
+            return Err(reject(
+                "invalid_quantity",
+                format!("line {n}: quantity {} is over {MAX_QUANTITY}", l.quantity),
+            ));
         }
         if l.unit_price_minor < 0 {
-            return Err(reject("invalid_price", format!("line {n}: unit_price_minor must not be negative")));
+            return Err(reject(
+                "invalid_price",
+                format!("line {n}: unit_price_minor must not be negative"),
+            ));
         }
         if !cat.merchants.contains(&l.merchant_id) {
-            return Err(reject("unknown_merchant", format!("line {n}: merchant {:?} is not known", l.merchant_id)));
+            return Err(reject(
+                "unknown_merchant",
+                format!("line {n}: merchant {:?} is not known", l.merchant_id),
+            ));
         }
         if !cat.skus.contains(&(l.merchant_id.clone(), l.sku.clone())) {
             return Err(reject(
@@ -232,11 +276,17 @@ pub fn plan_order(o: &OrderMessage, cat: &Catalogue<'_>) -> Result<OrderPlan, Re
             .entry(&l.sku)
             .or_insert((0, l.unit_price_minor));
         if entry.1 != l.unit_price_minor {
-            return Err(reject("conflicting_prices", format!("line {n}: SKU {:?} appears at two prices", l.sku)));
+            return Err(reject(
+                "conflicting_prices",
+                format!("line {n}: SKU {:?} appears at two prices", l.sku),
+            ));
         }
         entry.0 += l.quantity;
         if entry.0 > MAX_QUANTITY {
-            return Err(reject("invalid_quantity", format!("SKU {:?}: total quantity over {MAX_QUANTITY}", l.sku)));
+            return Err(reject(
+                "invalid_quantity",
+                format!("SKU {:?}: total quantity over {MAX_QUANTITY}", l.sku),
+            ));
         }
     }
     let mut sub_orders = Vec::new();
@@ -329,12 +379,20 @@ mod tests {
 
     #[test]
     fn an_order_splits_into_one_sub_order_per_merchant_with_merged_lines() {
-        let p = plan(&order(vec![("m2", "C", 1, 500), ("m1", "B", 2, 100), ("m1", "A", 1, 250), ("m1", "B", 1, 100)]))
-            .unwrap();
+        let p = plan(&order(vec![
+            ("m2", "C", 1, 500),
+            ("m1", "B", 2, 100),
+            ("m1", "A", 1, 250),
+            ("m1", "B", 1, 100),
+        ]))
+        .unwrap();
         assert_eq!(p.total_minor, 500 + 300 + 250);
         assert_eq!(p.sub_orders.len(), 2);
         assert_eq!(p.sub_orders[0].merchant_id, "m1");
-        assert_eq!(p.sub_orders[0].lines, vec![("A".into(), 1, 250), ("B".into(), 3, 100)]);
+        assert_eq!(
+            p.sub_orders[0].lines,
+            vec![("A".into(), 1, 250), ("B".into(), 3, 100)]
+        );
         assert_eq!(p.sub_orders[0].subtotal_minor, 550);
         assert_eq!(p.sub_orders[1].subtotal_minor, 500);
     }
@@ -349,7 +407,10 @@ mod tests {
             (order(vec![("m1", "Z", 1, 1)]), "unknown_sku"),
             (order(vec![("m2", "A", 1, 1)]), "unknown_sku"),
             (order(vec![]), "no_lines"),
-            (order(vec![("m1", "A", 1, 100), ("m1", "A", 1, 200)]), "conflicting_prices"),
+            (
+                order(vec![("m1", "A", 1, 100), ("m1", "A", 1, 200)]),
+                "conflicting_prices",
+            ),
             (order(vec![("m1", "A", 10_000, i64::MAX / 2)]), "amount_overflow"),
         ];
         for (o, code) in cases {
@@ -368,15 +429,31 @@ mod tests {
     #[test]
     fn parsing_rejects_garbage_shapes_versions_and_huge_payloads() {
         assert_eq!(parse_command("{nope").unwrap_err().code, "malformed_json");
-        assert_eq!(parse_command("{\"type\":\"order.placed\",\"version\":1}").unwrap_err().code, "invalid_message");
-        assert_eq!(parse_command("{\"type\":\"teleport\",\"version\":1}").unwrap_err().code, "invalid_message");
+        assert_eq!(
+            parse_command("{\"type\":\"order.placed\",\"version\":1}")
+                .unwrap_err()
+                .code,
+            "invalid_message"
+        );
+        assert_eq!(
+            parse_command("{\"type\":\"teleport\",\"version\":1}")
+                .unwrap_err()
+                .code,
+            "invalid_message"
+        );
         let v2 = r#"{"type":"inventory.set","version":2,"merchant_id":"m","sku":"s","on_hand":1}"#;
         assert_eq!(parse_command(v2).unwrap_err().code, "unsupported_version");
         let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_MESSAGE_BYTES));
         assert_eq!(parse_command(&big).unwrap_err().code, "payload_too_large");
         let ok = r#"{"type":"inventory.adjust","version":1,"merchant_id":"m","sku":"s","delta":-2}"#;
-        assert!(matches!(parse_command(ok), Ok(StorefrontCommand::InventoryAdjust { delta: -2, .. })));
-        assert_eq!(storefront_order_id(r#"{"order":{"id":"SF-9"}}"#).as_deref(), Some("SF-9"));
+        assert!(matches!(
+            parse_command(ok),
+            Ok(StorefrontCommand::InventoryAdjust { delta: -2, .. })
+        ));
+        assert_eq!(
+            storefront_order_id(r#"{"order":{"id":"SF-9"}}"#).as_deref(),
+            Some("SF-9")
+        );
     }
 
     #[test]

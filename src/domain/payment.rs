@@ -24,7 +24,10 @@ impl IntentStatus {
     }
     /// Not decided yet: look again later.
     pub fn is_pending(self) -> bool {
-        matches!(self, Self::Processing | Self::RequiresConfirmation | Self::RequiresAction)
+        matches!(
+            self,
+            Self::Processing | Self::RequiresConfirmation | Self::RequiresAction
+        )
     }
 }
 
@@ -109,7 +112,10 @@ mod tests {
 
     #[test]
     fn nothing_ships_so_the_authorisation_is_cancelled() {
-        assert!(matches!(reconcile("o1", 0, &view(IntentStatus::RequiresCapture, 1000, 0, 0)), PaymentAction::Cancel { .. }));
+        assert!(matches!(
+            reconcile("o1", 0, &view(IntentStatus::RequiresCapture, 1000, 0, 0)),
+            PaymentAction::Cancel { .. }
+        ));
     }
 
     #[test]
@@ -123,7 +129,10 @@ mod tests {
             }
         );
         // After that refund the provider shows it; nothing more to do.
-        assert_eq!(reconcile("o1", 600, &view(IntentStatus::Succeeded, 1000, 1000, 400)), PaymentAction::None);
+        assert_eq!(
+            reconcile("o1", 600, &view(IntentStatus::Succeeded, 1000, 1000, 400)),
+            PaymentAction::None
+        );
         // A later rejection lowers the target: a new refund with a new key.
         assert!(matches!(
             reconcile("o1", 100, &view(IntentStatus::Succeeded, 1000, 1000, 400)),
@@ -133,8 +142,14 @@ mod tests {
 
     #[test]
     fn cancelled_or_pending_intents_need_no_call() {
-        assert_eq!(reconcile("o", 10, &view(IntentStatus::Canceled, 10, 0, 0)), PaymentAction::None);
-        assert_eq!(reconcile("o", 10, &view(IntentStatus::Processing, 10, 0, 0)), PaymentAction::None);
+        assert_eq!(
+            reconcile("o", 10, &view(IntentStatus::Canceled, 10, 0, 0)),
+            PaymentAction::None
+        );
+        assert_eq!(
+            reconcile("o", 10, &view(IntentStatus::Processing, 10, 0, 0)),
+            PaymentAction::None
+        );
         assert!(IntentStatus::Processing.is_pending());
         assert!(IntentStatus::RequiresCapture.lets_order_proceed());
         assert!(!IntentStatus::Canceled.lets_order_proceed());

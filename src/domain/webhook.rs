@@ -19,7 +19,8 @@ pub fn new_secret(random: &[u8; 32]) -> String {
 
 fn key(secret: &str) -> Result<Vec<u8>, String> {
     let b = secret.strip_prefix("whsec_").unwrap_or(secret);
-    B64.decode(b).map_err(|_| "secret is not whsec_<base64>".to_owned())
+    B64.decode(b)
+        .map_err(|_| "secret is not whsec_<base64>".to_owned())
 }
 
 /// Whether a string is a usable secret (24–64 bytes after base64).
@@ -55,9 +56,13 @@ pub fn verify(
     for s in secrets {
         let Ok(k) = key(s) else { continue };
         for sig in signature_header.split(' ') {
-            let Some(b64) = sig.strip_prefix("v1,") else { continue };
+            let Some(b64) = sig.strip_prefix("v1,") else {
+                continue;
+            };
             let Ok(given) = B64.decode(b64) else { continue };
-            let Ok(mut mac) = HmacSha256::new_from_slice(&k) else { continue };
+            let Ok(mut mac) = HmacSha256::new_from_slice(&k) else {
+                continue;
+            };
             mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
             if mac.verify_slice(&given).is_ok() {
                 return Ok(());
@@ -106,7 +111,10 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (seg[0] & 0xfe00) == 0xfc00
                 || (seg[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().map(|v4| is_internal(IpAddr::V4(v4))).unwrap_or(false)
+                || v6
+                    .to_ipv4_mapped()
+                    .map(|v4| is_internal(IpAddr::V4(v4)))
+                    .unwrap_or(false)
         }
     }
 }
@@ -126,7 +134,16 @@ mod tests {
     fn signing_matches_the_standard_webhooks_example() {
         let sig = sign(&[SPEC_SECRET.to_owned()], SPEC_ID, SPEC_TS, SPEC_BODY).unwrap();
         assert_eq!(sig, SPEC_SIG);
-        assert!(verify(&[SPEC_SECRET.into()], SPEC_ID, SPEC_TS, SPEC_SIG, SPEC_BODY, SPEC_TS + 10, Duration::from_secs(300)).is_ok());
+        assert!(verify(
+            &[SPEC_SECRET.into()],
+            SPEC_ID,
+            SPEC_TS,
+            SPEC_SIG,
+            SPEC_BODY,
+            SPEC_TS + 10,
+            Duration::from_secs(300)
+        )
+        .is_ok());
     }
 
     #[test]
@@ -156,8 +173,14 @@ mod tests {
     fn the_schedule_honours_retry_after_and_ends() {
         let svix = [0, 5, 300, 1800, 7200, 18000, 36000, 36000];
         assert_eq!(next_delay(&svix, 1, None), Some(Duration::from_secs(5)));
-        assert_eq!(next_delay(&svix, 2, Some(Duration::from_secs(900))), Some(Duration::from_secs(900)));
-        assert_eq!(next_delay(&svix, 2, Some(Duration::from_secs(1))), Some(Duration::from_secs(300)));
+        assert_eq!(
+            next_delay(&svix, 2, Some(Duration::from_secs(900))),
+            Some(Duration::from_secs(900))
+        );
+        assert_eq!(
+            next_delay(&svix, 2, Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(next_delay(&svix, 8, None), None);
         assert_eq!(parse_retry_after(Some(" 120 ")), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
@@ -165,7 +188,19 @@ mod tests {
 
     #[test]
     fn internal_addresses_are_recognised() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {

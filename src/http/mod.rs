@@ -1,29 +1,174 @@
 //! The ops HTTP server: `/healthz` (the process answers), `/readyz` (Redis and PostgreSQL
-//! answer within 2 s) and `/metrics` (Prometheus text). Read-only; no secrets in any answer.
+//! answer within 2 s), `/metrics` (Prometheus text), and the admin API under `/admin` when
+//! `admin.token` is set (bearer token, compared in constant time).
+//!
+//! Admin API: `GET/POST /admin/merchants`, `PATCH /admin/merchants/{id}`,
+//! `POST /admin/merchants/{id}/rotate-secret[?drop_old=true]`, `POST /admin/decisions`
+//! (enqueued on the storefront stream like any merchant decision), `GET /admin/orders/{id}`.
+//! Answers never contain secrets except the new secret a create or rotate returns once.
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{extract::State, http::StatusCode, routing::get, Router};
-use redis::aio::ConnectionManager;
-use sqlx::PgPool;
+use axum::{
+    extract::{Path, Query, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, patch, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
 
-#[derive(Clone)]
-struct Ops {
-    conn: ConnectionManager,
-    pool: PgPool,
-}
+use crate::{
+    admin::{self, AdminError},
+    app::App,
+    jobs::intake_storefront,
+    store::merchants::{self, MerchantInput},
+};
 
-/// The ops router.
-pub fn router(conn: ConnectionManager, pool: PgPool) -> Router {
-    Router::new()
+/// The ops router (with the admin API when a token is configured).
+pub fn router(app: App) -> Router {
+    let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { crate::queue::metrics::render() }))
-        .with_state(Ops { conn, pool })
+        .route("/metrics", get(|| async { crate::queue::metrics::render() }));
+    if !app.config.admin.token.expose().is_empty() {
+        let admin = Router::new()
+            .route("/admin/merchants", get(list_merchants).post(add_merchant))
+            .route("/admin/merchants/{id}", patch(update_merchant))
+            .route("/admin/merchants/{id}/rotate-secret", post(rotate_secret))
+            .route("/admin/decisions", post(decision))
+            .route("/admin/orders/{id}", get(show_order))
+            .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+        r = r.merge(admin);
+    }
+    r.with_state(app)
 }
 
-async fn readyz(State(ops): State<Ops>) -> (StatusCode, String) {
-    let mut conn = ops.conn.clone();
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(app): State<App>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), app.config.admin.token.expose().as_bytes()) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or wrong bearer token"})),
+        )
+            .into_response()
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Db(e) => {
+                tracing::error!(error = %e, "admin request failed");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": "internal error"})),
+                )
+                    .into_response();
+            }
+        };
+        (status, Json(json!({"error": self.to_string()}))).into_response()
+    }
+}
+
+async fn list_merchants(State(app): State<App>) -> Result<Response, AdminError> {
+    Ok(Json(merchants::list(&app.pool).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewMerchant {
+    id: String,
+    #[serde(flatten)]
+    fields: MerchantInput,
+}
+
+async fn add_merchant(State(app): State<App>, Json(m): Json<NewMerchant>) -> Result<Response, AdminError> {
+    let secret = admin::add_merchant(&app, &m.id, &m.fields).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": m.id, "signing_secret": secret})),
+    )
+        .into_response())
+}
+
+async fn update_merchant(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Json(m): Json<MerchantInput>,
+) -> Result<Response, AdminError> {
+    admin::update_merchant(&app, &id, &m).await?;
+    Ok(Json(merchants::get(&app.pool, &id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct RotateQuery {
+    #[serde(default)]
+    drop_old: bool,
+}
+
+async fn rotate_secret(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<RotateQuery>,
+) -> Result<Response, AdminError> {
+    let secret = admin::rotate_secret(&app, &id, q.drop_old).await?;
+    Ok(
+        Json(json!({"id": id, "signing_secret": secret, "previous_secret_kept": !q.drop_old}))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    storefront_order_id: String,
+    merchant_id: String,
+    decision: crate::domain::order::Decision,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn decision(State(app): State<App>, Json(b): Json<DecisionBody>) -> Result<Response, AdminError> {
+    let cmd = crate::domain::order::StorefrontCommand::MerchantDecision {
+        version: 1,
+        storefront_order_id: b.storefront_order_id,
+        merchant_id: b.merchant_id,
+        decision: b.decision,
+        reason: b.reason,
+    };
+    let entry = app
+        .producer
+        .push(intake_storefront::QUEUE, &cmd)
+        .await
+        .map_err(|e| AdminError::Invalid(format!("could not enqueue: {e}")))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": entry}))).into_response())
+}
+
+async fn show_order(State(app): State<App>, Path(id): Path<String>) -> Result<Response, AdminError> {
+    Ok(Json(admin::order_story(&app.pool, &id).await?).into_response())
+}
+
+async fn readyz(State(app): State<App>) -> (StatusCode, String) {
+    let mut conn = app.conn.clone();
     let redis_ok = tokio::time::timeout(
         Duration::from_secs(2),
         redis::cmd("PING").query_async::<String>(&mut conn),
@@ -31,7 +176,7 @@ async fn readyz(State(ops): State<Ops>) -> (StatusCode, String) {
     .await
     .map(|r| r.is_ok())
     .unwrap_or(false);
-    let pg_ok = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&ops.pool))
+    let pg_ok = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&app.pool))
         .await
         .map(|r| r.is_ok())
         .unwrap_or(false);
@@ -54,13 +199,12 @@ fn ok(b: bool) -> &'static str {
 /// Serves the ops router on `addr` until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
-    conn: ConnectionManager,
-    pool: PgPool,
+    app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "ops server listening");
-    axum::serve(listener, router(conn, pool))
+    tracing::info!(%addr, admin = !app.config.admin.token.expose().is_empty(), "ops server listening");
+    axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await
 }

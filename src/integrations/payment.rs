@@ -26,9 +26,23 @@ pub enum ProviderError {
 /// What souk needs of a payment provider.
 pub trait PaymentProvider: Send + Sync {
     fn retrieve<'a>(&'a self, payment_id: &'a str) -> BoxFuture<'a, Result<ProviderView, ProviderError>>;
-    fn capture<'a>(&'a self, payment_id: &'a str, amount: i64, key: &'a str) -> BoxFuture<'a, Result<ProviderView, ProviderError>>;
-    fn cancel<'a>(&'a self, payment_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<ProviderView, ProviderError>>;
-    fn refund<'a>(&'a self, payment_id: &'a str, amount: i64, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    fn capture<'a>(
+        &'a self,
+        payment_id: &'a str,
+        amount: i64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<ProviderView, ProviderError>>;
+    fn cancel<'a>(
+        &'a self,
+        payment_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<ProviderView, ProviderError>>;
+    fn refund<'a>(
+        &'a self,
+        payment_id: &'a str,
+        amount: i64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 }
 
 /// Stripe-compatible client.
@@ -41,7 +55,9 @@ pub struct StripeClient {
 
 impl std::fmt::Debug for StripeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("StripeClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +83,11 @@ impl Intent {
             status: self.status,
             amount: self.amount,
             amount_received: self.amount_received,
-            amount_refunded: self.latest_charge.as_ref().map(|c| c.amount_refunded).unwrap_or(0),
+            amount_refunded: self
+                .latest_charge
+                .as_ref()
+                .map(|c| c.amount_refunded)
+                .unwrap_or(0),
         }
     }
 }
@@ -106,10 +126,9 @@ impl StripeClient {
 
     async fn intent(&self, req: reqwest::RequestBuilder) -> Result<ProviderView, ProviderError> {
         let resp = self.send(req).await?;
-        let intent: Intent = resp
-            .json()
-            .await
-            .map_err(|e| ProviderError::Transient(format!("unreadable PaymentIntent: {}", without_url(&e))))?;
+        let intent: Intent = resp.json().await.map_err(|e| {
+            ProviderError::Transient(format!("unreadable PaymentIntent: {}", without_url(&e)))
+        })?;
         Ok(intent.view())
     }
 
@@ -138,7 +157,12 @@ impl PaymentProvider for StripeClient {
         })
     }
 
-    fn capture<'a>(&'a self, id: &'a str, amount: i64, key: &'a str) -> BoxFuture<'a, Result<ProviderView, ProviderError>> {
+    fn capture<'a>(
+        &'a self,
+        id: &'a str,
+        amount: i64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<ProviderView, ProviderError>> {
         Box::pin(async move {
             let req = self
                 .http
@@ -160,7 +184,12 @@ impl PaymentProvider for StripeClient {
         })
     }
 
-    fn refund<'a>(&'a self, id: &'a str, amount: i64, key: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+    fn refund<'a>(
+        &'a self,
+        id: &'a str,
+        amount: i64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             let req = self
                 .http

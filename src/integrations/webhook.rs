@@ -50,7 +50,10 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let kept: Vec<SocketAddr> = found.into_iter().filter(|a| allow || !is_internal(a.ip())).collect();
+            let kept: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| allow || !is_internal(a.ip()))
+                .collect();
             if kept.is_empty() {
                 let e: Box<dyn std::error::Error + Send + Sync> =
                     format!("{host} resolves only to internal addresses; refused").into();
@@ -87,7 +90,14 @@ impl WebhookSender {
     }
 
     /// POSTs one signed webhook.
-    pub async fn send(&self, url: &str, id: &str, timestamp: i64, signature: &str, body: String) -> AttemptResult {
+    pub async fn send(
+        &self,
+        url: &str,
+        id: &str,
+        timestamp: i64,
+        signature: &str,
+        body: String,
+    ) -> AttemptResult {
         let started = Instant::now();
         if let Err(e) = self.check_url(url) {
             return AttemptResult {
@@ -111,7 +121,8 @@ impl WebhookSender {
         match res {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let retry_after = parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+                let retry_after =
+                    parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
                 let text = resp.text().await.unwrap_or_default();
                 AttemptResult {
                     status: Some(status),
@@ -157,7 +168,11 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), UrlRefused> {
             return Err(UrlRefused::Internal(ip));
         }
     }
-    if !allow_private && u.host_str().map(|h| h.eq_ignore_ascii_case("localhost")).unwrap_or(false) {
+    if !allow_private
+        && u.host_str()
+            .map(|h| h.eq_ignore_ascii_case("localhost"))
+            .unwrap_or(false)
+    {
         return Err(UrlRefused::Internal(IpAddr::from([127, 0, 0, 1])));
     }
     Ok(())
@@ -169,11 +184,20 @@ mod tests {
 
     #[test]
     fn internal_and_malformed_urls_are_refused_unless_allowed() {
-        for u in ["http://127.0.0.1:8080/x", "http://[::1]/", "http://169.254.169.254/latest", "http://10.0.0.8/", "http://localhost:9/"] {
+        for u in [
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://10.0.0.8/",
+            "http://localhost:9/",
+        ] {
             assert!(check_url(u, false).is_err(), "{u}");
             assert!(check_url(u, true).is_ok(), "{u}");
         }
-        assert!(matches!(check_url("ftp://example.com/", true), Err(UrlRefused::Invalid)));
+        assert!(matches!(
+            check_url("ftp://example.com/", true),
+            Err(UrlRefused::Invalid)
+        ));
         assert!(matches!(check_url("not a url", true), Err(UrlRefused::Invalid)));
         assert!(check_url("https://merchant.example/hooks", false).is_ok());
     }

@@ -10,7 +10,9 @@ use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{confirm_payment::provider_error, db, expire_acceptance, intake_storefront, notify_merchant, register_job};
+use super::{
+    confirm_payment::provider_error, db, expire_acceptance, intake_storefront, notify_merchant, register_job,
+};
 use crate::{
     app::App,
     domain::payment::{reconcile, PaymentAction},
@@ -27,7 +29,10 @@ pub struct Args {
 }
 
 fn status_name(s: crate::domain::payment::IntentStatus) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
@@ -41,39 +46,111 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     let Some(target) = orders::charge_target(&app.pool, order.id).await.map_err(db)? else {
         return Ok(()); // a sub-order still waits for stock; its reservation will call again
     };
-    let view = app.payments.retrieve(&order.payment_id).await.map_err(provider_error)?;
+    let view = app
+        .payments
+        .retrieve(&order.payment_id)
+        .await
+        .map_err(provider_error)?;
     let action = reconcile(&order.storefront_order_id, target, &view);
     match &action {
         PaymentAction::None => {}
-        PaymentAction::Capture { amount, idempotency_key } => {
-            let after = app.payments.capture(&order.payment_id, *amount, idempotency_key).await.map_err(provider_error)?;
-            orders::record_payment(&app.pool, order.id, "capture", Some(idempotency_key), Some(*amount), "ok", after.amount_received, after.amount_refunded, &status_name(after.status), Some(("order.captured", json!({"amount_minor": amount, "authorised_minor": view.amount}))))
+        PaymentAction::Capture {
+            amount,
+            idempotency_key,
+        } => {
+            let after = app
+                .payments
+                .capture(&order.payment_id, *amount, idempotency_key)
                 .await
-                .map_err(db)?;
+                .map_err(provider_error)?;
+            orders::record_payment(
+                &app.pool,
+                order.id,
+                "capture",
+                Some(idempotency_key),
+                Some(*amount),
+                "ok",
+                after.amount_received,
+                after.amount_refunded,
+                &status_name(after.status),
+                Some((
+                    "order.captured",
+                    json!({"amount_minor": amount, "authorised_minor": view.amount}),
+                )),
+            )
+            .await
+            .map_err(db)?;
         }
         PaymentAction::Cancel { idempotency_key } => {
-            let after = app.payments.cancel(&order.payment_id, idempotency_key).await.map_err(provider_error)?;
-            orders::record_payment(&app.pool, order.id, "cancel", Some(idempotency_key), None, "ok", 0, 0, &status_name(after.status), Some(("order.payment_released", json!({"authorised_minor": view.amount}))))
+            let after = app
+                .payments
+                .cancel(&order.payment_id, idempotency_key)
                 .await
-                .map_err(db)?;
+                .map_err(provider_error)?;
+            orders::record_payment(
+                &app.pool,
+                order.id,
+                "cancel",
+                Some(idempotency_key),
+                None,
+                "ok",
+                0,
+                0,
+                &status_name(after.status),
+                Some(("order.payment_released", json!({"authorised_minor": view.amount}))),
+            )
+            .await
+            .map_err(db)?;
         }
-        PaymentAction::Refund { amount, idempotency_key } => {
-            app.payments.refund(&order.payment_id, *amount, idempotency_key).await.map_err(provider_error)?;
-            orders::record_payment(&app.pool, order.id, "refund", Some(idempotency_key), Some(*amount), "ok", view.amount_received, view.amount_refunded + amount, &status_name(view.status), Some(("order.refunded", json!({"amount_minor": amount}))))
+        PaymentAction::Refund {
+            amount,
+            idempotency_key,
+        } => {
+            app.payments
+                .refund(&order.payment_id, *amount, idempotency_key)
                 .await
-                .map_err(db)?;
+                .map_err(provider_error)?;
+            orders::record_payment(
+                &app.pool,
+                order.id,
+                "refund",
+                Some(idempotency_key),
+                Some(*amount),
+                "ok",
+                view.amount_received,
+                view.amount_refunded + amount,
+                &status_name(view.status),
+                Some(("order.refunded", json!({"amount_minor": amount}))),
+            )
+            .await
+            .map_err(db)?;
         }
     }
     if target == 0 {
         if order.status != "cancelled" {
-            intake_storefront::cancel(&app, order.id, "souk:stock", "nothing in the order could be reserved").await?;
+            intake_storefront::cancel(
+                &app,
+                order.id,
+                "souk:stock",
+                "nothing in the order could be reserved",
+            )
+            .await?;
         }
         return Ok(());
     }
     if order.status == "authorised" {
-        orders::transition_order(&app.pool, order.id, &["authorised"], "captured", "order.processing", "souk:payment", None, json!({"charged_minor": target}))
-            .await
-            .map_err(db)?;
+        orders::transition_order(
+            &app.pool,
+            order.id,
+            &["authorised"],
+            "captured",
+            "order.processing",
+            "souk:payment",
+            None,
+            json!({"charged_minor": target}),
+        )
+        .await
+        .map_err(db)?;
     }
     hand_to_merchants(&app, order.id).await
 }
@@ -86,8 +163,13 @@ async fn hand_to_merchants(app: &App, order_id: i64) -> Result<(), JobError> {
             .fetch_one(&app.pool)
             .await
             .map_err(db)?;
-    for sub in orders::sub_order_ids(&app.pool, order_id, "reserved").await.map_err(db)? {
-        let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? else { continue };
+    for sub in orders::sub_order_ids(&app.pool, order_id, "reserved")
+        .await
+        .map_err(db)?
+    {
+        let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? else {
+            continue;
+        };
         let lines: Vec<serde_json::Value> = orders::lines(&app.pool, sub)
             .await
             .map_err(db)?
@@ -105,16 +187,30 @@ async fn hand_to_merchants(app: &App, order_id: i64) -> Result<(), JobError> {
             "shipping_address": shipping,
             "acceptance": if s.acceptance_mode == "auto" { "accepted" } else { "awaiting_decision" },
         });
-        orders::hand_to_merchant(&app.pool, &s, &notify_merchant::delivery_id(sub, "sub_order.created"), &data)
-            .await
-            .map_err(db)?;
+        orders::hand_to_merchant(
+            &app.pool,
+            &s,
+            &notify_merchant::delivery_id(sub, "sub_order.created"),
+            &data,
+        )
+        .await
+        .map_err(db)?;
     }
     // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed.
-    for sub in orders::sub_order_ids(&app.pool, order_id, "awaiting_acceptance").await.map_err(db)? {
+    for sub in orders::sub_order_ids(&app.pool, order_id, "awaiting_acceptance")
+        .await
+        .map_err(db)?
+    {
         if let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? {
             if let Some(at) = s.accept_by {
                 let a = expire_acceptance::Args { sub_order_id: sub };
-                app.push_once(expire_acceptance::QUEUE, &format!("expire:{sub}"), &a, Some(at.timestamp_millis())).await?;
+                app.push_once(
+                    expire_acceptance::QUEUE,
+                    &format!("expire:{sub}"),
+                    &a,
+                    Some(at.timestamp_millis()),
+                )
+                .await?;
             }
         }
     }

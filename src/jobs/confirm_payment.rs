@@ -39,32 +39,67 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         let view = match app.payments.retrieve(&order.payment_id).await {
             Ok(v) => v,
             Err(ProviderError::Refused(why)) => {
-                return intake_storefront::cancel(&app, order.id, "souk:payment", &format!("payment not usable: {why}")).await;
+                return intake_storefront::cancel(
+                    &app,
+                    order.id,
+                    "souk:payment",
+                    &format!("payment not usable: {why}"),
+                )
+                .await;
             }
             Err(e) => return Err(provider_error(e)),
         };
-        let status = serde_json::to_value(view.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        orders::set_payment_status(&app.pool, order.id, &status).await.map_err(db)?;
+        let status = serde_json::to_value(view.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        orders::set_payment_status(&app.pool, order.id, &status)
+            .await
+            .map_err(db)?;
         if view.status.lets_order_proceed() {
-            orders::transition_order(&app.pool, order.id, &["received"], "authorised", "order.paid", "souk:payment", None, serde_json::json!({"payment_status": status, "amount": view.amount}))
-                .await
-                .map_err(db)?;
+            orders::transition_order(
+                &app.pool,
+                order.id,
+                &["received"],
+                "authorised",
+                "order.paid",
+                "souk:payment",
+                None,
+                serde_json::json!({"payment_status": status, "amount": view.amount}),
+            )
+            .await
+            .map_err(db)?;
         } else if view.status.is_pending() {
             let waited = chrono::Utc::now() - order.enqueued_at;
             if waited.num_seconds() as u64 >= app.config.marketplace.unpaid_timeout_s {
                 let why = format!("unpaid after {} s (payment {status})", waited.num_seconds());
                 return intake_storefront::cancel(&app, order.id, "souk:payment", &why).await;
             }
-            return Err(JobError::Snooze(Duration::from_millis(app.config.marketplace.payment_recheck_ms)));
+            return Err(JobError::Snooze(Duration::from_millis(
+                app.config.marketplace.payment_recheck_ms,
+            )));
         } else {
-            return intake_storefront::cancel(&app, order.id, "souk:payment", &format!("payment {status}")).await;
+            return intake_storefront::cancel(&app, order.id, "souk:payment", &format!("payment {status}"))
+                .await;
         }
     }
     // Authorised (now or by an earlier run that stopped before pushing): reserve every sub-order.
-    let order = orders::order(&app.pool, args.order_id).await.map_err(db)?.ok_or_else(|| JobError::abort("order vanished"))?;
+    let order = orders::order(&app.pool, args.order_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| JobError::abort("order vanished"))?;
     if order.status == "authorised" {
-        for sub in orders::sub_order_ids(&app.pool, order.id, "pending").await.map_err(db)? {
-            app.push_once(reserve_stock::QUEUE, &format!("reserve:{sub}"), &reserve_stock::Args { sub_order_id: sub }, None).await?;
+        for sub in orders::sub_order_ids(&app.pool, order.id, "pending")
+            .await
+            .map_err(db)?
+        {
+            app.push_once(
+                reserve_stock::QUEUE,
+                &format!("reserve:{sub}"),
+                &reserve_stock::Args { sub_order_id: sub },
+                None,
+            )
+            .await?;
         }
     }
     Ok(())

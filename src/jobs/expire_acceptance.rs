@@ -22,7 +22,10 @@ pub struct Args {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let Some(s) = orders::sub_order(&app.pool, args.sub_order_id).await.map_err(db)? else {
+    let Some(s) = orders::sub_order(&app.pool, args.sub_order_id)
+        .await
+        .map_err(db)?
+    else {
         return Err(JobError::abort("no such sub-order"));
     };
     if s.status != "awaiting_acceptance" {
@@ -35,11 +38,23 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         }
     }
     let accept = s.acceptance_default == "accept";
-    let reason = if accept { "no decision by the deadline: accepted by default" } else { "no decision by the deadline: rejected by default" };
-    let changed = orders::decide(&app.pool, s.id, accept, "souk:deadline", Some(reason)).await.map_err(db)?;
+    let reason = if accept {
+        "no decision by the deadline: accepted by default"
+    } else {
+        "no decision by the deadline: rejected by default"
+    };
+    let changed = orders::decide(&app.pool, s.id, accept, "souk:deadline", Some(reason))
+        .await
+        .map_err(db)?;
     if changed && !accept {
         let a = adjust_payment::Args { order_id: s.order_id };
-        app.push_once(adjust_payment::QUEUE, &format!("adjust:{}:rejected:{}", s.order_id, s.id), &a, None).await?;
+        app.push_once(
+            adjust_payment::QUEUE,
+            &format!("adjust:{}:rejected:{}", s.order_id, s.id),
+            &a,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }

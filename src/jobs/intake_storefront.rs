@@ -43,36 +43,117 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                 Ok(p) => p,
                 Err(r) => return refuse(&app, &d, &raw, Some(&order.id), r).await,
             };
-            let stored = orders::insert_order(&app.pool, &order, &plan, d.enqueued_at_ms).await.map_err(db)?;
+            let stored = orders::insert_order(&app.pool, &order, &plan, d.enqueued_at_ms)
+                .await
+                .map_err(db)?;
             if !stored.created {
                 tracing::info!(storefront_order_id = %order.id, order_id = stored.order_id, "duplicate order message; already stored");
             }
             // Also on a duplicate: the first run may have stopped before this push.
-            let args = confirm_payment::Args { order_id: stored.order_id };
-            app.push_once(confirm_payment::QUEUE, &format!("confirm:{}", stored.order_id), &args, None).await
+            let args = confirm_payment::Args {
+                order_id: stored.order_id,
+            };
+            app.push_once(
+                confirm_payment::QUEUE,
+                &format!("confirm:{}", stored.order_id),
+                &args,
+                None,
+            )
+            .await
         }
-        StorefrontCommand::InventorySet { merchant_id, sku, on_hand, .. } => {
-            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, Some(on_hand), None).await.map_err(db)? {
+        StorefrontCommand::InventorySet {
+            merchant_id,
+            sku,
+            on_hand,
+            ..
+        } => {
+            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, Some(on_hand), None)
+                .await
+                .map_err(db)?
+            {
                 Ok(_) => Ok(()),
-                Err(why) => refuse(&app, &d, &raw, None, Rejection { code: "inventory_refused", message: why }).await,
+                Err(why) => {
+                    refuse(
+                        &app,
+                        &d,
+                        &raw,
+                        None,
+                        Rejection {
+                            code: "inventory_refused",
+                            message: why,
+                        },
+                    )
+                    .await
+                }
             }
         }
-        StorefrontCommand::InventoryAdjust { merchant_id, sku, delta, .. } => {
-            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, None, Some(delta)).await.map_err(db)? {
+        StorefrontCommand::InventoryAdjust {
+            merchant_id,
+            sku,
+            delta,
+            ..
+        } => {
+            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, None, Some(delta))
+                .await
+                .map_err(db)?
+            {
                 Ok(_) => Ok(()),
-                Err(why) => refuse(&app, &d, &raw, None, Rejection { code: "inventory_refused", message: why }).await,
+                Err(why) => {
+                    refuse(
+                        &app,
+                        &d,
+                        &raw,
+                        None,
+                        Rejection {
+                            code: "inventory_refused",
+                            message: why,
+                        },
+                    )
+                    .await
+                }
             }
         }
-        StorefrontCommand::MerchantDecision { storefront_order_id, merchant_id, decision, reason, .. } => {
-            let Some(sub) = orders::sub_order_by_storefront(&app.pool, &storefront_order_id, &merchant_id).await.map_err(db)? else {
-                let r = Rejection { code: "unknown_sub_order", message: format!("no sub-order of {storefront_order_id:?} for merchant {merchant_id:?}") };
+        StorefrontCommand::MerchantDecision {
+            storefront_order_id,
+            merchant_id,
+            decision,
+            reason,
+            ..
+        } => {
+            let Some(sub) = orders::sub_order_by_storefront(&app.pool, &storefront_order_id, &merchant_id)
+                .await
+                .map_err(db)?
+            else {
+                let r = Rejection {
+                    code: "unknown_sub_order",
+                    message: format!("no sub-order of {storefront_order_id:?} for merchant {merchant_id:?}"),
+                };
                 return refuse(&app, &d, &raw, Some(&storefront_order_id), r).await;
             };
-            decide(&app, &d, &raw, sub, decision == order::Decision::Accept, &format!("merchant:{merchant_id}"), reason.as_deref()).await
+            decide(
+                &app,
+                &d,
+                &raw,
+                sub,
+                decision == order::Decision::Accept,
+                &format!("merchant:{merchant_id}"),
+                reason.as_deref(),
+            )
+            .await
         }
-        StorefrontCommand::OrderCancel { storefront_order_id, reason, .. } => {
-            let Some(order_id) = orders::order_id_by_storefront_id(&app.pool, &storefront_order_id).await.map_err(db)? else {
-                let r = Rejection { code: "unknown_order", message: format!("no order {storefront_order_id:?}") };
+        StorefrontCommand::OrderCancel {
+            storefront_order_id,
+            reason,
+            ..
+        } => {
+            let Some(order_id) = orders::order_id_by_storefront_id(&app.pool, &storefront_order_id)
+                .await
+                .map_err(db)?
+            else {
+                let r = Rejection {
+                    code: "unknown_order",
+                    message: format!("no order {storefront_order_id:?}"),
+                };
                 return refuse(&app, &d, &raw, Some(&storefront_order_id), r).await;
             };
             let why = reason.unwrap_or_else(|| "cancelled by the storefront".to_owned());
@@ -83,36 +164,85 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
 
 /// Applies a merchant decision (from the storefront channel or the admin API); a rejection
 /// releases stock and refunds that share.
-pub async fn decide(app: &App, d: &Delivery, raw: &str, sub: i64, accept: bool, actor: &str, reason: Option<&str>) -> Result<(), JobError> {
-    let changed = orders::decide(&app.pool, sub, accept, actor, reason).await.map_err(db)?;
-    let row = orders::sub_order(&app.pool, sub).await.map_err(db)?.ok_or_else(|| JobError::abort("sub-order vanished"))?;
+pub async fn decide(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    sub: i64,
+    accept: bool,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<(), JobError> {
+    let changed = orders::decide(&app.pool, sub, accept, actor, reason)
+        .await
+        .map_err(db)?;
+    let row = orders::sub_order(&app.pool, sub)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| JobError::abort("sub-order vanished"))?;
     let wanted = if accept { "accepted" } else { "rejected" };
     if !changed && row.status != wanted {
-        let r = Rejection { code: "decision_refused", message: format!("the sub-order is {}; it cannot be {wanted} now", row.status) };
+        let r = Rejection {
+            code: "decision_refused",
+            message: format!("the sub-order is {}; it cannot be {wanted} now", row.status),
+        };
         return refuse(app, d, raw, Some(&row.storefront_order_id), r).await;
     }
     if !accept {
-        let args = adjust_payment::Args { order_id: row.order_id };
-        app.push_once(adjust_payment::QUEUE, &format!("adjust:{}:rejected:{sub}", row.order_id), &args, None).await?;
+        let args = adjust_payment::Args {
+            order_id: row.order_id,
+        };
+        app.push_once(
+            adjust_payment::QUEUE,
+            &format!("adjust:{}:rejected:{sub}", row.order_id),
+            &args,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// Cancels an order's unshipped sub-orders, tells their merchants, and settles the payment.
 pub async fn cancel(app: &App, order_id: i64, actor: &str, reason: &str) -> Result<(), JobError> {
-    let cancelled = orders::cancel_order(&app.pool, order_id, actor, reason).await.map_err(db)?;
+    let cancelled = orders::cancel_order(&app.pool, order_id, actor, reason)
+        .await
+        .map_err(db)?;
     for (sub, merchant) in cancelled {
-        notify_merchant::enqueue_event(app, &merchant, order_id, sub, "sub_order.cancelled", serde_json::json!({"reason": reason})).await?;
+        notify_merchant::enqueue_event(
+            app,
+            &merchant,
+            order_id,
+            sub,
+            "sub_order.cancelled",
+            serde_json::json!({"reason": reason}),
+        )
+        .await?;
     }
     let args = adjust_payment::Args { order_id };
-    app.push_once(adjust_payment::QUEUE, &format!("adjust:{order_id}:cancelled"), &args, None).await
+    app.push_once(
+        adjust_payment::QUEUE,
+        &format!("adjust:{order_id}:cancelled"),
+        &args,
+        None,
+    )
+    .await
 }
 
 async fn refuse(app: &App, d: &Delivery, raw: &str, sf: Option<&str>, r: Rejection) -> Result<(), JobError> {
     tracing::info!(entry_id = %d.entry_id, code = r.code, reason = %r.message, "storefront message refused");
-    orders::record_rejection(&app.pool, &d.job_id, sf, r.code, &r.message, raw).await.map_err(db)
+    orders::record_rejection(&app.pool, &d.job_id, sf, r.code, &r.message, raw)
+        .await
+        .map_err(db)
 }
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
-    register_job!(monitor, app, ctx, QUEUE, |c| StreamsBackend::<RawMessage>::with_decoder(c, raw_decoder), handle)
+    register_job!(
+        monitor,
+        app,
+        ctx,
+        QUEUE,
+        |c| StreamsBackend::<RawMessage>::with_decoder(c, raw_decoder),
+        handle
+    )
 }

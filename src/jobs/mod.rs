@@ -27,14 +27,38 @@ pub struct JobKind {
 
 /// Every job kind, in the order `souk run` starts them.
 pub const ALL: &[JobKind] = &[
-    JobKind { queue: intake_storefront::QUEUE, register: intake_storefront::register },
-    JobKind { queue: confirm_payment::QUEUE, register: confirm_payment::register },
-    JobKind { queue: reserve_stock::QUEUE, register: reserve_stock::register },
-    JobKind { queue: adjust_payment::QUEUE, register: adjust_payment::register },
-    JobKind { queue: notify_merchant::QUEUE, register: notify_merchant::register },
-    JobKind { queue: expire_acceptance::QUEUE, register: expire_acceptance::register },
-    JobKind { queue: sweep_orders::QUEUE, register: sweep_orders::register },
-    JobKind { queue: record_sample::QUEUE, register: record_sample::register },
+    JobKind {
+        queue: intake_storefront::QUEUE,
+        register: intake_storefront::register,
+    },
+    JobKind {
+        queue: confirm_payment::QUEUE,
+        register: confirm_payment::register,
+    },
+    JobKind {
+        queue: reserve_stock::QUEUE,
+        register: reserve_stock::register,
+    },
+    JobKind {
+        queue: adjust_payment::QUEUE,
+        register: adjust_payment::register,
+    },
+    JobKind {
+        queue: notify_merchant::QUEUE,
+        register: notify_merchant::register,
+    },
+    JobKind {
+        queue: expire_acceptance::QUEUE,
+        register: expire_acceptance::register,
+    },
+    JobKind {
+        queue: sweep_orders::QUEUE,
+        register: sweep_orders::register,
+    },
+    JobKind {
+        queue: record_sample::QUEUE,
+        register: record_sample::register,
+    },
 ];
 
 /// A database error inside a handler: retried with the queue's backoff.

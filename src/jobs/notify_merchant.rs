@@ -36,29 +36,65 @@ pub fn delivery_id(sub_order_id: i64, event_type: &str) -> String {
 }
 
 /// Creates (once) a delivery about a sub-order and pushes its job.
-pub async fn enqueue_event(app: &App, merchant: &str, order_id: i64, sub: i64, event_type: &str, extra: serde_json::Value) -> Result<(), JobError> {
+pub async fn enqueue_event(
+    app: &App,
+    merchant: &str,
+    order_id: i64,
+    sub: i64,
+    event_type: &str,
+    extra: serde_json::Value,
+) -> Result<(), JobError> {
     let id = delivery_id(sub, event_type);
     let sf: String = sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1")
         .bind(order_id)
         .fetch_one(&app.pool)
         .await
         .map_err(db)?;
-    let data = json!({"storefront_order_id": sf, "sub_order_id": sub, "merchant_id": merchant, "details": extra});
+    let data =
+        json!({"storefront_order_id": sf, "sub_order_id": sub, "merchant_id": merchant, "details": extra});
     let mut tx = app.pool.begin().await.map_err(db)?;
-    orders::insert_delivery(&mut tx, &id, merchant, Some(order_id), Some(sub), event_type, &data).await.map_err(db)?;
+    orders::insert_delivery(
+        &mut tx,
+        &id,
+        merchant,
+        Some(order_id),
+        Some(sub),
+        event_type,
+        &data,
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    app.push_once(QUEUE, &format!("notify:{id}"), &Args { delivery_id: id.clone() }, None).await
+    app.push_once(
+        QUEUE,
+        &format!("notify:{id}"),
+        &Args {
+            delivery_id: id.clone(),
+        },
+        None,
+    )
+    .await
 }
 
 /// Pushes a job for every pending delivery of an order (idempotent by delivery id).
 pub async fn push_pending_for_order(app: &App, order_id: i64) -> Result<(), JobError> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE order_id = $1 AND status = 'pending' ORDER BY id")
-        .bind(order_id)
-        .fetch_all(&app.pool)
-        .await
-        .map_err(db)?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM webhook_deliveries WHERE order_id = $1 AND status = 'pending' ORDER BY id",
+    )
+    .bind(order_id)
+    .fetch_all(&app.pool)
+    .await
+    .map_err(db)?;
     for id in ids {
-        app.push_once(QUEUE, &format!("notify:{id}"), &Args { delivery_id: id.clone() }, None).await?;
+        app.push_once(
+            QUEUE,
+            &format!("notify:{id}"),
+            &Args {
+                delivery_id: id.clone(),
+            },
+            None,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -81,17 +117,30 @@ return 0
 
 pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(row) = deliveries::load(&app.pool, &args.delivery_id).await.map_err(db)? else {
-        return Err(JobError::abort(format!("no webhook delivery {}", args.delivery_id)));
+        return Err(JobError::abort(format!(
+            "no webhook delivery {}",
+            args.delivery_id
+        )));
     };
     if row.status != "pending" {
         return Ok(());
     }
     if row.endpoint_disabled_at.is_some() {
-        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", "the merchant's endpoint is disabled").await.map_err(db)?;
+        deliveries::mark_given_up(
+            &app.pool,
+            &row,
+            "endpoint_disabled",
+            "the merchant's endpoint is disabled",
+        )
+        .await
+        .map_err(db)?;
         return Ok(());
     }
     let cfg = &app.config.webhooks;
-    let slots = format!("{}:webhook-slots:{}", app.config.redis.key_prefix, row.merchant_id);
+    let slots = format!(
+        "{}:webhook-slots:{}",
+        app.config.redis.key_prefix, row.merchant_id
+    );
     let now = chrono::Utc::now().timestamp_millis();
     let mut conn = app.conn.clone();
     let took: i64 = TAKE_SLOT
@@ -104,7 +153,9 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
         .await
         .map_err(JobError::retry)?;
     if took == 0 {
-        return Err(JobError::Snooze(Duration::from_millis(200 + fastrand::u64(..300))));
+        return Err(JobError::Snooze(Duration::from_millis(
+            200 + fastrand::u64(..300),
+        )));
     }
     let body = json!({
         "type": row.event_type,
@@ -114,8 +165,15 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
     .to_string();
     let ts = chrono::Utc::now().timestamp();
     let signature = sign(&row.signing_secrets, &row.id, ts, &body).map_err(JobError::abort)?;
-    let result = app.webhooks.send(&row.webhook_url, &row.id, ts, &signature, body).await;
-    let _: redis::RedisResult<i64> = redis::cmd("ZREM").arg(&slots).arg(&row.id).query_async(&mut conn).await;
+    let result = app
+        .webhooks
+        .send(&row.webhook_url, &row.id, ts, &signature, body)
+        .await;
+    let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+        .arg(&slots)
+        .arg(&row.id)
+        .query_async(&mut conn)
+        .await;
     deliveries::record_attempt(
         &app.pool,
         &row.id,
@@ -136,22 +194,39 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
         (None, None) => "no answer".to_owned(),
     };
     if result.status == Some(410) {
-        deliveries::disable_endpoint(&app.pool, &row.merchant_id, "410 Gone").await.map_err(db)?;
-        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", "410 Gone: endpoint disabled").await.map_err(db)?;
+        deliveries::disable_endpoint(&app.pool, &row.merchant_id, "410 Gone")
+            .await
+            .map_err(db)?;
+        deliveries::mark_given_up(
+            &app.pool,
+            &row,
+            "endpoint_disabled",
+            "410 Gone: endpoint disabled",
+        )
+        .await
+        .map_err(db)?;
         return Ok(());
     }
-    let since = deliveries::note_failure(&app.pool, &row.merchant_id).await.map_err(db)?;
+    let since = deliveries::note_failure(&app.pool, &row.merchant_id)
+        .await
+        .map_err(db)?;
     if chrono::Utc::now() - since > chrono::Duration::hours(cfg.disable_after_hours as i64) {
         let why = format!("failing since {since}");
-        deliveries::disable_endpoint(&app.pool, &row.merchant_id, &why).await.map_err(db)?;
-        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", &why).await.map_err(db)?;
+        deliveries::disable_endpoint(&app.pool, &row.merchant_id, &why)
+            .await
+            .map_err(db)?;
+        deliveries::mark_given_up(&app.pool, &row, "endpoint_disabled", &why)
+            .await
+            .map_err(db)?;
         return Ok(());
     }
     match next_delay(&cfg.schedule_s, d.attempt, result.retry_after) {
         Some(delay) => Err(JobError::retry_after(delay, what)),
         None => {
             let why = format!("gave up after {} attempts: {what}", d.attempt);
-            deliveries::mark_given_up(&app.pool, &row, "failed", &why).await.map_err(db)?;
+            deliveries::mark_given_up(&app.pool, &row, "failed", &why)
+                .await
+                .map_err(db)?;
             Ok(())
         }
     }

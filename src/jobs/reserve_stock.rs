@@ -20,14 +20,25 @@ pub struct Args {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let (outcome, order_id, all_decided) =
-        orders::reserve_sub_order(&app.pool, args.sub_order_id, app.config.marketplace.reservation_ttl_s).await.map_err(db)?;
+    let (outcome, order_id, all_decided) = orders::reserve_sub_order(
+        &app.pool,
+        args.sub_order_id,
+        app.config.marketplace.reservation_ttl_s,
+    )
+    .await
+    .map_err(db)?;
     if let Reserve::OutOfStock(short) = &outcome {
         tracing::info!(sub_order_id = args.sub_order_id, ?short, "sub-order out of stock");
     }
     if all_decided {
         let a = adjust_payment::Args { order_id };
-        app.push_once(adjust_payment::QUEUE, &format!("adjust:{order_id}:stock"), &a, None).await?;
+        app.push_once(
+            adjust_payment::QUEUE,
+            &format!("adjust:{order_id}:stock"),
+            &a,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }

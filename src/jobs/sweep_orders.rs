@@ -21,12 +21,24 @@ pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(
     for sub in orders::release_expired(&app.pool, 500).await.map_err(db)? {
         if let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? {
             let a = adjust_payment::Args { order_id: s.order_id };
-            app.push_once(adjust_payment::QUEUE, &format!("adjust:{}:rejected:{sub}", s.order_id), &a, None).await?;
+            app.push_once(
+                adjust_payment::QUEUE,
+                &format!("adjust:{}:rejected:{sub}", s.order_id),
+                &a,
+                None,
+            )
+            .await?;
         }
     }
     let timeout = app.config.marketplace.unpaid_timeout_s;
     for order_id in orders::stale_unpaid(&app.pool, timeout, 500).await.map_err(db)? {
-        intake_storefront::cancel(&app, order_id, "souk:sweeper", &format!("unpaid after {timeout} s")).await?;
+        intake_storefront::cancel(
+            &app,
+            order_id,
+            "souk:sweeper",
+            &format!("unpaid after {timeout} s"),
+        )
+        .await?;
     }
     Ok(())
 }

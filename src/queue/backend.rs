@@ -241,8 +241,12 @@ pub struct StreamsBackend<Args> {
 pub type Decoder<Args> = fn(&str) -> Result<Args, String>;
 
 fn json_decoder<Args: DeserializeOwned>(raw: &str) -> Result<Args, String> {
-    serde_json::from_str::<Args>(raw)
-        .map_err(|err| format!("payload does not decode as {}: {err}", std::any::type_name::<Args>()))
+    serde_json::from_str::<Args>(raw).map_err(|err| {
+        format!(
+            "payload does not decode as {}: {err}",
+            std::any::type_name::<Args>()
+        )
+    })
 }
 
 impl<Args> std::fmt::Debug for StreamsBackend<Args> {
@@ -300,10 +304,16 @@ impl<Args: Send + 'static> StreamsBackend<Args> {
             return;
         };
         self.settler = Some(tokio::spawn(settle_loop(self.inner.clone(), settle_rx)));
-        self.handles
-            .push(tokio::spawn(fetch_loop::<Args>(self.inner.clone(), tx.clone(), self.decode)));
-        self.handles
-            .push(tokio::spawn(keep_loop::<Args>(self.inner.clone(), tx, self.decode)));
+        self.handles.push(tokio::spawn(fetch_loop::<Args>(
+            self.inner.clone(),
+            tx.clone(),
+            self.decode,
+        )));
+        self.handles.push(tokio::spawn(keep_loop::<Args>(
+            self.inner.clone(),
+            tx,
+            self.decode,
+        )));
         tracing::info!(queue = %self.inner.ctx.keys.queue, consumer = %self.inner.ctx.consumer, "worker started");
     }
 }
@@ -587,7 +597,11 @@ async fn backoff_sleep(step: &mut u32, stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn fetch_loop<Args: Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>, decode: Decoder<Args>) {
+async fn fetch_loop<Args: Send + 'static>(
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Task<Args>>,
+    decode: Decoder<Args>,
+) {
     let mut stop = inner.stop.subscribe();
     let s = &inner.ctx.settings;
     let mut conn: Option<ConnectionManager> = None;
@@ -667,7 +681,11 @@ async fn fetch_loop<Args: Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Ta
     }
 }
 
-async fn keep_loop<Args: Send + 'static>(inner: Arc<Inner>, tx: mpsc::Sender<Task<Args>>, decode: Decoder<Args>) {
+async fn keep_loop<Args: Send + 'static>(
+    inner: Arc<Inner>,
+    tx: mpsc::Sender<Task<Args>>,
+    decode: Decoder<Args>,
+) {
     let mut stop = inner.stop.subscribe();
     let s = inner.ctx.settings.clone();
     let mut promote = tokio::time::interval(Duration::from_millis(100));

@@ -148,7 +148,13 @@ impl Sandbox {
     }
 
     /// Creates a payment intent directly (what a storefront's checkout does at Stripe).
-    pub fn create_intent(&self, amount: i64, currency: &str, status: &str, processing_for: Option<Duration>) -> String {
+    pub fn create_intent(
+        &self,
+        amount: i64,
+        currency: &str,
+        status: &str,
+        processing_for: Option<Duration>,
+    ) -> String {
         let id = format!("pi_sbx{:010}", self.seq.fetch_add(1, Ordering::Relaxed));
         let (now_status, until) = match processing_for {
             Some(d) => ("processing".to_owned(), Some(Instant::now() + d)),
@@ -243,8 +249,16 @@ fn authorised(sb: &Sandbox, headers: &HeaderMap) -> bool {
 }
 
 /// Runs a mutating call once per idempotency key, replaying the first answer.
-fn idempotent(sb: &Sandbox, headers: &HeaderMap, fingerprint: String, f: impl FnOnce() -> (u16, Value)) -> Response {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+fn idempotent(
+    sb: &Sandbox,
+    headers: &HeaderMap,
+    fingerprint: String,
+    f: impl FnOnce() -> (u16, Value),
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if let Some(k) = &key {
         if let Some((fp, status, body)) = lock(&sb.idempotency).get(k).cloned() {
             if fp != fingerprint {
@@ -263,7 +277,11 @@ fn idempotent(sb: &Sandbox, headers: &HeaderMap, fingerprint: String, f: impl Fn
 
 async fn retrieve(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if !authorised(&sb, &headers) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        );
     }
     sb.count("retrieve");
     let mut intents = lock(&sb.intents);
@@ -272,7 +290,11 @@ async fn retrieve(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): 
             i.settle();
             Json(i.json()).into_response()
         }
-        None => stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("No such payment_intent: '{id}'")),
+        None => stripe_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            &format!("No such payment_intent: '{id}'"),
+        ),
     }
 }
 
@@ -281,44 +303,77 @@ struct CaptureForm {
     amount_to_capture: Option<i64>,
 }
 
-async fn capture(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CaptureForm>) -> Response {
+async fn capture(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CaptureForm>,
+) -> Response {
     if !authorised(&sb, &headers) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        );
     }
     let sb2 = sb.clone();
-    idempotent(&sb, &headers, format!("capture:{id}:{:?}", f.amount_to_capture), move || {
-        let mut intents = lock(&sb2.intents);
-        let Some(i) = intents.get_mut(&id) else {
-            return (404, json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}));
-        };
-        i.settle();
-        if i.status != "requires_capture" {
-            return (400, json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}));
-        }
-        let amount = f.amount_to_capture.unwrap_or(i.amount);
-        if amount <= 0 || amount > i.amount {
-            return (400, json!({"error": {"type": "invalid_request_error", "message": "amount_to_capture is out of range"}}));
-        }
-        sb2.count("capture");
-        i.status = "succeeded".into();
-        i.amount_received = amount;
-        (200, i.json())
-    })
+    idempotent(
+        &sb,
+        &headers,
+        format!("capture:{id}:{:?}", f.amount_to_capture),
+        move || {
+            let mut intents = lock(&sb2.intents);
+            let Some(i) = intents.get_mut(&id) else {
+                return (
+                    404,
+                    json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
+                );
+            };
+            i.settle();
+            if i.status != "requires_capture" {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}),
+                );
+            }
+            let amount = f.amount_to_capture.unwrap_or(i.amount);
+            if amount <= 0 || amount > i.amount {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "message": "amount_to_capture is out of range"}}),
+                );
+            }
+            sb2.count("capture");
+            i.status = "succeeded".into();
+            i.amount_received = amount;
+            (200, i.json())
+        },
+    )
 }
 
 async fn cancel(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if !authorised(&sb, &headers) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        );
     }
     let sb2 = sb.clone();
     idempotent(&sb, &headers, format!("cancel:{id}"), move || {
         let mut intents = lock(&sb2.intents);
         let Some(i) = intents.get_mut(&id) else {
-            return (404, json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}));
+            return (
+                404,
+                json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
+            );
         };
         i.settle();
         if i.status == "succeeded" || i.status == "canceled" {
-            return (400, json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}));
+            return (
+                400,
+                json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}),
+            );
         }
         sb2.count("cancel");
         i.status = "canceled".into();
@@ -334,24 +389,42 @@ struct RefundForm {
 
 async fn refund(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Form(f): Form<RefundForm>) -> Response {
     if !authorised(&sb, &headers) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid API Key provided");
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        );
     }
     let sb2 = sb.clone();
-    idempotent(&sb, &headers, format!("refund:{}:{:?}", f.payment_intent, f.amount), move || {
-        let mut intents = lock(&sb2.intents);
-        let Some(i) = intents.get_mut(&f.payment_intent) else {
-            return (404, json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}));
-        };
-        let left = i.amount_received - i.amount_refunded;
-        let amount = f.amount.unwrap_or(left);
-        if i.status != "succeeded" || amount <= 0 || amount > left {
-            return (400, json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "refund amount is out of range"}}));
-        }
-        sb2.count("refund");
-        i.amount_refunded += amount;
-        let n = sb2.seq.fetch_add(1, Ordering::Relaxed);
-        (200, json!({"id": format!("re_sbx{n:010}"), "object": "refund", "amount": amount, "payment_intent": i.id, "status": "succeeded"}))
-    })
+    idempotent(
+        &sb,
+        &headers,
+        format!("refund:{}:{:?}", f.payment_intent, f.amount),
+        move || {
+            let mut intents = lock(&sb2.intents);
+            let Some(i) = intents.get_mut(&f.payment_intent) else {
+                return (
+                    404,
+                    json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
+                );
+            };
+            let left = i.amount_received - i.amount_refunded;
+            let amount = f.amount.unwrap_or(left);
+            if i.status != "succeeded" || amount <= 0 || amount > left {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "refund amount is out of range"}}),
+                );
+            }
+            sb2.count("refund");
+            i.amount_refunded += amount;
+            let n = sb2.seq.fetch_add(1, Ordering::Relaxed);
+            (
+                200,
+                json!({"id": format!("re_sbx{n:010}"), "object": "refund", "amount": amount, "payment_intent": i.id, "status": "succeeded"}),
+            )
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -373,11 +446,20 @@ fn requires_capture() -> String {
 }
 
 async fn create_intent(State(sb): State<Arc<Sandbox>>, Json(n): Json<NewIntent>) -> Response {
-    let id = sb.create_intent(n.amount, &n.currency, &n.status, n.processing_ms.map(Duration::from_millis));
+    let id = sb.create_intent(
+        n.amount,
+        &n.currency,
+        &n.status,
+        n.processing_ms.map(Duration::from_millis),
+    );
     Json(json!({"id": id})).into_response()
 }
 
-async fn put_endpoint(State(sb): State<Arc<Sandbox>>, Path(id): Path<String>, Json(s): Json<EndpointSettings>) -> Response {
+async fn put_endpoint(
+    State(sb): State<Arc<Sandbox>>,
+    Path(id): Path<String>,
+    Json(s): Json<EndpointSettings>,
+) -> Response {
     sb.configure_endpoint(&id, &s);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -386,14 +468,21 @@ async fn get_endpoint(State(sb): State<Arc<Sandbox>>, Path(id): Path<String>) ->
     Json(sb.endpoint_report(&id)).into_response()
 }
 
-async fn receive(State(sb): State<Arc<Sandbox>>, Path(merchant): Path<String>, headers: HeaderMap, body: String) -> Response {
+async fn receive(
+    State(sb): State<Arc<Sandbox>>,
+    Path(merchant): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let (latency, fail_rate, down, status, retry_after, secrets) = {
         let eps = lock(&sb.endpoints);
         let e = eps.get(&merchant);
         (
             e.map(|e| e.latency_ms).unwrap_or(0),
             e.map(|e| e.fail_rate).unwrap_or(0.0),
-            e.and_then(|e| e.down_until).map(|t| Instant::now() < t).unwrap_or(false),
+            e.and_then(|e| e.down_until)
+                .map(|t| Instant::now() < t)
+                .unwrap_or(false),
             e.and_then(|e| e.status),
             e.and_then(|e| e.retry_after_s),
             e.map(|e| e.secrets.clone()).unwrap_or_default(),
@@ -420,7 +509,13 @@ async fn receive(State(sb): State<Arc<Sandbox>>, Path(merchant): Path<String>, h
     if fail_rate > 0.0 && fastrand::f64() < fail_rate {
         return with_retry_after(StatusCode::INTERNAL_SERVER_ERROR);
     }
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
     let now = chrono::Utc::now().timestamp();
     let ok = ts
@@ -466,7 +561,10 @@ pub fn router(sb: Arc<Sandbox>) -> Router {
 }
 
 /// Serves the sandbox on `addr` (port 0 picks one) in the background; returns where.
-pub async fn start(addr: SocketAddr, sb: Arc<Sandbox>) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn start(
+    addr: SocketAddr,
+    sb: Arc<Sandbox>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let handle = tokio::spawn(async move {

@@ -74,21 +74,44 @@ pub async fn mark_delivered(pool: &PgPool, d: &DeliveryRow) -> Result<bool, sqlx
             .execute(&mut *tx)
             .await?;
         let sf = storefront_id(&mut tx, d.order_id).await?;
-        add_event(&mut tx, d.order_id, d.sub_order_id, sf.as_deref(), "merchant.notified", "souk:webhooks", None, json!({"merchant_id": d.merchant_id, "webhook_id": d.id, "event_type": d.event_type})).await?;
+        add_event(
+            &mut tx,
+            d.order_id,
+            d.sub_order_id,
+            sf.as_deref(),
+            "merchant.notified",
+            "souk:webhooks",
+            None,
+            json!({"merchant_id": d.merchant_id, "webhook_id": d.id, "event_type": d.event_type}),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(n == 1)
 }
 
-async fn storefront_id(tx: &mut super::orders::Tx<'_>, order_id: Option<i64>) -> Result<Option<String>, sqlx::Error> {
+async fn storefront_id(
+    tx: &mut super::orders::Tx<'_>,
+    order_id: Option<i64>,
+) -> Result<Option<String>, sqlx::Error> {
     match order_id {
-        Some(id) => sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1").bind(id).fetch_optional(&mut **tx).await,
+        Some(id) => {
+            sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+        }
         None => Ok(None),
     }
 }
 
 /// Marks a delivery as given up (`failed` or `endpoint_disabled`) with an outcome event.
-pub async fn mark_given_up(pool: &PgPool, d: &DeliveryRow, status: &str, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_given_up(
+    pool: &PgPool,
+    d: &DeliveryRow,
+    status: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let n = sqlx::query("UPDATE webhook_deliveries SET status = $2 WHERE id = $1 AND status = 'pending'")
         .bind(&d.id)
@@ -98,13 +121,26 @@ pub async fn mark_given_up(pool: &PgPool, d: &DeliveryRow, status: &str, reason:
         .rows_affected();
     if n == 1 {
         let sf = storefront_id(&mut tx, d.order_id).await?;
-        add_event(&mut tx, d.order_id, d.sub_order_id, sf.as_deref(), "merchant.notification_failed", "souk:webhooks", Some(reason), json!({"merchant_id": d.merchant_id, "webhook_id": d.id})).await?;
+        add_event(
+            &mut tx,
+            d.order_id,
+            d.sub_order_id,
+            sf.as_deref(),
+            "merchant.notification_failed",
+            "souk:webhooks",
+            Some(reason),
+            json!({"merchant_id": d.merchant_id, "webhook_id": d.id}),
+        )
+        .await?;
     }
     tx.commit().await
 }
 
 /// Starts (or keeps) the merchant's failing streak; returns when it started.
-pub async fn note_failure(pool: &PgPool, merchant: &str) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+pub async fn note_failure(
+    pool: &PgPool,
+    merchant: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
     sqlx::query_scalar("UPDATE merchants SET failing_since = coalesce(failing_since, now()) WHERE id = $1 RETURNING failing_since")
         .bind(merchant)
         .fetch_one(pool)
@@ -124,7 +160,17 @@ pub async fn disable_endpoint(pool: &PgPool, merchant: &str, reason: &str) -> Re
     .await?
     .rows_affected();
     if n == 1 {
-        add_event(&mut tx, None, None, None, "merchant.endpoint_disabled", "souk:webhooks", Some(reason), json!({"merchant_id": merchant})).await?;
+        add_event(
+            &mut tx,
+            None,
+            None,
+            None,
+            "merchant.endpoint_disabled",
+            "souk:webhooks",
+            Some(reason),
+            json!({"merchant_id": merchant}),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(n == 1)

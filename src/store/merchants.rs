@@ -38,15 +38,25 @@ const SELECT: &str = "SELECT id, name, webhook_url, acceptance_mode, acceptance_
         FROM merchants";
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} ORDER BY id")).fetch_all(pool).await
+    sqlx::query_as(&format!("{SELECT} ORDER BY id"))
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Merchant>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE id = $1")).bind(id).fetch_optional(pool).await
+    sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Creates a merchant with its first signing secret; false if the id exists.
-pub async fn create(pool: &PgPool, id: &str, input: &MerchantInput, secret: &str) -> Result<bool, sqlx::Error> {
+pub async fn create(
+    pool: &PgPool,
+    id: &str,
+    input: &MerchantInput,
+    secret: &str,
+) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "INSERT INTO merchants (id, name, webhook_url, signing_secrets, acceptance_mode, acceptance_default,
                                 acceptance_deadline_s, commission_bps)
@@ -94,7 +104,12 @@ pub async fn update(pool: &PgPool, id: &str, input: &MerchantInput) -> Result<bo
 
 /// Puts a new secret first; keeps the previous one (both sign during the rotation) unless
 /// `drop_old`, which leaves only the new one.
-pub async fn rotate_secret(pool: &PgPool, id: &str, secret: &str, drop_old: bool) -> Result<bool, sqlx::Error> {
+pub async fn rotate_secret(
+    pool: &PgPool,
+    id: &str,
+    secret: &str,
+    drop_old: bool,
+) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "UPDATE merchants SET signing_secrets = CASE WHEN $3 THEN ARRAY[$2] ELSE ARRAY[$2, signing_secrets[1]] END,
                 updated_at = now() WHERE id = $1",
@@ -109,7 +124,12 @@ pub async fn rotate_secret(pool: &PgPool, id: &str, secret: &str, drop_old: bool
 }
 
 /// Sets a SKU's stock on hand (creating it); never below what is reserved.
-pub async fn set_stock(tx: &mut Tx<'_>, merchant: &str, sku: &str, on_hand: i64) -> Result<Result<(), String>, sqlx::Error> {
+pub async fn set_stock(
+    tx: &mut Tx<'_>,
+    merchant: &str,
+    sku: &str,
+    on_hand: i64,
+) -> Result<Result<(), String>, sqlx::Error> {
     let on_hand = i32::try_from(on_hand.max(-1)).unwrap_or(i32::MAX);
     if on_hand < 0 {
         return Ok(Err("on_hand must not be negative".into()));
@@ -124,11 +144,17 @@ pub async fn set_stock(tx: &mut Tx<'_>, merchant: &str, sku: &str, on_hand: i64)
     .bind(on_hand)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(r.map(|_| ()).ok_or_else(|| "on_hand would fall below the stock already reserved".to_owned()))
+    Ok(r.map(|_| ())
+        .ok_or_else(|| "on_hand would fall below the stock already reserved".to_owned()))
 }
 
 /// Adds `delta` to a SKU's stock on hand, refusing to go below what is reserved.
-pub async fn adjust_stock(tx: &mut Tx<'_>, merchant: &str, sku: &str, delta: i64) -> Result<Result<(), String>, sqlx::Error> {
+pub async fn adjust_stock(
+    tx: &mut Tx<'_>,
+    merchant: &str,
+    sku: &str,
+    delta: i64,
+) -> Result<Result<(), String>, sqlx::Error> {
     let delta = i32::try_from(delta).map_err(|_| ()).unwrap_or(i32::MAX);
     let r: Option<i32> = sqlx::query_scalar(
         "UPDATE stock SET on_hand = on_hand + $3, updated_at = now()
@@ -139,7 +165,9 @@ pub async fn adjust_stock(tx: &mut Tx<'_>, merchant: &str, sku: &str, delta: i64
     .bind(delta)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(r.map(|_| ()).ok_or_else(|| format!("no SKU {sku:?} for merchant {merchant:?}, or the result would fall below reserved stock")))
+    Ok(r.map(|_| ()).ok_or_else(|| {
+        format!("no SKU {sku:?} for merchant {merchant:?}, or the result would fall below reserved stock")
+    }))
 }
 
 /// Applies an inventory command once per job id.

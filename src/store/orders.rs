@@ -43,20 +43,22 @@ pub async fn add_event(
 }
 
 /// The merchants and (merchant, SKU) pairs among those an order names.
-pub async fn catalogue(pool: &PgPool, o: &OrderMessage) -> Result<(BTreeSet<String>, BTreeSet<(String, String)>), sqlx::Error> {
+pub async fn catalogue(
+    pool: &PgPool,
+    o: &OrderMessage,
+) -> Result<(BTreeSet<String>, BTreeSet<(String, String)>), sqlx::Error> {
     let merchant_ids: Vec<String> = o.lines.iter().map(|l| l.merchant_id.clone()).collect();
     let skus: Vec<String> = o.lines.iter().map(|l| l.sku.clone()).collect();
     let merchants: Vec<String> = sqlx::query_scalar("SELECT id FROM merchants WHERE id = ANY($1)")
         .bind(&merchant_ids)
         .fetch_all(pool)
         .await?;
-    let pairs: Vec<(String, String)> = sqlx::query_as(
-        "SELECT merchant_id, sku FROM stock WHERE merchant_id = ANY($1) AND sku = ANY($2)",
-    )
-    .bind(&merchant_ids)
-    .bind(&skus)
-    .fetch_all(pool)
-    .await?;
+    let pairs: Vec<(String, String)> =
+        sqlx::query_as("SELECT merchant_id, sku FROM stock WHERE merchant_id = ANY($1) AND sku = ANY($2)")
+            .bind(&merchant_ids)
+            .bind(&skus)
+            .fetch_all(pool)
+            .await?;
     Ok((merchants.into_iter().collect(), pairs.into_iter().collect()))
 }
 
@@ -127,7 +129,11 @@ pub async fn insert_order(
     .bind(&o.payment.provider)
     .bind(&o.payment.payment_id)
     .bind(&o.shipping_address)
-    .bind(if o.metadata.is_null() { json!({}) } else { o.metadata.clone() })
+    .bind(if o.metadata.is_null() {
+        json!({})
+    } else {
+        o.metadata.clone()
+    })
     .bind(o.placed_at)
     .bind(enqueued_at_ms as f64)
     .fetch_optional(&mut *tx)
@@ -143,7 +149,17 @@ pub async fn insert_order(
             created: false,
         });
     };
-    add_event(&mut tx, Some(order_id), None, Some(&o.id), "order.accepted", "souk:intake", None, json!({"total_minor": plan.total_minor, "sub_orders": plan.sub_orders.len()})).await?;
+    add_event(
+        &mut tx,
+        Some(order_id),
+        None,
+        Some(&o.id),
+        "order.accepted",
+        "souk:intake",
+        None,
+        json!({"total_minor": plan.total_minor, "sub_orders": plan.sub_orders.len()}),
+    )
+    .await?;
     for s in &plan.sub_orders {
         let bps: i32 = sqlx::query_scalar("SELECT commission_bps FROM merchants WHERE id = $1")
             .bind(&s.merchant_id)
@@ -172,7 +188,17 @@ pub async fn insert_order(
         .bind(&prices)
         .execute(&mut *tx)
         .await?;
-        add_event(&mut tx, Some(order_id), Some(sub_id), Some(&o.id), "sub_order.created", "souk:intake", None, json!({"merchant_id": s.merchant_id, "subtotal_minor": s.subtotal_minor})).await?;
+        add_event(
+            &mut tx,
+            Some(order_id),
+            Some(sub_id),
+            Some(&o.id),
+            "sub_order.created",
+            "souk:intake",
+            None,
+            json!({"merchant_id": s.merchant_id, "subtotal_minor": s.subtotal_minor}),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(Stored {
@@ -278,7 +304,11 @@ pub enum Reserve {
 ///
 /// Locks: the order row first (so the "all decided" check of two sibling sub-orders cannot
 /// both miss each other), then the sub-order, then the stock rows in SKU order.
-pub async fn reserve_sub_order(pool: &PgPool, sub_order_id: i64, ttl_s: u64) -> Result<(Reserve, i64, bool), sqlx::Error> {
+pub async fn reserve_sub_order(
+    pool: &PgPool,
+    sub_order_id: i64,
+    ttl_s: u64,
+) -> Result<(Reserve, i64, bool), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query("SELECT order_id, merchant_id, status FROM sub_orders WHERE id = $1")
         .bind(sub_order_id)
@@ -299,10 +329,11 @@ pub async fn reserve_sub_order(pool: &PgPool, sub_order_id: i64, ttl_s: u64) -> 
         tx.commit().await?;
         return Ok((Reserve::NotPending, order_id, all));
     }
-    let lines: Vec<(String, i32)> = sqlx::query_as("SELECT sku, quantity FROM order_lines WHERE sub_order_id = $1 ORDER BY sku")
-        .bind(sub_order_id)
-        .fetch_all(&mut *tx)
-        .await?;
+    let lines: Vec<(String, i32)> =
+        sqlx::query_as("SELECT sku, quantity FROM order_lines WHERE sub_order_id = $1 ORDER BY sku")
+            .bind(sub_order_id)
+            .fetch_all(&mut *tx)
+            .await?;
     let skus: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
     let stock: Vec<(String, i32, i32)> = sqlx::query_as(
         "SELECT sku, on_hand, reserved FROM stock WHERE merchant_id = $1 AND sku = ANY($2) ORDER BY sku FOR UPDATE",
@@ -349,7 +380,17 @@ pub async fn reserve_sub_order(pool: &PgPool, sub_order_id: i64, ttl_s: u64) -> 
             .bind(sub_order_id)
             .execute(&mut *tx)
             .await?;
-        add_event(&mut tx, Some(order_id), Some(sub_order_id), Some(&sf), "sub_order.reserved", "souk:stock", None, json!({"merchant_id": merchant})).await?;
+        add_event(
+            &mut tx,
+            Some(order_id),
+            Some(sub_order_id),
+            Some(&sf),
+            "sub_order.reserved",
+            "souk:stock",
+            None,
+            json!({"merchant_id": merchant}),
+        )
+        .await?;
         Reserve::Reserved
     } else {
         let reason = short
@@ -362,7 +403,17 @@ pub async fn reserve_sub_order(pool: &PgPool, sub_order_id: i64, ttl_s: u64) -> 
             .bind(&reason)
             .execute(&mut *tx)
             .await?;
-        add_event(&mut tx, Some(order_id), Some(sub_order_id), Some(&sf), "sub_order.out_of_stock", "souk:stock", Some(&reason), json!({"merchant_id": merchant})).await?;
+        add_event(
+            &mut tx,
+            Some(order_id),
+            Some(sub_order_id),
+            Some(&sf),
+            "sub_order.out_of_stock",
+            "souk:stock",
+            Some(&reason),
+            json!({"merchant_id": merchant}),
+        )
+        .await?;
         Reserve::OutOfStock(short)
     };
     let all = all_decided(&mut tx, order_id).await?;
@@ -371,10 +422,11 @@ pub async fn reserve_sub_order(pool: &PgPool, sub_order_id: i64, ttl_s: u64) -> 
 }
 
 async fn all_decided(tx: &mut Tx<'_>, order_id: i64) -> Result<bool, sqlx::Error> {
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM sub_orders WHERE order_id = $1 AND status = 'pending'")
-        .bind(order_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sub_orders WHERE order_id = $1 AND status = 'pending'")
+            .bind(order_id)
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(pending == 0)
 }
 
@@ -419,7 +471,11 @@ pub async fn charge_target(pool: &PgPool, order_id: i64) -> Result<Option<i64>, 
     .bind(order_id)
     .fetch_one(pool)
     .await?;
-    Ok(if pending > 0 { None } else { Some(target.unwrap_or(0)) })
+    Ok(if pending > 0 {
+        None
+    } else {
+        Some(target.unwrap_or(0))
+    })
 }
 
 /// Records a payment call and the order's resulting amounts and status.
@@ -456,7 +512,17 @@ pub async fn record_payment(
     .fetch_one(&mut *tx)
     .await?;
     if let Some((kind, data)) = event {
-        add_event(&mut tx, Some(order_id), None, Some(&sf), kind, "souk:payment", None, data).await?;
+        add_event(
+            &mut tx,
+            Some(order_id),
+            None,
+            Some(&sf),
+            kind,
+            "souk:payment",
+            None,
+            data,
+        )
+        .await?;
     }
     tx.commit().await
 }
@@ -489,7 +555,11 @@ pub async fn sub_order(pool: &PgPool, id: i64) -> Result<Option<SubOrderRow>, sq
     .await
 }
 
-pub async fn sub_order_by_storefront(pool: &PgPool, sf: &str, merchant: &str) -> Result<Option<i64>, sqlx::Error> {
+pub async fn sub_order_by_storefront(
+    pool: &PgPool,
+    sf: &str,
+    merchant: &str,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT s.id FROM sub_orders s JOIN orders o ON o.id = s.order_id
          WHERE o.storefront_order_id = $1 AND s.merchant_id = $2",
@@ -502,16 +572,23 @@ pub async fn sub_order_by_storefront(pool: &PgPool, sf: &str, merchant: &str) ->
 
 /// The lines of a sub-order (SKU, quantity, unit price).
 pub async fn lines(pool: &PgPool, sub_order_id: i64) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE sub_order_id = $1 ORDER BY sku")
-        .bind(sub_order_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE sub_order_id = $1 ORDER BY sku",
+    )
+    .bind(sub_order_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// Moves a reserved sub-order on to the merchant: awaiting its decision until `accept_by`, or
 /// accepted at once for merchants in auto mode. Creates the webhook delivery in the same
 /// transaction (its id is fixed, so a rerun finds it). Returns the delivery id if created now.
-pub async fn hand_to_merchant(pool: &PgPool, s: &SubOrderRow, delivery_id: &str, payload: &Value) -> Result<bool, sqlx::Error> {
+pub async fn hand_to_merchant(
+    pool: &PgPool,
+    s: &SubOrderRow,
+    delivery_id: &str,
+    payload: &Value,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let auto = s.acceptance_mode == "auto";
     let to = if auto { "accepted" } else { "awaiting_acceptance" };
@@ -533,11 +610,40 @@ pub async fn hand_to_merchant(pool: &PgPool, s: &SubOrderRow, delivery_id: &str,
     }
     if auto {
         confirm_reservations(&mut tx, s.id).await?;
-        add_event(&mut tx, Some(s.order_id), Some(s.id), Some(&s.storefront_order_id), "sub_order.accepted", "souk:auto-accept", None, json!({"merchant_id": s.merchant_id})).await?;
+        add_event(
+            &mut tx,
+            Some(s.order_id),
+            Some(s.id),
+            Some(&s.storefront_order_id),
+            "sub_order.accepted",
+            "souk:auto-accept",
+            None,
+            json!({"merchant_id": s.merchant_id}),
+        )
+        .await?;
     } else {
-        add_event(&mut tx, Some(s.order_id), Some(s.id), Some(&s.storefront_order_id), "sub_order.awaiting_acceptance", "souk:pipeline", None, json!({"merchant_id": s.merchant_id})).await?;
+        add_event(
+            &mut tx,
+            Some(s.order_id),
+            Some(s.id),
+            Some(&s.storefront_order_id),
+            "sub_order.awaiting_acceptance",
+            "souk:pipeline",
+            None,
+            json!({"merchant_id": s.merchant_id}),
+        )
+        .await?;
     }
-    insert_delivery(&mut tx, delivery_id, &s.merchant_id, Some(s.order_id), Some(s.id), "sub_order.created", payload).await?;
+    insert_delivery(
+        &mut tx,
+        delivery_id,
+        &s.merchant_id,
+        Some(s.order_id),
+        Some(s.id),
+        "sub_order.created",
+        payload,
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -570,7 +676,13 @@ pub async fn insert_delivery(
 
 /// Applies a merchant's decision (or the default at the deadline) to a sub-order awaiting it.
 /// Accepting confirms the reservations; rejecting releases them. False if it was not awaiting.
-pub async fn decide(pool: &PgPool, sub_order_id: i64, accept: bool, actor: &str, reason: Option<&str>) -> Result<bool, sqlx::Error> {
+pub async fn decide(
+    pool: &PgPool,
+    sub_order_id: i64,
+    accept: bool,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let to = if accept { "accepted" } else { "rejected" };
     let row = sqlx::query(
@@ -595,20 +707,40 @@ pub async fn decide(pool: &PgPool, sub_order_id: i64, accept: bool, actor: &str,
     } else {
         release_reservations(&mut tx, sub_order_id).await?;
     }
-    let event = if accept { "sub_order.accepted" } else { "sub_order.rejected" };
-    add_event(&mut tx, Some(order_id), Some(sub_order_id), Some(&sf), event, actor, reason, json!({"merchant_id": merchant})).await?;
+    let event = if accept {
+        "sub_order.accepted"
+    } else {
+        "sub_order.rejected"
+    };
+    add_event(
+        &mut tx,
+        Some(order_id),
+        Some(sub_order_id),
+        Some(&sf),
+        event,
+        actor,
+        reason,
+        json!({"merchant_id": merchant}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
 
 /// Cancels every sub-order of an order that has not been accepted yet, releasing stock, and the
 /// order itself. Returns the sub-orders cancelled (with their merchants) for notification.
-pub async fn cancel_order(pool: &PgPool, order_id: i64, actor: &str, reason: &str) -> Result<Vec<(i64, String)>, sqlx::Error> {
+pub async fn cancel_order(
+    pool: &PgPool,
+    order_id: i64,
+    actor: &str,
+    reason: &str,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let sf: Option<(String, String)> = sqlx::query_as("SELECT storefront_order_id, status FROM orders WHERE id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let sf: Option<(String, String)> =
+        sqlx::query_as("SELECT storefront_order_id, status FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some((sf, status)) = sf else {
         tx.rollback().await?;
         return Ok(Vec::new());
@@ -640,18 +772,40 @@ pub async fn cancel_order(pool: &PgPool, order_id: i64, actor: &str, reason: &st
             .bind(reason)
             .execute(&mut *tx)
             .await?;
-        add_event(&mut tx, Some(order_id), Some(id), Some(&sf), "sub_order.cancelled", actor, Some(reason), json!({"merchant_id": merchant})).await?;
+        add_event(
+            &mut tx,
+            Some(order_id),
+            Some(id),
+            Some(&sf),
+            "sub_order.cancelled",
+            actor,
+            Some(reason),
+            json!({"merchant_id": merchant}),
+        )
+        .await?;
         if st != "pending" {
             cancelled.push((id, merchant));
         }
     }
     if status != "cancelled" {
-        sqlx::query("UPDATE orders SET status = 'cancelled', status_reason = $2, updated_at = now() WHERE id = $1")
-            .bind(order_id)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
-        add_event(&mut tx, Some(order_id), None, Some(&sf), "order.cancelled", actor, Some(reason), json!({})).await?;
+        sqlx::query(
+            "UPDATE orders SET status = 'cancelled', status_reason = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(order_id)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        add_event(
+            &mut tx,
+            Some(order_id),
+            None,
+            Some(&sf),
+            "order.cancelled",
+            actor,
+            Some(reason),
+            json!({}),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(cancelled)
@@ -679,7 +833,17 @@ pub async fn release_expired(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sqlx
         .await?;
         release_reservations(&mut tx, id).await?;
         if let Some((order_id, sf)) = &row {
-            add_event(&mut tx, Some(*order_id), Some(id), Some(sf), "sub_order.rejected", "souk:sweeper", Some("reservation expired"), json!({})).await?;
+            add_event(
+                &mut tx,
+                Some(*order_id),
+                Some(id),
+                Some(sf),
+                "sub_order.rejected",
+                "souk:sweeper",
+                Some("reservation expired"),
+                json!({}),
+            )
+            .await?;
         }
         tx.commit().await?;
         if row.is_some() {
