@@ -5,5 +5,6 @@
 
 mod support;
 
+mod pipeline;
 mod queue_inprocess;
 mod queue_processes;
