@@ -53,6 +53,10 @@ CREATE TABLE orders (
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now()
 );
+-- The sweeper looks for orders still unpaid.
+CREATE INDEX orders_received ON orders (enqueued_at) WHERE status = 'received';
+-- Prefix searches by storefront order id (LIKE 'abc%').
+CREATE INDEX orders_storefront_prefix ON orders (storefront_order_id text_pattern_ops);
 
 -- One per merchant per order.
 CREATE TABLE sub_orders (
@@ -122,6 +126,7 @@ CREATE TABLE webhook_deliveries (
     delivered_at  timestamptz
 );
 CREATE INDEX webhook_deliveries_sub_order ON webhook_deliveries (sub_order_id);
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries (order_id);
 
 CREATE TABLE webhook_attempts (
     id                bigserial PRIMARY KEY,

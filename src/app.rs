@@ -36,7 +36,7 @@ pub struct App {
 impl App {
     /// Connects to Redis and PostgreSQL (creating and migrating the database when needed).
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let redis = redis::Client::open(config.redis.url.as_str())
+        let redis = crate::queue::backend::open_client(&config.redis.url)
             .with_context(|| format!("redis.url {}", redact_url(&config.redis.url)))?;
         let conn = crate::queue::backend::connection_manager(&redis, None)
             .await

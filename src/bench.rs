@@ -123,7 +123,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 /// Runs the queue benchmark and returns its figures.
 pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<serde_json::Value> {
     let prefix = format!("souk-bench-{}", crate::queue::producer::new_job_id());
-    let client = redis::Client::open(config.redis.url.as_str())?;
+    let client = crate::queue::backend::open_client(&config.redis.url)?;
     let mut conn = crate::queue::backend::connection_manager(&client, None).await?;
     let settings = config.queue(QUEUE);
     let ctx = QueueContext::connect(&client, &prefix, QUEUE, settings.clone()).await?;
@@ -209,5 +209,221 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
         "left_in_stream": stats.length,
         "pending_after": stats.pending,
         "dead_after": stats.dead,
+    }))
+}
+
+/// Options of `souk bench pipeline`.
+#[derive(Debug, Clone)]
+pub struct PipelineBenchOptions {
+    pub orders: usize,
+    pub merchants: usize,
+    /// Orders per second offered in the latency phase.
+    pub rate: u64,
+    /// Orders in the latency phase.
+    pub paced_orders: usize,
+}
+
+/// Waits until `n` orders of `prefix` have settled and, when `notified`, every webhook is done.
+async fn wait_settled(app: &crate::app::App, like: &str, n: i64, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (settled, open_hooks): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM orders WHERE storefront_order_id LIKE $1 AND status IN ('captured', 'cancelled')),
+                    (SELECT count(*) FROM webhook_deliveries d JOIN orders o ON o.id = d.order_id WHERE o.storefront_order_id LIKE $1 AND d.status = 'pending')",
+        )
+        .bind(like)
+        .fetch_one(&app.pool)
+        .await?;
+        if settled >= n && open_hooks == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {settled} of {n} orders settled ({open_hooks} webhooks pending) after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Per-order latency from enqueue to the last merchant notified, in ms: (p50, p99, count).
+async fn notify_latency(app: &crate::app::App, like: &str) -> anyhow::Result<(f64, f64, i64)> {
+    let (p50, p99, n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
+        "WITH per_order AS (
+            SELECT max(d.delivered_at) - o.enqueued_at AS lat FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
+            WHERE o.storefront_order_id LIKE $1 AND d.event_type = 'sub_order.created' GROUP BY o.id)
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8, count(*) FROM per_order",
+    )
+    .bind(like)
+    .fetch_one(&app.pool)
+    .await?;
+    Ok((p50.unwrap_or(0.0) * 1000.0, p99.unwrap_or(0.0) * 1000.0, n))
+}
+
+/// Units sold or held beyond what was stocked, over every SKU of the given merchants.
+async fn oversold(app: &crate::app::App, merchants: &[String], initial: i64) -> anyhow::Result<i64> {
+    let over: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(greatest(0, used - $2))::bigint FROM (
+            SELECT r.merchant_id, r.sku, sum(r.quantity) FILTER (WHERE r.status IN ('held', 'confirmed')) AS used
+            FROM reservations r WHERE r.merchant_id = ANY($1) GROUP BY 1, 2) t",
+    )
+    .bind(merchants)
+    .bind(initial)
+    .fetch_one(&app.pool)
+    .await?;
+    let broken: i64 = sqlx::query_scalar("SELECT count(*) FROM stock WHERE merchant_id = ANY($1) AND (reserved > on_hand OR on_hand < 0)")
+        .bind(merchants)
+        .fetch_one(&app.pool)
+        .await?;
+    Ok(over.unwrap_or(0) + broken)
+}
+
+fn bench_config(config: &Config) -> Config {
+    let mut c = config.clone();
+    c.database.max_connections = c.database.max_connections.max(40);
+    c
+}
+
+/// Orders through the whole pipeline against the sandbox: a burst for throughput, then a paced
+/// phase for latency.
+pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::Result<serde_json::Value> {
+    use crate::{demo::World, jobs::intake_storefront};
+    let stock = 1_000_000i64;
+    let skus = 50;
+    let world = World::start(
+        bench_config(config),
+        crate::demo::WorldOptions {
+            merchants: opts.merchants,
+            skus_per_merchant: skus,
+            stock_per_sku: stock,
+            auto_accept_every: 2,
+            acceptance_deadline_s: 3600,
+            unpaid_timeout_s: 1800,
+        },
+    )
+    .await?;
+    let app = world.app.clone();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut make = |n: usize| {
+        // One to three merchants, two on average.
+        let k = 1 + (n % 3).min(opts.merchants - 1);
+        let first = rng.usize(..opts.merchants);
+        let lines: Vec<(usize, usize, i64)> = (0..k).map(|j| ((first + j) % opts.merchants, rng.usize(..skus), 1)).collect();
+        world.order(n, &lines, "requires_capture").1.to_string()
+    };
+    let burst: Vec<String> = (0..opts.orders).map(&mut make).collect();
+    let merchants_per_order = 2.0;
+    eprintln!("bench: burst of {} orders", opts.orders);
+    let started = Instant::now();
+    for chunk in burst.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for m in chunk {
+            pipe.cmd("XADD").arg(&app.producer.keys(intake_storefront::QUEUE).stream).arg("*").arg("payload").arg(m).arg("enqueued_at").arg(chrono::Utc::now().timestamp_millis()).ignore();
+        }
+        let () = pipe.query_async(&mut app.conn.clone()).await?;
+    }
+    let like_all = format!("demo-{}-%", world.run);
+    wait_settled(&app, &like_all, opts.orders as i64, Duration::from_secs(1800)).await?;
+    let burst_secs = started.elapsed().as_secs_f64();
+    let (burst_p50, burst_p99, _) = notify_latency(&app, &like_all).await?;
+
+    eprintln!("bench: {} orders offered at {}/s", opts.paced_orders, opts.rate);
+    let paced: Vec<String> = (opts.orders..opts.orders + opts.paced_orders).map(&mut make).collect();
+    let first_paced = format!("demo-{}-{:06}", world.run, opts.orders);
+    let t0 = Instant::now();
+    for (i, m) in paced.iter().enumerate() {
+        let due = t0 + Duration::from_secs_f64(i as f64 / opts.rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        app.producer.push_raw(intake_storefront::QUEUE, m).await?;
+    }
+    wait_settled(&app, &like_all, (opts.orders + opts.paced_orders) as i64, Duration::from_secs(1800)).await?;
+    let (p50, p99, n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
+        "WITH per_order AS (
+            SELECT max(d.delivered_at) - o.enqueued_at AS lat FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
+            WHERE o.storefront_order_id LIKE $1 AND o.storefront_order_id >= $2 AND d.event_type = 'sub_order.created' GROUP BY o.id)
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8, count(*) FROM per_order",
+    )
+    .bind(&like_all)
+    .bind(&first_paced)
+    .fetch_one(&app.pool)
+    .await?;
+    let total = (opts.orders + opts.paced_orders) as i64;
+    let (notified_orders, webhooks): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT o.id), count(*) FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
+         WHERE o.storefront_order_id LIKE $1 AND d.status = 'delivered'",
+    )
+    .bind(&like_all)
+    .fetch_one(&app.pool)
+    .await?;
+    let over = oversold(&app, &world.merchants, stock).await?;
+    let dups: u64 = world.merchants.iter().map(|m| world.sandbox.endpoint_report(m).duplicates).sum();
+    world.stop().await?;
+    Ok(serde_json::json!({
+        "bench": "pipeline",
+        "orders": opts.orders,
+        "merchants": opts.merchants,
+        "merchants_per_order": merchants_per_order,
+        "orders_per_s": (opts.orders as f64 / burst_secs).round(),
+        "burst_seconds": (burst_secs * 100.0).round() / 100.0,
+        "burst_p50_ms": burst_p50.round(),
+        "burst_p99_ms": burst_p99.round(),
+        "offered_per_s": opts.rate,
+        "paced_orders": opts.paced_orders,
+        "p50_ms": (p50.unwrap_or(0.0) * 1000.0).round(),
+        "p99_ms": (p99.unwrap_or(0.0) * 1000.0).round(),
+        "paced_measured": n,
+        "webhooks_delivered": webhooks,
+        "webhook_duplicates_at_merchants": dups,
+        "oversold": over,
+        "lost": total - notified_orders,
+    }))
+}
+
+/// 20,000 orders (by default) for one SKU with 1,000 in stock.
+pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::Result<serde_json::Value> {
+    use crate::{demo::World, jobs::intake_storefront};
+    let world = World::start(
+        bench_config(config),
+        crate::demo::WorldOptions { merchants: 1, skus_per_merchant: 1, stock_per_sku: stock, auto_accept_every: 1, acceptance_deadline_s: 3600, unpaid_timeout_s: 1800 },
+    )
+    .await?;
+    let app = world.app.clone();
+    let msgs: Vec<String> = (0..orders).map(|n| world.order(n, &[(0, 0, 1)], "requires_capture").1.to_string()).collect();
+    eprintln!("bench: {orders} orders for one SKU with {stock} in stock");
+    let started = Instant::now();
+    for chunk in msgs.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for m in chunk {
+            pipe.cmd("XADD").arg(&app.producer.keys(intake_storefront::QUEUE).stream).arg("*").arg("payload").arg(m).arg("enqueued_at").arg(chrono::Utc::now().timestamp_millis()).ignore();
+        }
+        let () = pipe.query_async(&mut app.conn.clone()).await?;
+    }
+    let like = format!("demo-{}-%", world.run);
+    wait_settled(&app, &like, orders as i64, Duration::from_secs(1800)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let (reserved, out): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.status IN ('reserved', 'awaiting_acceptance', 'accepted')), count(*) FILTER (WHERE s.status = 'out_of_stock')
+         FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id LIKE $1",
+    )
+    .bind(&like)
+    .fetch_one(&app.pool)
+    .await?;
+    let over = oversold(&app, &world.merchants, stock).await?;
+    let (on_hand, held) = crate::store::merchants::stock(&app.pool, &world.merchants[0], &crate::demo::sku(0)).await?.unwrap_or((0, 0));
+    let c = world.sandbox.counters();
+    world.stop().await?;
+    Ok(serde_json::json!({
+        "bench": "flash-sale",
+        "orders": orders,
+        "stock": stock,
+        "reserved": reserved,
+        "out_of_stock": out,
+        "oversold": over,
+        "on_hand_after": on_hand,
+        "reserved_after": held,
+        "captures": c.get("capture").copied().unwrap_or(0),
+        "authorisations_released": c.get("cancel").copied().unwrap_or(0),
+        "orders_per_s": (orders as f64 / secs).round(),
+        "seconds": (secs * 100.0).round() / 100.0,
     }))
 }

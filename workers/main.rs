@@ -178,6 +178,29 @@ enum DeadAction {
 
 #[derive(Subcommand)]
 enum BenchKind {
+    /// Orders through the whole pipeline against the sandbox: a burst, then a paced phase.
+    Pipeline {
+        #[arg(long, default_value_t = 5_000)]
+        orders: usize,
+        #[arg(long, default_value_t = 8)]
+        merchants: usize,
+        /// Orders per second offered in the paced (latency) phase.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 5_000)]
+        paced_orders: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Many orders for one SKU with little stock.
+    FlashSale {
+        #[arg(long, default_value_t = 20_000)]
+        orders: usize,
+        #[arg(long, default_value_t = 1_000)]
+        stock: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Push a backlog of no-op jobs and drain it with one worker process.
     Queue {
         #[arg(long, default_value_t = 10_000)]
@@ -243,7 +266,7 @@ async fn shutdown_signal() {
 }
 
 async fn redis_conn(config: &Config) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(config.redis.url.as_str())?;
+    let client = souk::queue::backend::open_client(&config.redis.url)?;
     souk::queue::backend::connection_manager(&client, None)
         .await
         .with_context(|| {
@@ -413,6 +436,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+                if !json {
+                    eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                }
+                println!("{figures}");
+                Ok(())
+            }
+            BenchKind::Pipeline { orders, merchants, rate, paced_orders, json } => {
+                anyhow::ensure!(merchants >= 2, "--merchants must be at least 2");
+                let opts = bench::PipelineBenchOptions { orders, merchants, rate, paced_orders };
+                let figures = bench::pipeline(&config, &opts).await?;
+                if !json {
+                    eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                }
+                println!("{figures}");
+                Ok(())
+            }
+            BenchKind::FlashSale { orders, stock, json } => {
+                let figures = bench::flash_sale(&config, orders, stock).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }

@@ -86,6 +86,17 @@ impl QueueContext {
     }
 }
 
+/// Opens a Redis client with TCP_NODELAY on. redis-rs leaves Nagle's algorithm on by default;
+/// with many commands multiplexed on one connection that stalls small writes behind delayed
+/// ACKs (about 40 ms each on Linux loopback), which measured as a 10× slower order pipeline.
+pub fn open_client(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
+
 /// A connection manager (reconnects with backoff on its own) with the given response timeout.
 pub async fn connection_manager(
     client: &redis::Client,

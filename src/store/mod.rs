@@ -26,6 +26,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings every connection before lending it by default: a round trip per query.
+        // A dead connection fails its query instead, and the job is retried.
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
 }
