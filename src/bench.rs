@@ -237,7 +237,10 @@ async fn wait_settled(app: &crate::app::App, like: &str, n: i64, limit: Duration
         if settled >= n && open_hooks == 0 {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {settled} of {n} orders settled ({open_hooks} webhooks pending) after {limit:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {settled} of {n} orders settled ({open_hooks} webhooks pending) after {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -257,22 +260,44 @@ async fn notify_latency(app: &crate::app::App, like: &str) -> anyhow::Result<(f6
     Ok((p50.unwrap_or(0.0) * 1000.0, p99.unwrap_or(0.0) * 1000.0, n))
 }
 
-/// Units sold or held beyond what was stocked, over every SKU of the given merchants.
-async fn oversold(app: &crate::app::App, merchants: &[String], initial: i64) -> anyhow::Result<i64> {
+/// Units this run sold or holds beyond what was stocked, per SKU, plus stock rows whose
+/// reserved count exceeds what is on hand (the database refuses both; this checks it did).
+async fn oversold(
+    app: &crate::app::App,
+    like: &str,
+    merchants: &[String],
+    initial: i64,
+) -> anyhow::Result<i64> {
     let over: Option<i64> = sqlx::query_scalar(
         "SELECT sum(greatest(0, used - $2))::bigint FROM (
             SELECT r.merchant_id, r.sku, sum(r.quantity) FILTER (WHERE r.status IN ('held', 'confirmed')) AS used
-            FROM reservations r WHERE r.merchant_id = ANY($1) GROUP BY 1, 2) t",
+            FROM reservations r JOIN sub_orders s ON s.id = r.sub_order_id JOIN orders o ON o.id = s.order_id
+            WHERE o.storefront_order_id LIKE $1 GROUP BY 1, 2) t",
     )
-    .bind(merchants)
+    .bind(like)
     .bind(initial)
     .fetch_one(&app.pool)
     .await?;
-    let broken: i64 = sqlx::query_scalar("SELECT count(*) FROM stock WHERE merchant_id = ANY($1) AND (reserved > on_hand OR on_hand < 0)")
-        .bind(merchants)
-        .fetch_one(&app.pool)
-        .await?;
+    let broken: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stock WHERE merchant_id = ANY($1) AND (reserved > on_hand OR on_hand < 0)",
+    )
+    .bind(merchants)
+    .fetch_one(&app.pool)
+    .await?;
     Ok(over.unwrap_or(0) + broken)
+}
+
+/// Deletes every Redis key of a benchmark world's prefix.
+async fn remove_keys(app: &crate::app::App) -> anyhow::Result<()> {
+    let mut conn = app.conn.clone();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", app.config.redis.key_prefix))
+        .query_async(&mut conn)
+        .await?;
+    for chunk in keys.chunks(500) {
+        let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+    }
+    Ok(())
 }
 
 fn bench_config(config: &Config) -> Config {
@@ -293,7 +318,8 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
             merchants: opts.merchants,
             skus_per_merchant: skus,
             stock_per_sku: stock,
-            auto_accept_every: 2,
+            // Auto-accept everywhere: a benchmark leaves no sub-order waiting for a decision.
+            auto_accept_every: 1,
             acceptance_deadline_s: 3600,
             unpaid_timeout_s: 1800,
         },
@@ -305,7 +331,9 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         // One to three merchants, two on average.
         let k = 1 + (n % 3).min(opts.merchants - 1);
         let first = rng.usize(..opts.merchants);
-        let lines: Vec<(usize, usize, i64)> = (0..k).map(|j| ((first + j) % opts.merchants, rng.usize(..skus), 1)).collect();
+        let lines: Vec<(usize, usize, i64)> = (0..k)
+            .map(|j| ((first + j) % opts.merchants, rng.usize(..skus), 1))
+            .collect();
         world.order(n, &lines, "requires_capture").1.to_string()
     };
     let burst: Vec<String> = (0..opts.orders).map(&mut make).collect();
@@ -315,7 +343,14 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     for chunk in burst.chunks(1000) {
         let mut pipe = redis::pipe();
         for m in chunk {
-            pipe.cmd("XADD").arg(&app.producer.keys(intake_storefront::QUEUE).stream).arg("*").arg("payload").arg(m).arg("enqueued_at").arg(chrono::Utc::now().timestamp_millis()).ignore();
+            pipe.cmd("XADD")
+                .arg(&app.producer.keys(intake_storefront::QUEUE).stream)
+                .arg("*")
+                .arg("payload")
+                .arg(m)
+                .arg("enqueued_at")
+                .arg(chrono::Utc::now().timestamp_millis())
+                .ignore();
         }
         let () = pipe.query_async(&mut app.conn.clone()).await?;
     }
@@ -325,7 +360,9 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let (burst_p50, burst_p99, _) = notify_latency(&app, &like_all).await?;
 
     eprintln!("bench: {} orders offered at {}/s", opts.paced_orders, opts.rate);
-    let paced: Vec<String> = (opts.orders..opts.orders + opts.paced_orders).map(&mut make).collect();
+    let paced: Vec<String> = (opts.orders..opts.orders + opts.paced_orders)
+        .map(&mut make)
+        .collect();
     let first_paced = format!("demo-{}-{:06}", world.run, opts.orders);
     let t0 = Instant::now();
     for (i, m) in paced.iter().enumerate() {
@@ -335,7 +372,13 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         }
         app.producer.push_raw(intake_storefront::QUEUE, m).await?;
     }
-    wait_settled(&app, &like_all, (opts.orders + opts.paced_orders) as i64, Duration::from_secs(1800)).await?;
+    wait_settled(
+        &app,
+        &like_all,
+        (opts.orders + opts.paced_orders) as i64,
+        Duration::from_secs(1800),
+    )
+    .await?;
     let (p50, p99, n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
         "WITH per_order AS (
             SELECT max(d.delivered_at) - o.enqueued_at AS lat FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
@@ -355,9 +398,14 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     .bind(&like_all)
     .fetch_one(&app.pool)
     .await?;
-    let over = oversold(&app, &world.merchants, stock).await?;
-    let dups: u64 = world.merchants.iter().map(|m| world.sandbox.endpoint_report(m).duplicates).sum();
+    let over = oversold(&app, &like_all, &world.merchants, stock).await?;
+    let dups: u64 = world
+        .merchants
+        .iter()
+        .map(|m| world.sandbox.endpoint_report(m).duplicates)
+        .sum();
     world.stop().await?;
+    remove_keys(&app).await?;
     Ok(serde_json::json!({
         "bench": "pipeline",
         "orders": opts.orders,
@@ -384,17 +432,33 @@ pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::R
     use crate::{demo::World, jobs::intake_storefront};
     let world = World::start(
         bench_config(config),
-        crate::demo::WorldOptions { merchants: 1, skus_per_merchant: 1, stock_per_sku: stock, auto_accept_every: 1, acceptance_deadline_s: 3600, unpaid_timeout_s: 1800 },
+        crate::demo::WorldOptions {
+            merchants: 1,
+            skus_per_merchant: 1,
+            stock_per_sku: stock,
+            auto_accept_every: 1,
+            acceptance_deadline_s: 3600,
+            unpaid_timeout_s: 1800,
+        },
     )
     .await?;
     let app = world.app.clone();
-    let msgs: Vec<String> = (0..orders).map(|n| world.order(n, &[(0, 0, 1)], "requires_capture").1.to_string()).collect();
+    let msgs: Vec<String> = (0..orders)
+        .map(|n| world.order(n, &[(0, 0, 1)], "requires_capture").1.to_string())
+        .collect();
     eprintln!("bench: {orders} orders for one SKU with {stock} in stock");
     let started = Instant::now();
     for chunk in msgs.chunks(1000) {
         let mut pipe = redis::pipe();
         for m in chunk {
-            pipe.cmd("XADD").arg(&app.producer.keys(intake_storefront::QUEUE).stream).arg("*").arg("payload").arg(m).arg("enqueued_at").arg(chrono::Utc::now().timestamp_millis()).ignore();
+            pipe.cmd("XADD")
+                .arg(&app.producer.keys(intake_storefront::QUEUE).stream)
+                .arg("*")
+                .arg("payload")
+                .arg(m)
+                .arg("enqueued_at")
+                .arg(chrono::Utc::now().timestamp_millis())
+                .ignore();
         }
         let () = pipe.query_async(&mut app.conn.clone()).await?;
     }
@@ -408,10 +472,14 @@ pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::R
     .bind(&like)
     .fetch_one(&app.pool)
     .await?;
-    let over = oversold(&app, &world.merchants, stock).await?;
-    let (on_hand, held) = crate::store::merchants::stock(&app.pool, &world.merchants[0], &crate::demo::sku(0)).await?.unwrap_or((0, 0));
+    let over = oversold(&app, &like, &world.merchants, stock).await?;
+    let (on_hand, held) =
+        crate::store::merchants::stock(&app.pool, &world.merchants[0], &crate::demo::sku(0))
+            .await?
+            .unwrap_or((0, 0));
     let c = world.sandbox.counters();
     world.stop().await?;
+    remove_keys(&app).await?;
     Ok(serde_json::json!({
         "bench": "flash-sale",
         "orders": orders,

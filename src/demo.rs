@@ -85,11 +85,10 @@ impl World {
         let app = App::connect(config).await?;
         let mut merchants = Vec::new();
         for i in 0..opts.merchants {
-            let id = if i < NAMES.len() {
-                NAMES[i].to_owned()
-            } else {
-                format!("merchant-{i:03}")
-            };
+            let id = NAMES
+                .get(i)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("merchant-{i:03}"));
             let input = MerchantInput {
                 name: Some(id.replace('-', " ")),
                 webhook_url: Some(format!("http://{addr}/merchants/{id}/webhook")),

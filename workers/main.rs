@@ -442,9 +442,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 println!("{figures}");
                 Ok(())
             }
-            BenchKind::Pipeline { orders, merchants, rate, paced_orders, json } => {
+            BenchKind::Pipeline {
+                orders,
+                merchants,
+                rate,
+                paced_orders,
+                json,
+            } => {
                 anyhow::ensure!(merchants >= 2, "--merchants must be at least 2");
-                let opts = bench::PipelineBenchOptions { orders, merchants, rate, paced_orders };
+                let opts = bench::PipelineBenchOptions {
+                    orders,
+                    merchants,
+                    rate,
+                    paced_orders,
+                };
                 let figures = bench::pipeline(&config, &opts).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);

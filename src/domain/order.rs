@@ -463,3 +463,52 @@ mod tests {
         assert_eq!(commission(0, 1_500), 0);
     }
 }
+
+#[cfg(test)]
+mod documented_examples {
+    use super::*;
+
+    /// The examples in docs/examples are what storefront developers copy: they must parse.
+    #[test]
+    fn every_documented_example_is_a_valid_command() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                parse_command(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert_eq!(n, 5);
+    }
+
+    /// The JSON Schema names exactly the command types the parser knows.
+    #[test]
+    fn the_schema_lists_every_command_type() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/schema/storefront-command.v1.json")).unwrap();
+        let mut types: Vec<String> = schema["$defs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|d| {
+                d.pointer("/properties/type/const")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            })
+            .collect();
+        types.sort();
+        assert_eq!(
+            types,
+            [
+                "inventory.adjust",
+                "inventory.set",
+                "merchant.decision",
+                "order.cancel",
+                "order.placed"
+            ]
+        );
+    }
+}

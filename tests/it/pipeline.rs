@@ -6,7 +6,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde_json::{json, Value};
 use souk::{
     admin,
-    jobs::{adjust_payment, confirm_payment, expire_acceptance, intake_storefront, notify_merchant, reserve_stock},
+    jobs::{
+        adjust_payment, confirm_payment, expire_acceptance, intake_storefront, notify_merchant, reserve_stock,
+    },
     sandbox::{self, EndpointSettings, Sandbox},
     store::merchants::{self, MerchantInput},
 };
@@ -27,7 +29,9 @@ struct Pipeline {
 impl Pipeline {
     async fn start(extra: &[(&str, &str)]) -> Pipeline {
         let sb = Sandbox::new(KEY);
-        let (addr, _h) = sandbox::start("127.0.0.1:0".parse().unwrap(), sb.clone()).await.unwrap();
+        let (addr, _h) = sandbox::start("127.0.0.1:0".parse().unwrap(), sb.clone())
+            .await
+            .unwrap();
         let base = format!("http://{addr}");
         let mut vars: Vec<(&str, &str)> = vec![
             ("SOUK_PAYMENT__BASE_URL", base.as_str()),
@@ -47,7 +51,13 @@ impl Pipeline {
             })
             .await
         });
-        Pipeline { env, sb, base, stop, workers }
+        Pipeline {
+            env,
+            sb,
+            base,
+            stop,
+            workers,
+        }
     }
 
     async fn merchant(&self, id: &str, mode: &str, default: &str, deadline_s: i32) {
@@ -60,19 +70,29 @@ impl Pipeline {
             commission_bps: Some(1_000),
         };
         let secret = admin::add_merchant(&self.env.app, id, &input).await.unwrap();
-        self.sb.configure_endpoint(id, &EndpointSettings { secrets: Some(vec![secret]), ..Default::default() });
+        self.sb.configure_endpoint(
+            id,
+            &EndpointSettings {
+                secrets: Some(vec![secret]),
+                ..Default::default()
+            },
+        );
     }
 
     async fn stock(&self, merchant: &str, sku: &str, on_hand: i64) {
         let mut tx = self.env.app.pool.begin().await.unwrap();
-        merchants::set_stock(&mut tx, merchant, sku, on_hand).await.unwrap().unwrap();
+        merchants::set_stock(&mut tx, merchant, sku, on_hand)
+            .await
+            .unwrap()
+            .unwrap();
         tx.commit().await.unwrap();
     }
 
     fn order(&self, id: &str, lines: &[(&str, &str, i64, i64)], status: &str) -> Value {
         let total: i64 = lines.iter().map(|l| l.2 * l.3).sum();
         let pi = if status == "processing" {
-            self.sb.create_intent(total, "eur", "requires_capture", Some(Duration::from_secs(3600)))
+            self.sb
+                .create_intent(total, "eur", "requires_capture", Some(Duration::from_secs(3600)))
         } else {
             self.sb.create_intent(total, "eur", status, None)
         };
@@ -86,11 +106,20 @@ impl Pipeline {
     }
 
     async fn send(&self, msg: &Value) -> String {
-        self.env.app.producer.push_raw(intake_storefront::QUEUE, &msg.to_string()).await.unwrap()
+        self.env
+            .app
+            .producer
+            .push_raw(intake_storefront::QUEUE, &msg.to_string())
+            .await
+            .unwrap()
     }
 
     async fn scalar(&self, sql: &str, sf: &str) -> i64 {
-        sqlx::query_scalar(sql).bind(sf).fetch_one(&self.env.app.pool).await.unwrap()
+        sqlx::query_scalar(sql)
+            .bind(sf)
+            .fetch_one(&self.env.app.pool)
+            .await
+            .unwrap()
     }
 
     async fn order_status(&self, sf: &str) -> Option<String> {
@@ -130,14 +159,30 @@ impl Pipeline {
 
     async fn outcome_types(&self, sf: &str) -> Vec<String> {
         let key = souk::outcomes::stream_key(&self.env.prefix);
-        let v: redis::Value = redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut self.env.redis()).await.unwrap();
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.env.redis())
+            .await
+            .unwrap();
         let mut out = Vec::new();
         if let redis::Value::Array(entries) = v {
             for e in entries {
                 let redis::Value::Array(pair) = e else { continue };
-                let Some(redis::Value::Array(fields)) = pair.get(1) else { continue };
-                let f: Vec<String> = fields.iter().filter_map(|x| redis::from_redis_value::<String>(x.clone()).ok()).collect();
-                let get = |k: &str| f.chunks(2).find(|c| c[0] == k).map(|c| c[1].clone()).unwrap_or_default();
+                let Some(redis::Value::Array(fields)) = pair.get(1) else {
+                    continue;
+                };
+                let f: Vec<String> = fields
+                    .iter()
+                    .filter_map(|x| redis::from_redis_value::<String>(x.clone()).ok())
+                    .collect();
+                let get = |k: &str| {
+                    f.chunks(2)
+                        .find(|c| c[0] == k)
+                        .map(|c| c[1].clone())
+                        .unwrap_or_default()
+                };
                 if get("storefront_order_id") == sf {
                     out.push(get("type"));
                 }
@@ -160,34 +205,66 @@ async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
     p.merchant("m-manual", "manual", "accept", 3600).await;
     p.stock("m-auto", "A", 10).await;
     p.stock("m-manual", "B", 10).await;
-    let msg = p.order("SF-100", &[("m-auto", "A", 2, 1000), ("m-manual", "B", 1, 500)], "requires_capture");
+    let msg = p.order(
+        "SF-100",
+        &[("m-auto", "A", 2, 1000), ("m-manual", "B", 1, 500)],
+        "requires_capture",
+    );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
     p.send(&msg).await;
-    eventually(Duration::from_secs(20), "both merchants notified", || p.all_delivered("SF-100", 2)).await;
+    eventually(Duration::from_secs(20), "both merchants notified", || {
+        p.all_delivered("SF-100", 2)
+    })
+    .await;
 
     assert_eq!(p.order_status("SF-100").await.as_deref(), Some("captured"));
     let subs = p.sub_statuses("SF-100").await;
     assert_eq!(subs["m-auto"], "accepted");
     assert_eq!(subs["m-manual"], "awaiting_acceptance");
-    assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 2500, 0)), "captured exactly the total");
-    assert_eq!(merchants::stock(&p.env.app.pool, "m-auto", "A").await.unwrap(), Some((8, 0)), "auto-accepted: sold");
-    assert_eq!(merchants::stock(&p.env.app.pool, "m-manual", "B").await.unwrap(), Some((10, 1)), "awaiting: held");
+    assert_eq!(
+        p.sb.intent_state(&pi),
+        Some(("succeeded".into(), 2500, 0)),
+        "captured exactly the total"
+    );
+    assert_eq!(
+        merchants::stock(&p.env.app.pool, "m-auto", "A").await.unwrap(),
+        Some((8, 0)),
+        "auto-accepted: sold"
+    );
+    assert_eq!(
+        merchants::stock(&p.env.app.pool, "m-manual", "B").await.unwrap(),
+        Some((10, 1)),
+        "awaiting: held"
+    );
     let auto = p.sb.endpoint_report("m-auto");
     assert_eq!((auto.distinct, auto.bad_signatures), (1, 0));
     assert_eq!(auto.events[0].1, "sub_order.created");
 
     eventually(Duration::from_secs(10), "the outcome stream", || async {
         let t = p.outcome_types("SF-100").await;
-        ["order.accepted", "order.paid", "sub_order.reserved", "order.captured", "sub_order.accepted", "merchant.notified"]
-            .iter()
-            .all(|want| t.iter().any(|x| x == want))
+        [
+            "order.accepted",
+            "order.paid",
+            "sub_order.reserved",
+            "order.captured",
+            "sub_order.accepted",
+            "merchant.notified",
+        ]
+        .iter()
+        .all(|want| t.iter().any(|x| x == want))
     })
     .await;
 
     // The merchant accepts through the storefront channel.
     p.send(&json!({"type": "merchant.decision", "version": 1, "storefront_order_id": "SF-100", "merchant_id": "m-manual", "decision": "accept"})).await;
-    eventually(Duration::from_secs(10), "the acceptance", || async { p.sub_statuses("SF-100").await["m-manual"] == "accepted" }).await;
-    assert_eq!(merchants::stock(&p.env.app.pool, "m-manual", "B").await.unwrap(), Some((9, 0)));
+    eventually(Duration::from_secs(10), "the acceptance", || async {
+        p.sub_statuses("SF-100").await["m-manual"] == "accepted"
+    })
+    .await;
+    assert_eq!(
+        merchants::stock(&p.env.app.pool, "m-manual", "B").await.unwrap(),
+        Some((9, 0))
+    );
     let story = admin::order_story(&p.env.app.pool, "SF-100").await.unwrap();
     assert_eq!(story["sub_orders"].as_array().unwrap().len(), 2);
     assert!(story["timeline"].as_array().unwrap().len() >= 8);
@@ -201,9 +278,16 @@ async fn every_step_run_again_leaves_the_same_state() {
     p.merchant("m2", "auto", "accept", 3600).await;
     p.stock("m1", "A", 5).await;
     p.stock("m2", "B", 5).await;
-    let msg = p.order("SF-200", &[("m1", "A", 1, 700), ("m2", "B", 2, 300)], "requires_capture");
+    let msg = p.order(
+        "SF-200",
+        &[("m1", "A", 1, 700), ("m2", "B", 2, 300)],
+        "requires_capture",
+    );
     p.send(&msg).await;
-    eventually(Duration::from_secs(20), "notified", || p.all_delivered("SF-200", 2)).await;
+    eventually(Duration::from_secs(20), "notified", || {
+        p.all_delivered("SF-200", 2)
+    })
+    .await;
 
     let snapshot = |p: &Pipeline| {
         let pool = p.env.app.pool.clone();
@@ -224,40 +308,92 @@ async fn every_step_run_again_leaves_the_same_state() {
     };
     let before = snapshot(&p).await;
     let captures_before = p.sb.counters().get("capture").copied();
-    let order_id: i64 = p.scalar("SELECT id FROM orders WHERE storefront_order_id = $1", "SF-200").await;
-    let subs: Vec<i64> = sqlx::query_scalar("SELECT id FROM sub_orders WHERE order_id = $1").bind(order_id).fetch_all(&p.env.app.pool).await.unwrap();
+    let order_id: i64 = p
+        .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", "SF-200")
+        .await;
+    let subs: Vec<i64> = sqlx::query_scalar("SELECT id FROM sub_orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_all(&p.env.app.pool)
+        .await
+        .unwrap();
     let deliveries: Vec<String> = p.deliveries("SF-200").await.into_iter().map(|d| d.0).collect();
 
     // Every job of this order delivered again (as after a crash), and the message sent twice more.
     let producer = &p.env.app.producer;
-    producer.push(confirm_payment::QUEUE, &confirm_payment::Args { order_id }).await.unwrap();
-    producer.push(adjust_payment::QUEUE, &adjust_payment::Args { order_id }).await.unwrap();
+    producer
+        .push(confirm_payment::QUEUE, &confirm_payment::Args { order_id })
+        .await
+        .unwrap();
+    producer
+        .push(adjust_payment::QUEUE, &adjust_payment::Args { order_id })
+        .await
+        .unwrap();
     for s in &subs {
-        producer.push(reserve_stock::QUEUE, &reserve_stock::Args { sub_order_id: *s }).await.unwrap();
-        producer.push(expire_acceptance::QUEUE, &expire_acceptance::Args { sub_order_id: *s }).await.unwrap();
+        producer
+            .push(reserve_stock::QUEUE, &reserve_stock::Args { sub_order_id: *s })
+            .await
+            .unwrap();
+        producer
+            .push(
+                expire_acceptance::QUEUE,
+                &expire_acceptance::Args { sub_order_id: *s },
+            )
+            .await
+            .unwrap();
     }
     for d in &deliveries {
-        producer.push(notify_merchant::QUEUE, &notify_merchant::Args { delivery_id: d.clone() }).await.unwrap();
+        producer
+            .push(
+                notify_merchant::QUEUE,
+                &notify_merchant::Args {
+                    delivery_id: d.clone(),
+                },
+            )
+            .await
+            .unwrap();
     }
     p.send(&msg).await;
     p.send(&msg).await;
     eventually(Duration::from_secs(20), "every queue drained", || async {
         let mut conn = p.env.redis();
         let mut idle = true;
-        for q in [intake_storefront::QUEUE, confirm_payment::QUEUE, reserve_stock::QUEUE, adjust_payment::QUEUE, notify_merchant::QUEUE] {
-            let s = souk::queue::stats::queue_stats(&mut conn, &p.env.app.producer.keys(q)).await.unwrap();
+        for q in [
+            intake_storefront::QUEUE,
+            confirm_payment::QUEUE,
+            reserve_stock::QUEUE,
+            adjust_payment::QUEUE,
+            notify_merchant::QUEUE,
+        ] {
+            let s = souk::queue::stats::queue_stats(&mut conn, &p.env.app.producer.keys(q))
+                .await
+                .unwrap();
             idle &= s.length == 0 && s.pending == 0;
         }
         idle
     })
     .await;
     assert_eq!(snapshot(&p).await, before, "no state changed");
-    assert_eq!(p.sb.counters().get("capture").copied(), captures_before, "one capture");
+    assert_eq!(
+        p.sb.counters().get("capture").copied(),
+        captures_before,
+        "one capture"
+    );
     for m in ["m1", "m2"] {
         let r = p.sb.endpoint_report(m);
-        assert_eq!((r.received, r.distinct, r.duplicates), (1, 1, 0), "{m}: one webhook, never resent once delivered");
+        assert_eq!(
+            (r.received, r.distinct, r.duplicates),
+            (1, 1, 0),
+            "{m}: one webhook, never resent once delivered"
+        );
     }
-    assert_eq!(p.scalar("SELECT count(*) FROM orders WHERE storefront_order_id = $1", "SF-200").await, 1);
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM orders WHERE storefront_order_id = $1",
+            "SF-200"
+        )
+        .await,
+        1
+    );
     p.stop().await;
 }
 
@@ -267,7 +403,12 @@ async fn concurrent_orders_for_one_sku_never_oversell() {
     p.merchant("hot", "auto", "accept", 3600).await;
     p.stock("hot", "DROP", 40).await;
     for i in 0..300 {
-        p.send(&p.order(&format!("SF-F{i:03}"), &[("hot", "DROP", 1, 100)], "requires_capture")).await;
+        p.send(&p.order(
+            &format!("SF-F{i:03}"),
+            &[("hot", "DROP", 1, 100)],
+            "requires_capture",
+        ))
+        .await;
     }
     eventually(Duration::from_secs(60), "all 300 orders settled", || async {
         p.scalar("SELECT count(*) FROM orders WHERE storefront_order_id LIKE $1 AND status IN ('captured', 'cancelled')", "SF-F%").await == 300
@@ -276,10 +417,17 @@ async fn concurrent_orders_for_one_sku_never_oversell() {
     let sold = p.scalar("SELECT count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id LIKE $1 AND s.status = 'accepted'", "SF-F%").await;
     let out = p.scalar("SELECT count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id LIKE $1 AND s.status = 'out_of_stock'", "SF-F%").await;
     assert_eq!((sold, out), (40, 260));
-    assert_eq!(merchants::stock(&p.env.app.pool, "hot", "DROP").await.unwrap(), Some((0, 0)));
+    assert_eq!(
+        merchants::stock(&p.env.app.pool, "hot", "DROP").await.unwrap(),
+        Some((0, 0))
+    );
     let c = p.sb.counters();
     assert_eq!(c.get("capture"), Some(&40));
-    assert_eq!(c.get("cancel"), Some(&260), "authorisations of orders with nothing to ship are released");
+    assert_eq!(
+        c.get("cancel"),
+        Some(&260),
+        "authorisations of orders with nothing to ship are released"
+    );
     p.stop().await;
 }
 
@@ -293,7 +441,11 @@ async fn bad_messages_are_recorded_with_a_reason_and_reported() {
         let mut m = good.clone();
         let mut cur = &mut m;
         for k in &path[..path.len() - 1] {
-            cur = if let Ok(i) = k.parse::<usize>() { &mut cur[i] } else { &mut cur[*k] };
+            cur = if let Ok(i) = k.parse::<usize>() {
+                &mut cur[i]
+            } else {
+                &mut cur[*k]
+            };
         }
         cur[path[path.len() - 1]] = v;
         m
@@ -316,26 +468,49 @@ async fn bad_messages_are_recorded_with_a_reason_and_reported() {
     ];
     let mut entries = Vec::new();
     for (name, raw, code) in &cases {
-        let id = p.env.app.producer.push_raw(intake_storefront::QUEUE, raw).await.unwrap();
+        let id = p
+            .env
+            .app
+            .producer
+            .push_raw(intake_storefront::QUEUE, raw)
+            .await
+            .unwrap();
         entries.push((name, id, code));
     }
     p.send(&good).await;
     eventually(Duration::from_secs(20), "every bad message recorded", || async {
-        p.scalar("SELECT count(*) FROM rejected_messages WHERE $1 <> ''", "x").await == cases.len() as i64
+        p.scalar("SELECT count(*) FROM rejected_messages WHERE $1 <> ''", "x")
+            .await
+            == cases.len() as i64
     })
     .await;
     for (name, entry, code) in entries {
-        let (got, reason): (String, String) = sqlx::query_as("SELECT code, reason FROM rejected_messages WHERE entry_id = $1")
-            .bind(&entry)
-            .fetch_one(&p.env.app.pool)
-            .await
-            .unwrap();
+        let (got, reason): (String, String) =
+            sqlx::query_as("SELECT code, reason FROM rejected_messages WHERE entry_id = $1")
+                .bind(&entry)
+                .fetch_one(&p.env.app.pool)
+                .await
+                .unwrap();
         assert_eq!(&got, *code, "{name}: {reason}");
         assert!(!reason.is_empty());
     }
-    eventually(Duration::from_secs(10), "the good order to go through", || async { p.order_status("SF-OK").await.as_deref() == Some("captured") }).await;
-    let dead = souk::queue::dead::list(&mut p.env.redis(), &p.env.app.producer.keys(intake_storefront::QUEUE), 10).await.unwrap();
-    assert!(dead.is_empty(), "bad input is recorded, not dead-lettered: {dead:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the good order to go through",
+        || async { p.order_status("SF-OK").await.as_deref() == Some("captured") },
+    )
+    .await;
+    let dead = souk::queue::dead::list(
+        &mut p.env.redis(),
+        &p.env.app.producer.keys(intake_storefront::QUEUE),
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(
+        dead.is_empty(),
+        "bad input is recorded, not dead-lettered: {dead:?}"
+    );
     p.stop().await;
 }
 
@@ -346,27 +521,78 @@ async fn a_merchant_endpoint_down_slow_rate_limiting_or_gone_never_holds_up_the_
         p.merchant(m, "auto", "accept", 3600).await;
         p.stock(m, "A", 10).await;
     }
-    p.sb.configure_endpoint("down", &EndpointSettings { down_for_ms: Some(1_500), ..Default::default() });
-    p.sb.configure_endpoint("slow", &EndpointSettings { latency_ms: Some(2_000), ..Default::default() });
-    p.sb.configure_endpoint("limited", &EndpointSettings { status: Some(429), retry_after_s: Some(2), ..Default::default() });
-    p.sb.configure_endpoint("gone", &EndpointSettings { status: Some(410), ..Default::default() });
-    let lines: Vec<(&str, &str, i64, i64)> = ["fast", "down", "slow", "limited", "gone"].iter().map(|m| (*m, "A", 1, 100)).collect();
+    p.sb.configure_endpoint(
+        "down",
+        &EndpointSettings {
+            down_for_ms: Some(1_500),
+            ..Default::default()
+        },
+    );
+    p.sb.configure_endpoint(
+        "slow",
+        &EndpointSettings {
+            latency_ms: Some(2_000),
+            ..Default::default()
+        },
+    );
+    p.sb.configure_endpoint(
+        "limited",
+        &EndpointSettings {
+            status: Some(429),
+            retry_after_s: Some(2),
+            ..Default::default()
+        },
+    );
+    p.sb.configure_endpoint(
+        "gone",
+        &EndpointSettings {
+            status: Some(410),
+            ..Default::default()
+        },
+    );
+    let lines: Vec<(&str, &str, i64, i64)> = ["fast", "down", "slow", "limited", "gone"]
+        .iter()
+        .map(|m| (*m, "A", 1, 100))
+        .collect();
     p.send(&p.order("SF-W", &lines, "requires_capture")).await;
     eventually(Duration::from_secs(10), "the fast merchant notified", || async {
-        p.deliveries("SF-W").await.iter().any(|d| d.1 == "fast" && d.2 == "delivered")
+        p.deliveries("SF-W")
+            .await
+            .iter()
+            .any(|d| d.1 == "fast" && d.2 == "delivered")
     })
     .await;
-    let slow_done = p.deliveries("SF-W").await.iter().any(|d| d.1 == "slow" && d.2 == "delivered");
+    let slow_done = p
+        .deliveries("SF-W")
+        .await
+        .iter()
+        .any(|d| d.1 == "slow" && d.2 == "delivered");
     assert!(!slow_done, "the fast merchant did not wait for the slow one");
     // The rate-limited endpoint recovers after its first refusal.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    p.sb.configure_endpoint("limited", &EndpointSettings { status: Some(0), ..Default::default() });
-    eventually(Duration::from_secs(20), "everyone but the gone endpoint notified", || async {
-        let d = p.deliveries("SF-W").await;
-        d.iter().filter(|x| x.2 == "delivered").count() == 4 && d.iter().any(|x| x.1 == "gone" && x.2 == "endpoint_disabled")
-    })
+    p.sb.configure_endpoint(
+        "limited",
+        &EndpointSettings {
+            status: Some(0),
+            ..Default::default()
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "everyone but the gone endpoint notified",
+        || async {
+            let d = p.deliveries("SF-W").await;
+            d.iter().filter(|x| x.2 == "delivered").count() == 4
+                && d.iter().any(|x| x.1 == "gone" && x.2 == "endpoint_disabled")
+        },
+    )
     .await;
-    let by: BTreeMap<String, i32> = p.deliveries("SF-W").await.into_iter().map(|d| (d.1, d.3)).collect();
+    let by: BTreeMap<String, i32> = p
+        .deliveries("SF-W")
+        .await
+        .into_iter()
+        .map(|d| (d.1, d.3))
+        .collect();
     assert_eq!(by["fast"], 1);
     assert!(by["down"] >= 2, "the down endpoint was retried: {by:?}");
     assert_eq!(by["gone"], 1, "410 is not retried");
@@ -377,7 +603,11 @@ async fn a_merchant_endpoint_down_slow_rate_limiting_or_gone_never_holds_up_the_
     .await
     .unwrap();
     assert!(times.len() >= 2);
-    assert!(times[1] - times[0] >= chrono::Duration::milliseconds(1_900), "Retry-After: 2 was honoured: {:?}", times[1] - times[0]);
+    assert!(
+        times[1] - times[0] >= chrono::Duration::milliseconds(1_900),
+        "Retry-After: 2 was honoured: {:?}",
+        times[1] - times[0]
+    );
     let gone = merchants::get(&p.env.app.pool, "gone").await.unwrap().unwrap();
     assert!(gone.endpoint_disabled_at.is_some());
     assert_eq!(gone.endpoint_disabled_reason.as_deref(), Some("410 Gone"));
@@ -391,16 +621,33 @@ async fn a_rejection_releases_stock_and_refunds_that_share_only() {
     p.merchant("refuses", "manual", "accept", 3600).await;
     p.stock("keeps", "A", 3).await;
     p.stock("refuses", "B", 3).await;
-    let msg = p.order("SF-R", &[("keeps", "A", 1, 1200), ("refuses", "B", 2, 400)], "requires_capture");
+    let msg = p.order(
+        "SF-R",
+        &[("keeps", "A", 1, 1200), ("refuses", "B", 2, 400)],
+        "requires_capture",
+    );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
     p.send(&msg).await;
     eventually(Duration::from_secs(20), "notified", || p.all_delivered("SF-R", 2)).await;
     p.send(&json!({"type": "merchant.decision", "version": 1, "storefront_order_id": "SF-R", "merchant_id": "refuses", "decision": "reject", "reason": "damaged"})).await;
-    eventually(Duration::from_secs(20), "the refund", || async { p.sb.intent_state(&pi).map(|s| s.2) == Some(800) }).await;
+    eventually(Duration::from_secs(20), "the refund", || async {
+        p.sb.intent_state(&pi).map(|s| s.2) == Some(800)
+    })
+    .await;
     assert_eq!(p.sub_statuses("SF-R").await["refuses"], "rejected");
-    assert_eq!(merchants::stock(&p.env.app.pool, "refuses", "B").await.unwrap(), Some((3, 0)), "stock released");
+    assert_eq!(
+        merchants::stock(&p.env.app.pool, "refuses", "B").await.unwrap(),
+        Some((3, 0)),
+        "stock released"
+    );
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 2000, 800)));
-    eventually(Duration::from_secs(10), "the refund reported", || async { p.outcome_types("SF-R").await.iter().any(|t| t == "order.refunded") }).await;
+    eventually(Duration::from_secs(10), "the refund reported", || async {
+        p.outcome_types("SF-R")
+            .await
+            .iter()
+            .any(|t| t == "order.refunded")
+    })
+    .await;
     p.stop().await;
 }
 
@@ -411,19 +658,29 @@ async fn silence_until_the_deadline_applies_the_merchant_default() {
     p.merchant("lazy", "manual", "accept", 1).await;
     p.stock("slowpoke", "A", 2).await;
     p.stock("lazy", "B", 2).await;
-    let msg = p.order("SF-D", &[("slowpoke", "A", 1, 500), ("lazy", "B", 1, 300)], "requires_capture");
+    let msg = p.order(
+        "SF-D",
+        &[("slowpoke", "A", 1, 500), ("lazy", "B", 1, 300)],
+        "requires_capture",
+    );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
     p.send(&msg).await;
     eventually(Duration::from_secs(20), "both deadlines applied", || async {
         let s = p.sub_statuses("SF-D").await;
-        s.get("slowpoke").map(String::as_str) == Some("rejected") && s.get("lazy").map(String::as_str) == Some("accepted")
+        s.get("slowpoke").map(String::as_str) == Some("rejected")
+            && s.get("lazy").map(String::as_str) == Some("accepted")
     })
     .await;
-    eventually(Duration::from_secs(10), "the rejected share refunded", || async { p.sb.intent_state(&pi).map(|s| s.2) == Some(500) }).await;
-    let actor: String = sqlx::query_scalar("SELECT actor FROM order_events WHERE type = 'sub_order.rejected' AND storefront_order_id = 'SF-D'")
-        .fetch_one(&p.env.app.pool)
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(10), "the rejected share refunded", || async {
+        p.sb.intent_state(&pi).map(|s| s.2) == Some(500)
+    })
+    .await;
+    let actor: String = sqlx::query_scalar(
+        "SELECT actor FROM order_events WHERE type = 'sub_order.rejected' AND storefront_order_id = 'SF-D'",
+    )
+    .fetch_one(&p.env.app.pool)
+    .await
+    .unwrap();
     assert_eq!(actor, "souk:deadline");
     p.stop().await;
 }
@@ -435,10 +692,19 @@ async fn unpaid_and_declined_orders_end_with_their_reason_and_out_of_stock_share
     p.merchant("m2", "auto", "accept", 3600).await;
     p.stock("m1", "A", 5).await;
     p.stock("m2", "EMPTY", 0).await;
-    p.send(&p.order("SF-UNPAID", &[("m1", "A", 1, 100)], "processing")).await;
-    p.send(&p.order("SF-DECLINED", &[("m1", "A", 1, 100)], "requires_payment_method")).await;
-    let partial = p.order("SF-PART", &[("m1", "A", 2, 250), ("m2", "EMPTY", 1, 999)], "requires_capture");
-    let pi = partial["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
+    p.send(&p.order("SF-UNPAID", &[("m1", "A", 1, 100)], "processing"))
+        .await;
+    p.send(&p.order("SF-DECLINED", &[("m1", "A", 1, 100)], "requires_payment_method"))
+        .await;
+    let partial = p.order(
+        "SF-PART",
+        &[("m1", "A", 2, 250), ("m2", "EMPTY", 1, 999)],
+        "requires_capture",
+    );
+    let pi = partial["order"]["payment"]["payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     p.send(&partial).await;
     eventually(Duration::from_secs(20), "all three settled", || async {
         p.order_status("SF-UNPAID").await.as_deref() == Some("cancelled")
@@ -456,18 +722,34 @@ async fn unpaid_and_declined_orders_end_with_their_reason_and_out_of_stock_share
                 .unwrap()
         }
     };
-    assert!(reason("SF-UNPAID").await.starts_with("unpaid after"), "{}", reason("SF-UNPAID").await);
+    assert!(
+        reason("SF-UNPAID").await.starts_with("unpaid after"),
+        "{}",
+        reason("SF-UNPAID").await
+    );
     assert_eq!(reason("SF-DECLINED").await, "payment requires_payment_method");
     assert_eq!(p.sub_statuses("SF-PART").await["m2"], "out_of_stock");
-    assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 500, 0)), "only the shipping share captured");
-    assert_eq!(merchants::stock(&p.env.app.pool, "m1", "A").await.unwrap(), Some((3, 0)), "unpaid and declined orders reserved nothing");
+    assert_eq!(
+        p.sb.intent_state(&pi),
+        Some(("succeeded".into(), 500, 0)),
+        "only the shipping share captured"
+    );
+    assert_eq!(
+        merchants::stock(&p.env.app.pool, "m1", "A").await.unwrap(),
+        Some((3, 0)),
+        "unpaid and declined orders reserved nothing"
+    );
     p.stop().await;
 }
 
 #[tokio::test]
 async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets() {
     let token = "admin-token-for-tests-0123456789";
-    let p = Pipeline::start(&[("SOUK_ADMIN__TOKEN", token), ("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "false")]).await;
+    let p = Pipeline::start(&[
+        ("SOUK_ADMIN__TOKEN", token),
+        ("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "false"),
+    ])
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = souk::http::router(p.env.app.clone());
@@ -476,7 +758,12 @@ async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets
     let url = |path: &str| format!("http://{addr}{path}");
     let r = http.get(url("/admin/merchants")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.get(url("/admin/merchants")).bearer_auth("wrong").send().await.unwrap();
+    let r = http
+        .get(url("/admin/merchants"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = http
         .post(url("/admin/merchants"))
@@ -497,13 +784,34 @@ async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets
     let body: Value = r.json().await.unwrap();
     let secret = body["signing_secret"].as_str().unwrap().to_owned();
     assert!(souk::domain::webhook::secret_is_valid(&secret));
-    let r = http.post(url("/admin/merchants/shop-1/rotate-secret")).bearer_auth(token).send().await.unwrap();
+    let r = http
+        .post(url("/admin/merchants/shop-1/rotate-secret"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     let rotated: Value = r.json().await.unwrap();
     assert_ne!(rotated["signing_secret"], body["signing_secret"]);
-    let list = http.get(url("/admin/merchants")).bearer_auth(token).send().await.unwrap().text().await.unwrap();
-    assert!(list.contains("shop-1") && list.contains("\"secrets\":2"), "{list}");
+    let list = http
+        .get(url("/admin/merchants"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains("shop-1") && list.contains("\"secrets\":2"),
+        "{list}"
+    );
     assert!(!list.contains("whsec_"), "secrets never listed");
-    let r = http.get(url("/admin/orders/none")).bearer_auth(token).send().await.unwrap();
+    let r = http
+        .get(url("/admin/orders/none"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     p.stop().await;
 }
