@@ -340,20 +340,9 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let merchants_per_order = 2.0;
     eprintln!("bench: burst of {} orders", opts.orders);
     let started = Instant::now();
-    for chunk in burst.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for m in chunk {
-            pipe.cmd("XADD")
-                .arg(&app.producer.keys(intake_storefront::QUEUE).stream)
-                .arg("*")
-                .arg("payload")
-                .arg(m)
-                .arg("enqueued_at")
-                .arg(chrono::Utc::now().timestamp_millis())
-                .ignore();
-        }
-        let () = pipe.query_async(&mut app.conn.clone()).await?;
-    }
+    app.producer
+        .push_raw_many(intake_storefront::QUEUE, &burst)
+        .await?;
     let like_all = format!("demo-{}-%", world.run);
     wait_settled(&app, &like_all, opts.orders as i64, Duration::from_secs(1800)).await?;
     let burst_secs = started.elapsed().as_secs_f64();
@@ -448,20 +437,9 @@ pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::R
         .collect();
     eprintln!("bench: {orders} orders for one SKU with {stock} in stock");
     let started = Instant::now();
-    for chunk in msgs.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for m in chunk {
-            pipe.cmd("XADD")
-                .arg(&app.producer.keys(intake_storefront::QUEUE).stream)
-                .arg("*")
-                .arg("payload")
-                .arg(m)
-                .arg("enqueued_at")
-                .arg(chrono::Utc::now().timestamp_millis())
-                .ignore();
-        }
-        let () = pipe.query_async(&mut app.conn.clone()).await?;
-    }
+    app.producer
+        .push_raw_many(intake_storefront::QUEUE, &msgs)
+        .await?;
     let like = format!("demo-{}-%", world.run);
     wait_settled(&app, &like, orders as i64, Duration::from_secs(1800)).await?;
     let secs = started.elapsed().as_secs_f64();

@@ -323,11 +323,7 @@ pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let producer = &app.producer;
-    for chunk in msgs.chunks(500) {
-        for m in chunk {
-            producer.push_raw(intake_storefront::QUEUE, m).await?;
-        }
-    }
+    producer.push_raw_many(intake_storefront::QUEUE, &msgs).await?;
     println!(
         "storefront enqueued {} messages in {:.2} s:",
         msgs.len(),

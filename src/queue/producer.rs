@@ -76,13 +76,21 @@ impl Producer {
 
     /// Pushes many jobs in one pipelined round trip per 1,000; returns their entry ids.
     pub async fn push_many<T: Serialize>(&self, queue: &str, jobs: &[T]) -> Result<Vec<String>, PushError> {
+        let payloads = jobs
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.push_raw_many(queue, &payloads).await
+    }
+
+    /// Pushes many raw JSON payloads in one pipelined round trip per 1,000; returns their entry ids.
+    pub async fn push_raw_many(&self, queue: &str, payloads: &[String]) -> Result<Vec<String>, PushError> {
         let keys = self.keys(queue);
-        let mut ids = Vec::with_capacity(jobs.len());
-        let now = now_ms();
-        for chunk in jobs.chunks(1000) {
+        let mut ids = Vec::with_capacity(payloads.len());
+        for chunk in payloads.chunks(1000) {
+            let now = now_ms();
             let mut pipe = redis::pipe();
-            for job in chunk {
-                let payload = serde_json::to_string(job)?;
+            for payload in chunk {
                 pipe.cmd("XADD")
                     .arg(&keys.stream)
                     .arg("*")
