@@ -37,6 +37,7 @@ pub struct Config {
     pub payment: PaymentConfig,
     pub webhooks: WebhooksConfig,
     pub admin: AdminConfig,
+    pub forecast: ForecastConfig,
 }
 
 /// A secret value: shown as `***` by `Debug`, so a logged config never leaks it.
@@ -83,6 +84,40 @@ pub struct WebhooksConfig {
     pub disable_after_hours: u64,
     pub allow_private_targets: bool,
     pub max_in_flight_per_merchant: u32,
+}
+
+/// Demand forecasting (see `[forecast]` in config/default.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastConfig {
+    pub horizon_days: usize,
+    pub history_days: usize,
+    pub min_history_days: usize,
+    pub validation_origins: usize,
+    pub lead_time_days: usize,
+    pub review_period_days: usize,
+    pub service_level: f64,
+    pub warn_probability: f64,
+    pub digest_max_skus: usize,
+}
+
+impl ForecastConfig {
+    pub fn settings(&self) -> crate::domain::forecast::Settings {
+        crate::domain::forecast::Settings {
+            horizon: self.horizon_days,
+            min_history_days: self.min_history_days,
+            origins: self.validation_origins,
+        }
+    }
+
+    /// The restocking policy, with a merchant's or SKU's own lead time when it has one.
+    pub fn policy(&self, lead_time_days: Option<i32>) -> crate::domain::forecast::inventory::Policy {
+        crate::domain::forecast::inventory::Policy {
+            lead_time_days: lead_time_days.map_or(self.lead_time_days, |d| d.max(0) as usize),
+            review_period_days: self.review_period_days,
+            service_level: self.service_level,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,6 +322,28 @@ impl Config {
         }
         if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
             return bad("database.url", "must start with postgres:// or postgresql://");
+        }
+        let f = &self.forecast;
+        if f.horizon_days == 0 || f.horizon_days > 366 {
+            return bad("forecast.horizon_days", "must be between 1 and 366");
+        }
+        if f.history_days < 28 {
+            return bad("forecast.history_days", "must be at least 28");
+        }
+        if f.validation_origins == 0 || f.validation_origins > 10 {
+            return bad("forecast.validation_origins", "must be between 1 and 10");
+        }
+        if f.lead_time_days > 365 || f.review_period_days > 365 {
+            return bad(
+                "forecast.lead_time_days",
+                "lead time and review period must be at most 365 days",
+            );
+        }
+        if !(f.service_level > 0.5 && f.service_level < 1.0) {
+            return bad("forecast.service_level", "must be between 0.5 and 1 (exclusive)");
+        }
+        if !(f.warn_probability > 0.0 && f.warn_probability < 1.0) {
+            return bad("forecast.warn_probability", "must be between 0 and 1 (exclusive)");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

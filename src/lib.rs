@@ -21,6 +21,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod forecast;
 pub mod http;
 pub mod integrations;
 pub mod jobs;

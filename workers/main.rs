@@ -178,6 +178,23 @@ enum DeadAction {
 
 #[derive(Subcommand)]
 enum BenchKind {
+    /// Backtest of the demand forecasts on a generated marketplace panel (no services needed).
+    Forecast {
+        #[arg(long, default_value_t = 100_000)]
+        skus: usize,
+        #[arg(long, default_value_t = 1_000)]
+        merchants: usize,
+        /// Days of history per SKU (the last `horizon` are held out).
+        #[arg(long, default_value_t = 730)]
+        days: usize,
+        #[arg(long, default_value_t = 20261124)]
+        seed: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Orders through the whole pipeline against the sandbox: a burst, then a paced phase.
     Pipeline {
         #[arg(long, default_value_t = 5_000)]
@@ -457,6 +474,37 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     paced_orders,
                 };
                 let figures = bench::pipeline(&config, &opts).await?;
+                if !json {
+                    eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                }
+                println!("{figures}");
+                Ok(())
+            }
+            BenchKind::Forecast {
+                skus,
+                merchants,
+                days,
+                seed,
+                threads,
+                json,
+            } => {
+                let settings = config.forecast.settings();
+                anyhow::ensure!(
+                    days > settings.horizon + 7,
+                    "--days must exceed the horizon by a week"
+                );
+                let opts = souk::forecast::backtest::BacktestOptions {
+                    skus,
+                    merchants: merchants.max(1),
+                    days,
+                    seed,
+                    threads: threads
+                        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                    settings,
+                    policy: config.forecast.policy(None),
+                };
+                let figures =
+                    tokio::task::spawn_blocking(move || souk::forecast::backtest::run(&opts)).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }

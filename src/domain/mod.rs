@@ -4,6 +4,7 @@
 //! random numbers, so every rule is unit-tested directly.
 
 pub mod backoff;
+pub mod forecast;
 pub mod order;
 pub mod payment;
 pub mod webhook;
