@@ -1,5 +1,386 @@
-//! Demand forecasting jobs' shell: loads daily demand from Postgres, runs the pure
-//! [`crate::domain::forecast`] math, stores forecasts, stock advice and accuracy, and sends each
-//! merchant a digest of SKUs at risk.
+//! Demand forecasting's shell: runs, one merchant at a time. Loads daily demand from Postgres
+//! (rebuilding the part that comes from order lines), runs the pure
+//! [`crate::domain::forecast`] math off the async threads, and stores forecasts, stock advice,
+//! the accuracy of past forecasts and the merchant's at-risk digest in one transaction.
+//!
+//! A run is one row per merchant ([`store::forecasts`]); a merchant marked done is never redone,
+//! so a run interrupted anywhere (a worker killed, a deploy) finishes by doing the rest. The
+//! nightly cron job and `souk forecast run --enqueue` spread merchants over the fleet as
+//! `souk.forecast_merchant.v1` jobs; `souk forecast run` works through them in its own process.
 
 pub mod backtest;
+pub mod generate;
+
+use anyhow::Context;
+use chrono::{Duration, NaiveDate, Utc};
+use serde_json::json;
+
+use crate::{
+    app::App,
+    config::ForecastConfig,
+    domain::forecast::{
+        forecast_series,
+        inventory::advise,
+        metrics::{covered, naive_scales, rmsse, scaled_pinball},
+    },
+    store::forecasts::{self as store, Accuracy, DueForecast, Run, SkuInput, SkuResult},
+};
+
+/// The last full day (UTC) before `now`: the default end of a run's history.
+pub fn default_as_of(now: chrono::DateTime<Utc>) -> NaiveDate {
+    (now - Duration::days(1)).date_naive()
+}
+
+/// The run key of the scheduled run for `as_of`.
+pub fn daily_key(as_of: NaiveDate) -> String {
+    format!("daily:{as_of}")
+}
+
+/// Opens (once) the run `key` for all merchants or the ones listed.
+pub async fn open_run(
+    app: &App,
+    key: &str,
+    as_of: NaiveDate,
+    only: Option<&[String]>,
+) -> anyhow::Result<Run> {
+    store::open_run(
+        &app.pool,
+        key,
+        as_of,
+        app.config.forecast.horizon_days as i32,
+        only,
+    )
+    .await
+    .with_context(|| format!("opening forecast run {key}"))
+}
+
+/// What happened to one merchant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantOutcome {
+    /// Already done in this run: nothing was computed.
+    pub skipped: bool,
+    pub skus: usize,
+    pub at_risk: usize,
+    /// The run's status after this merchant (`finished` when it was the last).
+    pub run_status: String,
+    /// The digest webhook created, if any SKU is at risk.
+    pub digest: Option<String>,
+}
+
+/// How SKUs at risk are ranked (digest and `souk forecast show`): stock-out probability times
+/// the expected lost sales value (+1 so that risk still orders SKUs without a known price).
+pub fn risk_rank(r: &SkuResult) -> f64 {
+    r.stockout_probability * (r.value_at_risk_minor as f64 + 1.0)
+}
+
+/// The webhook id of a merchant's digest in a run: stable, so reruns find the same delivery.
+pub fn digest_id(run_id: i64, merchant: &str) -> String {
+    format!("msg_fc{run_id}_{merchant}")
+}
+
+/// Forecasts one merchant of a run; safe to call again (a done merchant is skipped, an
+/// interrupted one starts over with nothing of it stored).
+pub async fn process_merchant(app: &App, run: &Run, merchant: &str) -> anyhow::Result<MerchantOutcome> {
+    let started = store::start_merchant(&app.pool, run.id, merchant).await?;
+    if !started {
+        return Ok(MerchantOutcome {
+            skipped: true,
+            skus: 0,
+            at_risk: 0,
+            run_status: store::run(&app.pool, run.id)
+                .await?
+                .map_or_else(String::new, |r| r.status),
+            digest: None,
+        });
+    }
+    match compute_and_store(app, run, merchant).await {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = store::fail_merchant(&app.pool, run.id, merchant, &msg).await;
+            Err(e)
+        }
+    }
+}
+
+async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Result<MerchantOutcome> {
+    let cfg = app.config.forecast.clone();
+    let from = run.as_of - Duration::days(cfg.history_days as i64 - 1);
+    store::refresh_demand_from_orders(&app.pool, merchant, from, run.as_of)
+        .await
+        .context("rebuilding daily demand from order lines")?;
+    let (merchant_lead, inputs) = store::merchant_inputs(&app.pool, merchant, from, run.as_of)
+        .await
+        .context("loading daily demand and stock")?;
+    let due = store::due_for_accuracy(&app.pool, merchant, run.as_of)
+        .await
+        .context("loading past forecasts")?;
+    let as_of = run.as_of;
+    let (results, accuracy) = tokio::task::spawn_blocking(move || {
+        let results: Vec<SkuResult> = inputs
+            .iter()
+            .map(|i| forecast_sku(&cfg, i, from, as_of, merchant_lead))
+            .collect();
+        let accuracy = score_past(&inputs, &due, from);
+        (results, accuracy)
+    })
+    .await
+    .context("forecast computation panicked")?;
+
+    let at_risk: Vec<&SkuResult> = {
+        let mut v: Vec<&SkuResult> = results.iter().filter(|r| r.at_risk).collect();
+        v.sort_by(|a, b| risk_rank(b).total_cmp(&risk_rank(a)).then(a.sku.cmp(&b.sku)));
+        v
+    };
+    let digest = (!at_risk.is_empty()).then(|| {
+        let id = digest_id(run.id, merchant);
+        let skus: Vec<_> = at_risk
+            .iter()
+            .take(app.config.forecast.digest_max_skus)
+            .map(|r| {
+                json!({
+                    "sku": r.sku,
+                    "stockout_probability": (r.stockout_probability * 1000.0).round() / 1000.0,
+                    "available": r.available,
+                    "lead_time_days": r.lead_time_days,
+                    "lead_time_demand": (r.lead_time_demand * 10.0).round() / 10.0,
+                    "days_of_cover": r.days_of_cover,
+                    "reorder_point": r.reorder_point,
+                    "suggested_order": r.suggested_order,
+                    "value_at_risk_minor": r.value_at_risk_minor,
+                })
+            })
+            .collect();
+        let payload = json!({
+            "merchant_id": merchant,
+            "run_id": run.id,
+            "as_of": run.as_of,
+            "horizon_days": run.horizon_days,
+            "at_risk_total": at_risk.len(),
+            "skus": skus,
+        });
+        (id, payload)
+    });
+    let n_risk = at_risk.len();
+    let status = store::store_merchant(
+        &app.pool,
+        run,
+        merchant,
+        &results,
+        &accuracy,
+        digest.as_ref().map(|(id, p)| (id.as_str(), p)),
+    )
+    .await
+    .context("storing forecasts")?;
+    if let Some((id, _)) = &digest {
+        app.push_once(
+            crate::jobs::notify_merchant::QUEUE,
+            &format!("notify:{id}"),
+            &crate::jobs::notify_merchant::Args {
+                delivery_id: id.clone(),
+            },
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("queueing the digest webhook: {e}"))?;
+    }
+    tracing::info!(
+        run = run.id,
+        merchant,
+        skus = results.len(),
+        at_risk = n_risk,
+        "merchant forecast stored"
+    );
+    Ok(MerchantOutcome {
+        skipped: false,
+        skus: results.len(),
+        at_risk: n_risk,
+        run_status: status,
+        digest: digest.map(|(id, _)| id),
+    })
+}
+
+/// The dense daily series of a SKU over `[from, from + len)`, and its recent average price.
+fn dense(input: &SkuInput, from: NaiveDate, len: usize) -> (Vec<f64>, Option<i64>) {
+    let mut y = vec![0.0; len];
+    let (mut units, mut revenue) = (0i64, 0i64);
+    let recent = len.saturating_sub(90);
+    for &(day, u, r) in &input.days {
+        let i = (day - from).num_days();
+        if i >= 0 && (i as usize) < len {
+            y[i as usize] += u as f64;
+            if i as usize >= recent {
+                units += u;
+                revenue += r;
+            }
+        }
+    }
+    let price = if units > 0 {
+        Some(revenue / units)
+    } else {
+        // No sale in 90 days: the average over everything loaded.
+        let (u, r) = input.days.iter().fold((0, 0), |(a, b), d| (a + d.1, b + d.2));
+        (u > 0).then(|| r / u)
+    };
+    (y, price)
+}
+
+fn forecast_sku(
+    cfg: &ForecastConfig,
+    input: &SkuInput,
+    from: NaiveDate,
+    as_of: NaiveDate,
+    merchant_lead: Option<i32>,
+) -> SkuResult {
+    let len = ((as_of - from).num_days() + 1).max(0) as usize;
+    let (y, price) = dense(input, from, len);
+    let f = forecast_series(&y, &cfg.settings());
+    let policy = cfg.policy(input.lead_time_days.or(merchant_lead));
+    let a = advise(&f, input.available as f64, 0.0, &policy);
+    let value = (a.expected_shortfall * price.unwrap_or(0) as f64).round() as i64;
+    SkuResult {
+        sku: input.sku.clone(),
+        model: f.model,
+        fallback: f.fallback.clone(),
+        class: f.class.as_str(),
+        adi: f.adi.is_finite().then_some(f.adi),
+        cv2: f.cv2,
+        history_days: f.history_days as i32,
+        validation_rmsse: f.validation_rmsse,
+        dispersion: f.dispersion,
+        available: input.available.min(i32::MAX as i64) as i32,
+        lead_time_days: policy.lead_time_days as i32,
+        lead_time_demand: a.lead_time_demand,
+        stockout_probability: a.stockout_probability,
+        reorder_point: a.reorder_point.min(i32::MAX as f64) as i32,
+        order_up_to: a.order_up_to.min(i32::MAX as f64) as i32,
+        suggested_order: a.suggested_order.min(i32::MAX as f64) as i32,
+        expected_shortfall: a.expected_shortfall,
+        days_of_cover: a.days_of_cover.map(|d| d as i32),
+        unit_price_minor: price,
+        value_at_risk_minor: value,
+        // A SKU with nothing forecast is never at risk, whatever its stock.
+        at_risk: a.lead_time_demand > 0.0 && a.stockout_probability >= cfg.warn_probability,
+        mean: f.mean,
+        p50: f.p50,
+        p90: f.p90,
+        p95: f.p95,
+    }
+}
+
+/// Scores past forecasts whose horizon has passed against the demand loaded for this run.
+fn score_past(inputs: &[SkuInput], due: &[DueForecast], from: NaiveDate) -> Vec<Accuracy> {
+    let by_sku: std::collections::HashMap<&str, &SkuInput> =
+        inputs.iter().map(|i| (i.sku.as_str(), i)).collect();
+    due.iter()
+        .map(|d| {
+            let h = d.mean.len();
+            let before = ((d.as_of - from).num_days() + 1).max(0) as usize;
+            let (series, _) = by_sku
+                .get(d.sku.as_str())
+                .map(|i| dense(i, from, before + h))
+                .unwrap_or_else(|| (vec![0.0; before + h], None));
+            let (train, actual) = series.split_at(before);
+            let start = train.iter().position(|&v| v > 0.0).unwrap_or(train.len());
+            let scales = naive_scales(&train[start..]);
+            let (hit, n) = covered(actual, &d.p90);
+            Accuracy {
+                forecast_id: d.id,
+                sku: d.sku.clone(),
+                as_of: d.as_of,
+                days: h as i32,
+                actual_units: actual.iter().sum(),
+                forecast_units: d.mean.iter().sum(),
+                rmsse: scales.map(|(sq, _)| rmsse(actual, &d.mean, sq)),
+                pinball_p90: scales.map(|(_, abs)| scaled_pinball(actual, &d.p90, 0.9, abs)),
+                coverage_p90: hit as f64 / n.max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// Works through every merchant of a run still to do, in this process. `on_merchant` is told
+/// about each one (for progress).
+pub async fn run_in_process(
+    app: &App,
+    run: &Run,
+    mut on_merchant: impl FnMut(&str, &anyhow::Result<MerchantOutcome>),
+) -> anyhow::Result<(usize, usize)> {
+    let (mut ok, mut failed) = (0, 0);
+    for merchant in store::pending_merchants(&app.pool, run.id).await? {
+        let r = process_merchant(app, run, &merchant).await;
+        on_merchant(&merchant, &r);
+        match r {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    Ok((ok, failed))
+}
+
+/// A text chart of recent daily sales (`#`) and the forecast (p50 `o`, up to p90 `:`), one
+/// column per day, `rows` high.
+pub fn text_chart(history: &[f64], p50: &[f64], p90: &[f64], rows: usize) -> String {
+    let top = history
+        .iter()
+        .chain(p90.iter())
+        .copied()
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let rows = rows.max(2);
+    let mut out = String::new();
+    for r in (1..=rows).rev() {
+        let level = top * r as f64 / rows as f64;
+        let below = top * (r - 1) as f64 / rows as f64;
+        let label = if r == rows || r == 1 || r == rows / 2 {
+            format!("{level:>7.1} |")
+        } else {
+            "        |".to_owned()
+        };
+        out.push_str(&label);
+        for &v in history {
+            out.push(if v > below { '#' } else { ' ' });
+        }
+        out.push('|');
+        for (m, hi) in p50.iter().zip(p90) {
+            out.push(if *m > below {
+                'o'
+            } else if *hi > below {
+                ':'
+            } else {
+                ' '
+            });
+        }
+        out.push('\n');
+    }
+    let left = format!("last {} days (# sold)", history.len());
+    let right = format!("next {} days (o p50, : to p90)", p50.len());
+    out.push_str(&format!(
+        "        +{}+{}\n         {left:<w$}{right}\n",
+        "-".repeat(history.len()),
+        "-".repeat(p50.len()),
+        w = history.len() + 1
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_chart_draws_history_then_forecast() {
+        let chart = text_chart(&[0.0, 2.0, 4.0], &[1.0, 1.0], &[3.0, 4.0], 4);
+        let lines: Vec<&str> = chart.lines().collect();
+        assert_eq!(lines.len(), 6, "{chart}");
+        // Top row: only the 4-unit day and the p90 of 4 reach it.
+        assert!(lines[0].ends_with("|  #| :"), "{chart}");
+        // Bottom row: both sold days, and the p50 of 1 is drawn as o.
+        assert!(lines[3].ends_with("| ##|oo"), "{chart}");
+    }
+
+    #[test]
+    fn digest_ids_are_stable() {
+        assert_eq!(digest_id(7, "m1"), "msg_fc7_m1");
+    }
+}

@@ -5,12 +5,16 @@
 //! `reserve_stock` (one per sub-order) → `adjust_payment` (capture, cancel or refund what will
 //! not ship) → `notify_merchant` (one per webhook) and `expire_acceptance` (merchant deadline).
 //! `sweep_orders` runs from cron as a safety net.
+//!
+//! Forecasting: `plan_forecasts` (nightly from cron) → `forecast_merchant` (one per merchant).
 
 pub mod adjust_payment;
 pub mod confirm_payment;
 pub mod expire_acceptance;
+pub mod forecast_merchant;
 pub mod intake_storefront;
 pub mod notify_merchant;
+pub mod plan_forecasts;
 pub mod record_sample;
 pub mod reserve_stock;
 pub mod sweep_orders;
@@ -54,6 +58,14 @@ pub const ALL: &[JobKind] = &[
     JobKind {
         queue: sweep_orders::QUEUE,
         register: sweep_orders::register,
+    },
+    JobKind {
+        queue: plan_forecasts::QUEUE,
+        register: plan_forecasts::register,
+    },
+    JobKind {
+        queue: forecast_merchant::QUEUE,
+        register: forecast_merchant::register,
     },
     JobKind {
         queue: record_sample::QUEUE,

@@ -3,6 +3,7 @@
 //! Queries use bound parameters only. Handlers call the functions here; they never build SQL.
 
 pub mod deliveries;
+pub mod forecasts;
 pub mod merchants;
 pub mod orders;
 pub mod outbox;

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod forecast;
 mod pipeline;
 mod queue_inprocess;
 mod queue_processes;

@@ -1,0 +1,38 @@
+//! `souk.forecast_merchant.v1`: one merchant's part of a forecast run (see [`crate::forecast`]).
+//! Re-reads everything from the run id; a merchant already done is skipped, so redelivery after
+//! a crash does no work twice. A failure is recorded on the merchant's row and retried with the
+//! queue's backoff; it never holds up the other merchants' jobs.
+
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::register_job;
+use crate::{
+    app::App,
+    forecast,
+    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
+    store::forecasts,
+};
+
+pub const QUEUE: &str = "souk.forecast_merchant.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    pub run_id: i64,
+    pub merchant_id: String,
+}
+
+pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    let Some(run) = forecasts::run(&app.pool, args.run_id).await.map_err(super::db)? else {
+        return Err(JobError::abort(format!("no forecast run {}", args.run_id)));
+    };
+    forecast::process_merchant(&app, &run, &args.merchant_id)
+        .await
+        .map(|_| ())
+        .map_err(|e| JobError::retry(format!("{e:#}")))
+}
+
+pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
+    register_job!(monitor, app, ctx, QUEUE, StreamsBackend::<Args>::new, handle)
+}

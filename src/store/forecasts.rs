@@ -1,0 +1,611 @@
+//! SQL of demand forecasting: daily demand, runs and their merchants, forecasts, stock advice,
+//! accuracy. Bulk writes go through `UNNEST` of arrays (one statement per few thousand rows).
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::orders::Tx;
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Run {
+    pub id: i64,
+    pub run_key: String,
+    pub as_of: NaiveDate,
+    pub horizon_days: i32,
+    pub status: String,
+    pub merchants_total: i32,
+}
+
+/// Opens the run named `key` (creating it once) with a row per merchant (all merchants, or the
+/// ones listed). Returns the run; merchants already in it are left as they are.
+pub async fn open_run(
+    pool: &PgPool,
+    key: &str,
+    as_of: NaiveDate,
+    horizon: i32,
+    only: Option<&[String]>,
+) -> Result<Run, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO forecast_runs (run_key, as_of, horizon_days) VALUES ($1, $2, $3) ON CONFLICT (run_key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(as_of)
+    .bind(horizon)
+    .execute(&mut *tx)
+    .await?;
+    let run: Run = sqlx::query_as(
+        "SELECT id, run_key, as_of, horizon_days, status, merchants_total FROM forecast_runs WHERE run_key = $1 FOR UPDATE",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    let added = sqlx::query(
+        "INSERT INTO forecast_run_merchants (run_id, merchant_id)
+         SELECT $1, id FROM merchants WHERE $2::text[] IS NULL OR id = ANY($2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run.id)
+    .bind(only)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if added > 0 {
+        sqlx::query(
+            "UPDATE forecast_runs SET merchants_total = (SELECT count(*) FROM forecast_run_merchants WHERE run_id = $1),
+                    status = 'running', finished_at = NULL
+             WHERE id = $1",
+        )
+        .bind(run.id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let run = sqlx::query_as(
+        "SELECT id, run_key, as_of, horizon_days, status, merchants_total FROM forecast_runs WHERE id = $1",
+    )
+    .bind(run.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(run)
+}
+
+pub async fn run(pool: &PgPool, id: i64) -> Result<Option<Run>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, run_key, as_of, horizon_days, status, merchants_total FROM forecast_runs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Merchants of a run still to do (pending or failed), in id order.
+pub async fn pending_merchants(pool: &PgPool, run_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT merchant_id FROM forecast_run_merchants WHERE run_id = $1 AND status <> 'done' ORDER BY merchant_id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks the start of an attempt; `false` when the merchant is already done in this run.
+pub async fn start_merchant(pool: &PgPool, run_id: i64, merchant: &str) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE forecast_run_merchants SET attempts = attempts + 1, started_at = now()
+         WHERE run_id = $1 AND merchant_id = $2 AND status <> 'done'",
+    )
+    .bind(run_id)
+    .bind(merchant)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Records a failed attempt (the queue retries it).
+pub async fn fail_merchant(
+    pool: &PgPool,
+    run_id: i64,
+    merchant: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE forecast_run_merchants SET status = 'failed', error = $3
+         WHERE run_id = $1 AND merchant_id = $2 AND status <> 'done'",
+    )
+    .bind(run_id)
+    .bind(merchant)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Rebuilds a merchant's `orders` demand rows over `[from, to]` from its order lines: sub-orders
+/// that were reserved (or went further), not pending, out of stock, rejected or cancelled.
+pub async fn refresh_demand_from_orders(
+    pool: &PgPool,
+    merchant: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM sku_daily_demand WHERE merchant_id = $1 AND source = 'orders' AND day BETWEEN $2 AND $3",
+    )
+    .bind(merchant)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    let n = sqlx::query(
+        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
+         SELECT s.merchant_id, l.sku, (o.placed_at AT TIME ZONE 'UTC')::date AS day, 'orders',
+                sum(l.quantity), sum(l.quantity::bigint * l.unit_price_minor)
+         FROM sub_orders s
+         JOIN orders o ON o.id = s.order_id
+         JOIN order_lines l ON l.sub_order_id = s.id
+         WHERE s.merchant_id = $1
+           AND s.status NOT IN ('pending', 'out_of_stock', 'rejected', 'cancelled')
+           AND (o.placed_at AT TIME ZONE 'UTC')::date BETWEEN $2 AND $3
+         GROUP BY 1, 2, 3",
+    )
+    .bind(merchant)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// A merchant SKU's demand days (non-zero only) and what it has in stock.
+#[derive(Debug, Clone, Default)]
+pub struct SkuInput {
+    pub sku: String,
+    /// (day, units, revenue) in day order.
+    pub days: Vec<(NaiveDate, i64, i64)>,
+    pub available: i64,
+    pub lead_time_days: Option<i32>,
+}
+
+/// Everything the forecast of one merchant reads: demand over `[from, to]` and stock, for every
+/// SKU with either.
+pub async fn merchant_inputs(
+    pool: &PgPool,
+    merchant: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(Option<i32>, Vec<SkuInput>), sqlx::Error> {
+    let lead: Option<i32> = sqlx::query_scalar("SELECT lead_time_days FROM merchants WHERE id = $1")
+        .bind(merchant)
+        .fetch_optional(pool)
+        .await?
+        .flatten();
+    let rows: Vec<(String, NaiveDate, i64, i64)> = sqlx::query_as(
+        "SELECT sku, day, sum(units)::bigint, sum(revenue_minor)::bigint FROM sku_daily_demand
+         WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day",
+    )
+    .bind(merchant)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let stock: Vec<(String, i32, i32, Option<i32>)> = sqlx::query_as(
+        "SELECT sku, on_hand, reserved, lead_time_days FROM stock WHERE merchant_id = $1 ORDER BY sku",
+    )
+    .bind(merchant)
+    .fetch_all(pool)
+    .await?;
+    let mut by_sku: std::collections::BTreeMap<String, SkuInput> = Default::default();
+    for (sku, day, units, revenue) in rows {
+        let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
+            sku,
+            ..Default::default()
+        });
+        e.days.push((day, units, revenue));
+    }
+    for (sku, on_hand, reserved, lt) in stock {
+        let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
+            sku,
+            ..Default::default()
+        });
+        e.available = (on_hand - reserved).max(0) as i64;
+        e.lead_time_days = lt;
+    }
+    Ok((lead, by_sku.into_values().collect()))
+}
+
+/// One SKU's computed results, ready to store.
+#[derive(Debug, Clone)]
+pub struct SkuResult {
+    pub sku: String,
+    pub model: &'static str,
+    pub fallback: Option<String>,
+    pub class: &'static str,
+    pub adi: Option<f64>,
+    pub cv2: f64,
+    pub history_days: i32,
+    pub validation_rmsse: Option<f64>,
+    pub dispersion: f64,
+    pub mean: Vec<f64>,
+    pub p50: Vec<f64>,
+    pub p90: Vec<f64>,
+    pub p95: Vec<f64>,
+    pub available: i32,
+    pub lead_time_days: i32,
+    pub lead_time_demand: f64,
+    pub stockout_probability: f64,
+    pub reorder_point: i32,
+    pub order_up_to: i32,
+    pub suggested_order: i32,
+    pub expected_shortfall: f64,
+    pub days_of_cover: Option<i32>,
+    pub unit_price_minor: Option<i64>,
+    pub value_at_risk_minor: i64,
+    pub at_risk: bool,
+}
+
+/// A past forecast whose horizon has passed and that has no accuracy yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueForecast {
+    pub id: i64,
+    pub sku: String,
+    pub as_of: NaiveDate,
+    pub mean: Vec<f64>,
+    pub p90: Vec<f64>,
+}
+
+pub async fn due_for_accuracy(
+    pool: &PgPool,
+    merchant: &str,
+    as_of: NaiveDate,
+) -> Result<Vec<DueForecast>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.id, f.sku, f.as_of, f.mean, f.p90 FROM sku_forecasts f
+         WHERE f.merchant_id = $1 AND f.as_of + cardinality(f.mean) <= $2
+           AND NOT EXISTS (SELECT 1 FROM forecast_accuracy a WHERE a.forecast_id = f.id)
+         ORDER BY f.id LIMIT 100000",
+    )
+    .bind(merchant)
+    .bind(as_of)
+    .fetch_all(pool)
+    .await
+}
+
+/// The accuracy of one past forecast.
+#[derive(Debug, Clone)]
+pub struct Accuracy {
+    pub forecast_id: i64,
+    pub sku: String,
+    pub as_of: NaiveDate,
+    pub days: i32,
+    pub actual_units: f64,
+    pub forecast_units: f64,
+    pub rmsse: Option<f64>,
+    pub pinball_p90: Option<f64>,
+    pub coverage_p90: f64,
+}
+
+/// Stores a merchant's results and marks it done in the run, in one transaction: a crash before
+/// the commit leaves nothing, a rerun after it finds the merchant done. Replaces rows a previous
+/// uncommitted-then-retried attempt cannot have left, so reruns never duplicate. Returns the
+/// run's status after this merchant.
+pub async fn store_merchant(
+    pool: &PgPool,
+    run: &Run,
+    merchant: &str,
+    results: &[SkuResult],
+    accuracy: &[Accuracy],
+    digest: Option<(&str, &serde_json::Value)>,
+) -> Result<String, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM forecast_run_merchants WHERE run_id = $1 AND merchant_id = $2 FOR UPDATE",
+    )
+    .bind(run.id)
+    .bind(merchant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if state.as_deref() == Some("done") {
+        tx.rollback().await?;
+        return Ok(run.status.clone());
+    }
+    for chunk in results.chunks(2_000) {
+        insert_forecasts(&mut tx, run, merchant, chunk).await?;
+        insert_advice(&mut tx, run, merchant, chunk).await?;
+    }
+    for chunk in accuracy.chunks(5_000) {
+        insert_accuracy(&mut tx, merchant, chunk).await?;
+    }
+    if let Some((id, payload)) = digest {
+        super::orders::insert_delivery(&mut tx, id, merchant, None, None, "forecast.stock_risk", payload)
+            .await?;
+    }
+    let at_risk = results.iter().filter(|r| r.at_risk).count() as i32;
+    sqlx::query(
+        "UPDATE forecast_run_merchants SET status = 'done', error = NULL, finished_at = now(), skus = $3, at_risk = $4
+         WHERE run_id = $1 AND merchant_id = $2",
+    )
+    .bind(run.id)
+    .bind(merchant)
+    .bind(results.len() as i32)
+    .bind(at_risk)
+    .execute(&mut *tx)
+    .await?;
+    let status: String = sqlx::query_scalar(
+        "UPDATE forecast_runs SET
+            status = CASE WHEN EXISTS (SELECT 1 FROM forecast_run_merchants WHERE run_id = $1 AND status <> 'done')
+                          THEN 'running' ELSE 'finished' END,
+            finished_at = CASE WHEN EXISTS (SELECT 1 FROM forecast_run_merchants WHERE run_id = $1 AND status <> 'done')
+                          THEN NULL ELSE now() END
+         WHERE id = $1 RETURNING status",
+    )
+    .bind(run.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(status)
+}
+
+/// Postgres has no array of arrays of varying shape in UNNEST, so the daily vectors go in as
+/// JSON arrays and are turned back into `float8[]` in SQL.
+fn json_rows(rows: &[SkuResult], f: impl Fn(&SkuResult) -> &Vec<f64>) -> Vec<serde_json::Value> {
+    rows.iter().map(|r| serde_json::json!(f(r))).collect()
+}
+
+async fn insert_forecasts(
+    tx: &mut Tx<'_>,
+    run: &Run,
+    merchant: &str,
+    rows: &[SkuResult],
+) -> Result<(), sqlx::Error> {
+    let sku: Vec<&str> = rows.iter().map(|r| r.sku.as_str()).collect();
+    let model: Vec<&str> = rows.iter().map(|r| r.model).collect();
+    let fallback: Vec<Option<&str>> = rows.iter().map(|r| r.fallback.as_deref()).collect();
+    let class: Vec<&str> = rows.iter().map(|r| r.class).collect();
+    let adi: Vec<Option<f64>> = rows.iter().map(|r| r.adi).collect();
+    let cv2: Vec<f64> = rows.iter().map(|r| r.cv2).collect();
+    let hist: Vec<i32> = rows.iter().map(|r| r.history_days).collect();
+    let vr: Vec<Option<f64>> = rows.iter().map(|r| r.validation_rmsse).collect();
+    let disp: Vec<f64> = rows.iter().map(|r| r.dispersion).collect();
+    sqlx::query(
+        "INSERT INTO sku_forecasts (run_id, merchant_id, sku, as_of, model, fallback, demand_class, adi, cv2,
+                history_days, validation_rmsse, dispersion, mean, p50, p90, p95)
+         SELECT $1, $2, u.sku, $3, u.model, u.fallback, u.class, u.adi, u.cv2, u.hist, u.vr, u.disp,
+                ARRAY(SELECT jsonb_array_elements_text(u.mean)::float8),
+                ARRAY(SELECT jsonb_array_elements_text(u.p50)::float8),
+                ARRAY(SELECT jsonb_array_elements_text(u.p90)::float8),
+                ARRAY(SELECT jsonb_array_elements_text(u.p95)::float8)
+         FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[], $10::int[],
+                     $11::float8[], $12::float8[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::jsonb[])
+              AS u(sku, model, fallback, class, adi, cv2, hist, vr, disp, mean, p50, p90, p95)
+         ON CONFLICT (run_id, merchant_id, sku) DO NOTHING",
+    )
+    .bind(run.id)
+    .bind(merchant)
+    .bind(run.as_of)
+    .bind(&sku)
+    .bind(&model)
+    .bind(&fallback)
+    .bind(&class)
+    .bind(&adi)
+    .bind(&cv2)
+    .bind(&hist)
+    .bind(&vr)
+    .bind(&disp)
+    .bind(json_rows(rows, |r| &r.mean))
+    .bind(json_rows(rows, |r| &r.p50))
+    .bind(json_rows(rows, |r| &r.p90))
+    .bind(json_rows(rows, |r| &r.p95))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_advice(
+    tx: &mut Tx<'_>,
+    run: &Run,
+    merchant: &str,
+    rows: &[SkuResult],
+) -> Result<(), sqlx::Error> {
+    let col_i = |f: fn(&SkuResult) -> i32| rows.iter().map(f).collect::<Vec<i32>>();
+    let col_f = |f: fn(&SkuResult) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let sku: Vec<&str> = rows.iter().map(|r| r.sku.as_str()).collect();
+    let cover: Vec<Option<i32>> = rows.iter().map(|r| r.days_of_cover).collect();
+    let price: Vec<Option<i64>> = rows.iter().map(|r| r.unit_price_minor).collect();
+    let var: Vec<i64> = rows.iter().map(|r| r.value_at_risk_minor).collect();
+    let risk: Vec<bool> = rows.iter().map(|r| r.at_risk).collect();
+    sqlx::query(
+        "INSERT INTO stock_advice (run_id, merchant_id, sku, as_of, available, lead_time_days, lead_time_demand,
+                stockout_probability, reorder_point, order_up_to, suggested_order, expected_shortfall, days_of_cover,
+                unit_price_minor, value_at_risk_minor, at_risk)
+         SELECT $1, $2, u.sku, $3, u.available, u.lt, u.ltd, u.p, u.rop, u.out, u.sug, u.short, u.cover,
+                u.price, u.var, u.risk
+         FROM UNNEST($4::text[], $5::int[], $6::int[], $7::float8[], $8::float8[], $9::int[],
+                     $10::int[], $11::int[], $12::float8[], $13::int[], $14::int8[], $15::int8[], $16::bool[])
+              AS u(sku, available, lt, ltd, p, rop, out, sug, short, cover, price, var, risk)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run.id)
+    .bind(merchant)
+    .bind(run.as_of)
+    .bind(&sku)
+    .bind(col_i(|r| r.available))
+    .bind(col_i(|r| r.lead_time_days))
+    .bind(col_f(|r| r.lead_time_demand))
+    .bind(col_f(|r| r.stockout_probability))
+    .bind(col_i(|r| r.reorder_point))
+    .bind(col_i(|r| r.order_up_to))
+    .bind(col_i(|r| r.suggested_order))
+    .bind(col_f(|r| r.expected_shortfall))
+    .bind(&cover)
+    .bind(&price)
+    .bind(&var)
+    .bind(&risk)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_accuracy(tx: &mut Tx<'_>, merchant: &str, rows: &[Accuracy]) -> Result<(), sqlx::Error> {
+    let id: Vec<i64> = rows.iter().map(|r| r.forecast_id).collect();
+    let sku: Vec<&str> = rows.iter().map(|r| r.sku.as_str()).collect();
+    let as_of: Vec<NaiveDate> = rows.iter().map(|r| r.as_of).collect();
+    let days: Vec<i32> = rows.iter().map(|r| r.days).collect();
+    let actual: Vec<f64> = rows.iter().map(|r| r.actual_units).collect();
+    let fc: Vec<f64> = rows.iter().map(|r| r.forecast_units).collect();
+    let rmsse: Vec<Option<f64>> = rows.iter().map(|r| r.rmsse).collect();
+    let pin: Vec<Option<f64>> = rows.iter().map(|r| r.pinball_p90).collect();
+    let cov: Vec<f64> = rows.iter().map(|r| r.coverage_p90).collect();
+    sqlx::query(
+        "INSERT INTO forecast_accuracy (forecast_id, merchant_id, sku, as_of, days, actual_units, forecast_units,
+                rmsse, pinball_p90, coverage_p90)
+         SELECT u.id, $1, u.sku, u.as_of, u.days, u.actual, u.fc, u.rmsse, u.pin, u.cov
+         FROM UNNEST($2::int8[], $3::text[], $4::date[], $5::int[], $6::float8[], $7::float8[], $8::float8[],
+                     $9::float8[], $10::float8[]) AS u(id, sku, as_of, days, actual, fc, rmsse, pin, cov)
+         ON CONFLICT (forecast_id) DO NOTHING",
+    )
+    .bind(merchant)
+    .bind(&id)
+    .bind(&sku)
+    .bind(&as_of)
+    .bind(&days)
+    .bind(&actual)
+    .bind(&fc)
+    .bind(&rmsse)
+    .bind(&pin)
+    .bind(&cov)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Loads generated or imported history: `(merchant, sku, day, units, revenue)` rows, as source
+/// `imported` (replacing what was there for those keys).
+pub async fn import_demand(
+    pool: &PgPool,
+    rows: &[(String, String, NaiveDate, i32, i64)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(20_000) {
+        let m: Vec<&str> = chunk.iter().map(|r| r.0.as_str()).collect();
+        let s: Vec<&str> = chunk.iter().map(|r| r.1.as_str()).collect();
+        let d: Vec<NaiveDate> = chunk.iter().map(|r| r.2).collect();
+        let u: Vec<i32> = chunk.iter().map(|r| r.3).collect();
+        let v: Vec<i64> = chunk.iter().map(|r| r.4).collect();
+        sqlx::query(
+            "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
+             SELECT m, s, d, 'imported', u, v FROM UNNEST($1::text[], $2::text[], $3::date[], $4::int[], $5::int8[]) AS x(m, s, d, u, v)
+             ON CONFLICT (merchant_id, sku, day, source) DO UPDATE SET units = EXCLUDED.units, revenue_minor = EXCLUDED.revenue_minor",
+        )
+        .bind(&m)
+        .bind(&s)
+        .bind(&d)
+        .bind(&u)
+        .bind(&v)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The latest stored forecast and advice of a merchant's SKUs, riskiest first (see
+/// [`crate::forecast::risk_rank`]).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AdviceRow {
+    pub run_id: i64,
+    pub sku: String,
+    pub as_of: NaiveDate,
+    pub model: String,
+    pub fallback: Option<String>,
+    pub demand_class: String,
+    pub validation_rmsse: Option<f64>,
+    pub dispersion: f64,
+    pub available: i32,
+    pub lead_time_days: i32,
+    pub lead_time_demand: f64,
+    pub stockout_probability: f64,
+    pub reorder_point: i32,
+    pub suggested_order: i32,
+    pub days_of_cover: Option<i32>,
+    pub value_at_risk_minor: i64,
+    pub at_risk: bool,
+    pub mean: Vec<f64>,
+    pub p50: Vec<f64>,
+    pub p90: Vec<f64>,
+    pub p95: Vec<f64>,
+}
+
+/// The advice of a merchant's latest run that has it (optionally one SKU), riskiest first.
+pub async fn latest_advice(
+    pool: &PgPool,
+    merchant: &str,
+    sku: Option<&str>,
+) -> Result<Vec<AdviceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.run_id, a.sku, a.as_of, f.model, f.fallback, f.demand_class, f.validation_rmsse, f.dispersion, a.available,
+                a.lead_time_days, a.lead_time_demand, a.stockout_probability, a.reorder_point, a.suggested_order,
+                a.days_of_cover, a.value_at_risk_minor, a.at_risk, f.mean, f.p50, f.p90, f.p95
+         FROM stock_advice a
+         JOIN sku_forecasts f ON f.run_id = a.run_id AND f.merchant_id = a.merchant_id AND f.sku = a.sku
+         WHERE a.merchant_id = $1 AND ($2::text IS NULL OR a.sku = $2)
+           AND a.run_id = (SELECT max(run_id) FROM forecast_run_merchants WHERE merchant_id = $1 AND status = 'done')
+         ORDER BY a.stockout_probability * (a.value_at_risk_minor + 1) DESC, a.stockout_probability DESC, a.sku",
+    )
+    .bind(merchant)
+    .bind(sku)
+    .fetch_all(pool)
+    .await
+}
+
+/// Daily units of one SKU over `[from, to]` (all sources), zero days filled.
+pub async fn daily_units(
+    pool: &PgPool,
+    merchant: &str,
+    sku: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<f64>, sqlx::Error> {
+    let rows: Vec<(NaiveDate, i64)> = sqlx::query_as(
+        "SELECT day, sum(units)::bigint FROM sku_daily_demand WHERE merchant_id = $1 AND sku = $2 AND day BETWEEN $3 AND $4
+         GROUP BY day",
+    )
+    .bind(merchant)
+    .bind(sku)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let n = (to - from).num_days().max(-1) + 1;
+    let mut out = vec![0.0; n as usize];
+    for (d, u) in rows {
+        let i = (d - from).num_days();
+        if (0..n).contains(&i) {
+            out[i as usize] = u as f64;
+        }
+    }
+    Ok(out)
+}
+
+/// Sets on-hand stock of many SKUs (never below what is reserved), for generated worlds.
+pub async fn import_stock(pool: &PgPool, merchant: &str, rows: &[(String, i32)]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(20_000) {
+        let s: Vec<&str> = chunk.iter().map(|r| r.0.as_str()).collect();
+        let q: Vec<i32> = chunk.iter().map(|r| r.1.max(0)).collect();
+        sqlx::query(
+            "INSERT INTO stock (merchant_id, sku, on_hand)
+             SELECT $1, s, q FROM UNNEST($2::text[], $3::int[]) AS x(s, q)
+             ON CONFLICT (merchant_id, sku) DO UPDATE SET on_hand = GREATEST(stock.reserved, EXCLUDED.on_hand), updated_at = now()",
+        )
+        .bind(merchant)
+        .bind(&s)
+        .bind(&q)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
