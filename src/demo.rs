@@ -401,6 +401,7 @@ pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     println!("\n");
     summary(&world, elapsed).await?;
+    let forecast_hint = forecast_chapter(&world).await?;
     let prefix = app.config.redis.key_prefix.clone();
     let example: Option<String> = sqlx::query_scalar(
         "SELECT o.storefront_order_id FROM orders o WHERE o.storefront_order_id LIKE $1 AND o.refunded_minor > 0 ORDER BY o.id LIMIT 1",
@@ -414,9 +415,110 @@ pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
         "  cargo run --release -- orders show {}",
         example.unwrap_or_else(|| "<storefront order id>".into())
     );
+    println!("at a forecast with its chart:");
+    println!("  {forecast_hint}");
     println!("and at the queues of this run:");
     println!("  SOUK_REDIS__KEY_PREFIX={prefix} cargo run --release -- queues");
     Ok(())
+}
+
+/// Demand forecasting: loads two years of generated history for the demo's merchants, runs the
+/// forecast as the nightly job would, waits for the at-risk digests to reach the merchants'
+/// endpoints, and prints what came out. Returns a `souk forecast show` command to try.
+async fn forecast_chapter(world: &World) -> anyhow::Result<String> {
+    use crate::{
+        domain::forecast::generator::PanelSpec,
+        forecast::{self, generate},
+    };
+    let app = &world.app;
+    let started = Instant::now();
+    let spec = PanelSpec {
+        merchants: world.merchants.len(),
+        skus: 200 * world.merchants.len(),
+        days: 730,
+        seed: 2026,
+    };
+    let as_of = chrono::Utc::now().date_naive();
+    println!(
+        "\ndemand forecasting: {} SKUs with two years of generated sales history (plus this demo's orders) for the {} merchants",
+        spec.skus, spec.merchants
+    );
+    generate::load(app, &spec, &world.merchants, as_of, "unused").await?;
+    let run = forecast::open_run(app, &format!("demo:{}", world.run), as_of, Some(&world.merchants)).await?;
+    let (ok, failed) = forecast::run_in_process(app, &run, |m, r| {
+        if let Ok(o) = r {
+            println!(
+                "  {m:<28} {:>5} SKUs forecast, {:>3} at risk of a stock-out",
+                o.skus, o.at_risk
+            );
+        }
+    })
+    .await?;
+    anyhow::ensure!(failed == 0, "{failed} merchants' forecasts failed");
+    let digests: Vec<String> = world
+        .merchants
+        .iter()
+        .map(|m| forecast::digest_id(run.id, m))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (delivered, sent) = loop {
+        let (done, total): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status <> 'pending'), count(*) FROM webhook_deliveries WHERE id = ANY($1)",
+        )
+        .bind(&digests)
+        .fetch_one(&app.pool)
+        .await?;
+        if done >= total || Instant::now() > deadline {
+            break (done, total);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let models: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT model, count(*) FROM sku_forecasts WHERE run_id = $1 GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .bind(run.id)
+    .fetch_all(&app.pool)
+    .await?;
+    let classes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT demand_class, count(*) FROM sku_forecasts WHERE run_id = $1 GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .bind(run.id)
+    .fetch_all(&app.pool)
+    .await?;
+    let list = |v: &[(String, i64)]| {
+        v.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("  demand patterns: {}", list(&classes));
+    println!("  models chosen by rolling-origin validation: {}", list(&models));
+    let top: Vec<(String, String, f64, i32, i32, i64)> = sqlx::query_as(
+        "SELECT merchant_id, sku, stockout_probability, available, suggested_order, value_at_risk_minor FROM stock_advice
+         WHERE run_id = $1 AND at_risk ORDER BY stockout_probability * (value_at_risk_minor + 1) DESC LIMIT 5",
+    )
+    .bind(run.id)
+    .fetch_all(&app.pool)
+    .await?;
+    println!("  riskiest SKUs (table stock_advice):");
+    for (m, sku, p, avail, order, value) in &top {
+        println!(
+            "    {m:<28} {sku:<12} P(out) {:>3.0} %  in stock {avail:>4}  order {order:>4}  lost sales at risk {:>8.2} EUR",
+            p * 100.0,
+            *value as f64 / 100.0
+        );
+    }
+    println!(
+        "  {ok} merchants forecast, {delivered}/{sent} at-risk digests delivered (forecast.stock_risk webhooks) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(match top.first() {
+        Some((m, sku, ..)) => format!("cargo run --release -- forecast show --merchant {m} --sku {sku}"),
+        None => format!(
+            "cargo run --release -- forecast show --merchant {}",
+            world.merchants[0]
+        ),
+    })
 }
 
 async fn summary(world: &World, elapsed: f64) -> anyhow::Result<()> {

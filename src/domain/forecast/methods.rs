@@ -33,7 +33,8 @@ pub struct Sba;
 pub struct Tsb;
 /// Seasonal naive: the same weekday of the last week. The benchmark, not a candidate.
 pub struct SeasonalNaive;
-/// The mean of the last 28 days (or fewer): the fallback for short histories.
+/// The mean of the last 28 days (days before the first sale not counted, but at least 14 days
+/// in the divisor): the fallback for short histories.
 pub struct RecentMean;
 
 /// The candidates compared by rolling-origin validation.
@@ -307,7 +308,9 @@ impl Model for RecentMean {
     }
     fn forecast(&self, y: &[f64], h: usize, out: &mut Vec<f64>) {
         let tail = &y[y.len().saturating_sub(28)..];
-        let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
+        // A SKU a few days old has not shown a rate yet: its sales are spread over at least two
+        // weeks, so a launch-day burst is not projected onto every following day.
+        let mean = tail.iter().sum::<f64>() / tail.len().max(14) as f64;
         out.clear();
         out.resize(h, mean);
     }
@@ -375,6 +378,16 @@ mod tests {
         // The shrunk profile is close to, not exactly, the pattern.
         let peak = out.iter().cloned().fold(0.0, f64::max);
         assert!((peak - 6.0).abs() < 0.6, "{out:?}");
+    }
+
+    #[test]
+    fn the_short_history_fallback_spreads_a_launch_burst_over_two_weeks() {
+        let mut out = Vec::new();
+        RecentMean.forecast(&[28.0], 3, &mut out);
+        assert_eq!(out, vec![2.0; 3]);
+        let y: Vec<f64> = (0..40).map(|t| (t % 2) as f64).collect();
+        RecentMean.forecast(&y, 1, &mut out);
+        assert_eq!(out, vec![0.5]);
     }
 
     #[test]

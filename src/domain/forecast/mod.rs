@@ -129,7 +129,7 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
         RecentMean.forecast(hist, h, &mut out.mean);
         out.model = RecentMean.name();
         out.fallback = Some(format!(
-            "{} days of history (fewer than {}): mean of the last 28 days",
+            "{} days of history (fewer than {}): mean of the last 28 days (at least 14 counted)",
             hist.len(),
             s.min_history_days
         ));
