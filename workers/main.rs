@@ -211,6 +211,18 @@ enum ForecastAction {
         #[arg(long)]
         json: bool,
     },
+    /// Set the restocking lead time of a merchant, or of one SKU (which wins over its merchant's).
+    LeadTime {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        sku: Option<String>,
+        /// Days from ordering to sellable stock (0–365); omit with --clear.
+        days: Option<i32>,
+        /// Go back to the merchant's (or the configured) lead time.
+        #[arg(long, conflicts_with = "days")]
+        clear: bool,
+    },
     /// Load a seeded, generated marketplace history (daily demand and stock) into Postgres.
     Generate {
         #[arg(long, default_value_t = 20)]
@@ -740,6 +752,28 @@ async fn forecast_command(config: Config, action: ForecastAction) -> anyhow::Res
                 "\nOne SKU with its chart: souk forecast show --merchant {merchant} --sku {}",
                 first.sku
             );
+            Ok(())
+        }
+        ForecastAction::LeadTime {
+            merchant,
+            sku,
+            days,
+            clear,
+        } => {
+            anyhow::ensure!(clear || days.is_some(), "give the lead time in days, or --clear");
+            if let Some(d) = days {
+                anyhow::ensure!((0..=365).contains(&d), "the lead time must be 0 to 365 days");
+            }
+            let what = sku.as_ref().map_or(format!("merchant {merchant}"), |s| {
+                format!("SKU {s} of {merchant}")
+            });
+            if !forecasts::set_lead_time(&app.pool, &merchant, sku.as_deref(), days).await? {
+                anyhow::bail!("no {what}");
+            }
+            match days {
+                Some(d) => println!("lead time of {what}: {d} days (used from the next forecast run)"),
+                None => println!("lead time of {what} cleared"),
+            }
             Ok(())
         }
         ForecastAction::Generate {

@@ -609,3 +609,29 @@ pub async fn import_stock(pool: &PgPool, merchant: &str, rows: &[(String, i32)])
     }
     Ok(())
 }
+
+/// Sets (or clears, with `None`) the lead time of a merchant, or of one of its SKUs. `false`
+/// when the merchant or the SKU's stock row does not exist.
+pub async fn set_lead_time(
+    pool: &PgPool,
+    merchant: &str,
+    sku: Option<&str>,
+    days: Option<i32>,
+) -> Result<bool, sqlx::Error> {
+    let n = match sku {
+        None => sqlx::query("UPDATE merchants SET lead_time_days = $2, updated_at = now() WHERE id = $1")
+            .bind(merchant)
+            .bind(days)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        Some(sku) => sqlx::query("UPDATE stock SET lead_time_days = $3 WHERE merchant_id = $1 AND sku = $2")
+            .bind(merchant)
+            .bind(sku)
+            .bind(days)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    };
+    Ok(n == 1)
+}

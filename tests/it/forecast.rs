@@ -132,6 +132,20 @@ async fn a_forecast_run_stores_coherent_forecasts_advice_accuracy_and_one_verifi
     let run1 = forecast::open_run(&app, "t:early", early, None).await.unwrap();
     let (ok, failed) = forecast::run_in_process(&app, &run1, |_, _| {}).await.unwrap();
     assert_eq!((ok, failed), (2, 0));
+    // Lead times: merchant fb restocks in 14 days, one SKU of fa in 3; the rest use the default 7.
+    use souk::store::forecasts::set_lead_time;
+    assert!(set_lead_time(&app.pool, "fb", None, Some(14)).await.unwrap());
+    let fast_sku: String =
+        sqlx::query_scalar("SELECT sku FROM stock WHERE merchant_id = 'fa' ORDER BY sku LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(set_lead_time(&app.pool, "fa", Some(&fast_sku), Some(3))
+        .await
+        .unwrap());
+    assert!(!set_lead_time(&app.pool, "fa", Some("NO-SUCH-SKU"), Some(3))
+        .await
+        .unwrap());
     let run2 = forecast::open_run(&app, "t:end", end, None).await.unwrap();
     forecast::run_in_process(&app, &run2, |_, r| assert!(r.is_ok(), "{r:?}"))
         .await
@@ -196,6 +210,22 @@ async fn a_forecast_run_stores_coherent_forecasts_advice_accuracy_and_one_verifi
     )
     .await;
     assert_eq!(bad_advice, 0);
+    let lead_times: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT merchant_id, sku, lead_time_days FROM stock_advice WHERE run_id = $1")
+            .bind(run2.id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    for (m, sku, lt) in &lead_times {
+        let want = if m == "fb" {
+            14
+        } else if sku == &fast_sku {
+            3
+        } else {
+            7
+        };
+        assert_eq!(*lt, want, "{m} {sku}");
+    }
     // Accuracy: every forecast of the first run was scored by the second.
     let scored = scalar_i64(
         &env,
