@@ -7,4 +7,5 @@ pub mod backoff;
 pub mod forecast;
 pub mod order;
 pub mod payment;
+pub mod tracking;
 pub mod webhook;
