@@ -167,5 +167,8 @@ pub async fn order_story(pool: &PgPool, key: &str) -> Result<Value, AdminError> 
     .bind(id)
     .fetch_all(pool)
     .await?;
-    Ok(json!({"order": order, "sub_orders": subs, "payment_operations": payments, "timeline": events}))
+    let shipments = crate::store::shipments::story(pool, id).await?;
+    Ok(
+        json!({"order": order, "sub_orders": subs, "payment_operations": payments, "shipments": shipments, "timeline": events}),
+    )
 }

@@ -30,6 +30,7 @@ pub struct App {
     pub pool: PgPool,
     pub producer: Producer,
     pub payments: Arc<dyn PaymentProvider>,
+    pub tracking: Arc<dyn crate::integrations::tracking::TrackingProvider>,
     pub webhooks: WebhookSender,
 }
 
@@ -57,6 +58,14 @@ impl App {
             )
             .context("building the payment client")?,
         );
+        let tracking: Arc<dyn crate::integrations::tracking::TrackingProvider> = Arc::new(
+            crate::integrations::tracking::AftershipClient::new(
+                &config.tracking.base_url,
+                config.tracking.api_key.expose(),
+                Duration::from_millis(config.tracking.timeout_ms),
+            )
+            .context("building the tracking client")?,
+        );
         let webhooks = WebhookSender::new(
             Duration::from_millis(config.webhooks.timeout_ms),
             config.webhooks.allow_private_targets,
@@ -69,6 +78,7 @@ impl App {
             pool,
             producer,
             payments,
+            tracking,
             webhooks,
         })
     }

@@ -38,6 +38,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub admin: AdminConfig,
     pub forecast: ForecastConfig,
+    pub tracking: TrackingConfig,
 }
 
 /// A secret value: shown as `***` by `Debug`, so a logged config never leaks it.
@@ -84,6 +85,33 @@ pub struct WebhooksConfig {
     pub disable_after_hours: u64,
     pub allow_private_targets: bool,
     pub max_in_flight_per_merchant: u32,
+}
+
+/// Courier tracking (see `[tracking]` in config/default.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    pub provider: String,
+    pub base_url: String,
+    pub api_key: Secret,
+    pub timeout_ms: u64,
+    pub poll_imminent_s: u64,
+    pub poll_moving_s: u64,
+    pub poll_quiet_s: u64,
+    pub quiet_after_s: u64,
+    pub poll_unscanned_s: u64,
+}
+
+impl TrackingConfig {
+    pub fn poll_policy(&self) -> crate::domain::tracking::poll::PollPolicy {
+        crate::domain::tracking::poll::PollPolicy {
+            imminent_s: self.poll_imminent_s,
+            moving_s: self.poll_moving_s,
+            quiet_s: self.poll_quiet_s,
+            quiet_after_s: self.quiet_after_s,
+            unscanned_s: self.poll_unscanned_s,
+        }
+    }
 }
 
 /// Demand forecasting (see `[forecast]` in config/default.toml).
@@ -322,6 +350,23 @@ impl Config {
         }
         if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
             return bad("database.url", "must start with postgres:// or postgresql://");
+        }
+        if self.tracking.provider != "aftership" {
+            return bad(
+                "tracking.provider",
+                "must be \"aftership\" (the AfterShip-compatible API)",
+            );
+        }
+        let t = &self.tracking;
+        if [
+            t.poll_imminent_s,
+            t.poll_moving_s,
+            t.poll_quiet_s,
+            t.poll_unscanned_s,
+        ]
+        .contains(&0)
+        {
+            return bad("tracking.poll_moving_s", "poll intervals must be at least 1 s");
         }
         let f = &self.forecast;
         if f.horizon_days == 0 || f.horizon_days > 366 {

@@ -721,6 +721,30 @@ pub fn render_story(story: &Value) -> String {
             s(&p["idempotency_key"])
         ));
     }
+    let shipments = story["shipments"].as_array().cloned().unwrap_or_default();
+    if !shipments.is_empty() {
+        out.push_str("\n  shipments:\n");
+    }
+    for sh in &shipments {
+        out.push_str(&format!(
+            "    {} {} ({}) for sub-order {}: {}, {} polls\n",
+            s(&sh["merchant_id"]),
+            s(&sh["tracking_number"]),
+            sh["carrier"].as_str().unwrap_or("carrier left to the provider"),
+            s(&sh["sub_order_id"]),
+            s(&sh["status"]),
+            s(&sh["polls"])
+        ));
+        for e in sh["events"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "      {}  {:<20} {:<14} {}\n",
+                s(&e["at"]),
+                e["status"].as_str().unwrap_or("(unmapped)"),
+                e["location"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
     out.push_str("\n  timeline:\n");
     for e in story["timeline"].as_array().into_iter().flatten() {
         out.push_str(&format!(

@@ -48,6 +48,17 @@ pub enum StorefrontCommand {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A merchant shipped its part of an order: a tracking number, and the carrier when known
+    /// (detected from the number otherwise).
+    #[serde(rename = "shipment.created")]
+    ShipmentCreated {
+        version: u32,
+        storefront_order_id: String,
+        merchant_id: String,
+        tracking_number: String,
+        #[serde(default)]
+        carrier: Option<String>,
+    },
     /// The customer or the storefront cancels an order (before shipment).
     #[serde(rename = "order.cancel")]
     OrderCancel {
@@ -143,6 +154,7 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
         | StorefrontCommand::InventorySet { version, .. }
         | StorefrontCommand::InventoryAdjust { version, .. }
         | StorefrontCommand::MerchantDecision { version, .. }
+        | StorefrontCommand::ShipmentCreated { version, .. }
         | StorefrontCommand::OrderCancel { version, .. } => *version,
     };
     if version != 1 {
@@ -481,7 +493,7 @@ mod documented_examples {
                 n += 1;
             }
         }
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
     }
 
     /// The JSON Schema names exactly the command types the parser knows.
@@ -507,7 +519,8 @@ mod documented_examples {
                 "inventory.set",
                 "merchant.decision",
                 "order.cancel",
-                "order.placed"
+                "order.placed",
+                "shipment.created"
             ]
         );
     }

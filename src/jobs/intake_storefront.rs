@@ -141,6 +141,24 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             )
             .await
         }
+        StorefrontCommand::ShipmentCreated {
+            storefront_order_id,
+            merchant_id,
+            tracking_number,
+            carrier,
+            ..
+        } => {
+            ship(
+                &app,
+                &d,
+                &raw,
+                &storefront_order_id,
+                &merchant_id,
+                &tracking_number,
+                carrier.as_deref(),
+            )
+            .await
+        }
         StorefrontCommand::OrderCancel {
             storefront_order_id,
             reason,
@@ -160,6 +178,83 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             cancel(&app, order_id, "storefront", &why).await
         }
     }
+}
+
+/// Records a merchant's shipment of its sub-order (accepted ones only) and starts tracking it.
+/// The carrier, when not given, is the surest candidate detected from the number's format; an
+/// ambiguous or unknown number is left to the tracking provider.
+async fn ship(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    sf: &str,
+    merchant: &str,
+    number: &str,
+    carrier: Option<&str>,
+) -> Result<(), JobError> {
+    use crate::domain::tracking::carrier::{detect, normalise, Confidence};
+    let number = normalise(number);
+    if number.is_empty() || number.len() > 64 || !number.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let r = Rejection {
+            code: "invalid_tracking_number",
+            message: format!("tracking numbers are 1–64 letters and digits; got {number:?}"),
+        };
+        return refuse(app, d, raw, Some(sf), r).await;
+    }
+    let Some(sub) = orders::sub_order_by_storefront(&app.pool, sf, merchant)
+        .await
+        .map_err(db)?
+    else {
+        let r = Rejection {
+            code: "unknown_sub_order",
+            message: format!("no sub-order of {sf:?} for merchant {merchant:?}"),
+        };
+        return refuse(app, d, raw, Some(sf), r).await;
+    };
+    let status: String = sqlx::query_scalar("SELECT status FROM sub_orders WHERE id = $1")
+        .bind(sub)
+        .fetch_one(&app.pool)
+        .await
+        .map_err(db)?;
+    if status != "accepted" {
+        let r = Rejection {
+            code: "not_shippable",
+            message: format!("the sub-order is {status}; only accepted sub-orders ship"),
+        };
+        return refuse(app, d, raw, Some(sf), r).await;
+    }
+    let candidates = detect(&number);
+    let chosen = match carrier {
+        Some(c) => Some(c.trim().to_ascii_lowercase()),
+        None => match candidates.as_slice() {
+            [only] => Some(only.carrier.slug().to_owned()),
+            [first, second, ..] if first.confidence > second.confidence => {
+                Some(first.carrier.slug().to_owned())
+            }
+            [first, ..] if first.confidence == Confidence::CheckDigit => {
+                Some(first.carrier.slug().to_owned())
+            }
+            _ => None,
+        },
+    };
+    let (id, _) = crate::store::shipments::create(
+        &app.pool,
+        sub,
+        merchant,
+        &number,
+        chosen.as_deref(),
+        &serde_json::to_value(&candidates).unwrap_or_default(),
+        &app.config.tracking.provider,
+    )
+    .await
+    .map_err(db)?;
+    app.push_once(
+        super::track_shipment::QUEUE,
+        &format!("track:{id}"),
+        &super::track_shipment::Args { shipment_id: id },
+        None,
+    )
+    .await
 }
 
 /// Applies a merchant decision (from the storefront channel or the admin API); a rejection

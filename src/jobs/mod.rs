@@ -6,6 +6,9 @@
 //! not ship) → `notify_merchant` (one per webhook) and `expire_acceptance` (merchant deadline).
 //! `sweep_orders` runs from cron as a safety net.
 //!
+//! Shipping: `shipment.created` on the storefront channel → `track_shipment` (polls until the
+//! parcel's end, snoozing between polls).
+//!
 //! Forecasting: `plan_forecasts` (nightly from cron) → `forecast_merchant` (one per merchant).
 
 pub mod adjust_payment;
@@ -18,6 +21,7 @@ pub mod plan_forecasts;
 pub mod record_sample;
 pub mod reserve_stock;
 pub mod sweep_orders;
+pub mod track_shipment;
 
 use apalis::prelude::Monitor;
 
@@ -58,6 +62,10 @@ pub const ALL: &[JobKind] = &[
     JobKind {
         queue: sweep_orders::QUEUE,
         register: sweep_orders::register,
+    },
+    JobKind {
+        queue: track_shipment::QUEUE,
+        register: track_shipment::register,
     },
     JobKind {
         queue: plan_forecasts::QUEUE,

@@ -10,6 +10,9 @@
 //!   latency, failure rate, downtime, forced status and `Retry-After`
 //!   (`PUT /sandbox/merchants/{id}`, read back with `GET`).
 //!
+//! - An AfterShip-compatible tracking provider under `/aftership` ([`tracking`]), with
+//!   scripted parcel lives and a per-second rate limit.
+//!
 //! State lives in memory: the sandbox plays parties whose own storage is not souk's concern.
 
 use std::{
@@ -33,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::domain::webhook::verify;
+
+pub mod tracking;
 
 #[derive(Debug, Clone)]
 struct Intent {
@@ -129,6 +134,8 @@ pub struct Sandbox {
     idempotency: Mutex<HashMap<String, (String, u16, Value)>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     counters: Mutex<HashMap<&'static str, u64>>,
+    /// The tracking provider stand-in.
+    pub couriers: tracking::Couriers,
 }
 
 impl Sandbox {
@@ -140,6 +147,7 @@ impl Sandbox {
             idempotency: Mutex::default(),
             endpoints: Mutex::default(),
             counters: Mutex::default(),
+            couriers: tracking::Couriers::default(),
         })
     }
 
@@ -557,6 +565,11 @@ pub fn router(sb: Arc<Sandbox>) -> Router {
         .route("/sandbox/merchants/{id}", get(get_endpoint).put(put_endpoint))
         .route("/sandbox/stats", get(stats))
         .route("/merchants/{id}/webhook", post(receive))
+        .route("/aftership/trackings", post(tracking::create))
+        .route(
+            "/aftership/trackings/{slug}/{number}",
+            get(tracking::get_tracking),
+        )
         .with_state(sb)
 }
 

@@ -33,7 +33,10 @@ impl Pipeline {
             .await
             .unwrap();
         let base = format!("http://{addr}");
+        let tracking = format!("{base}/aftership");
         let mut vars: Vec<(&str, &str)> = vec![
+            ("SOUK_TRACKING__BASE_URL", tracking.as_str()),
+            ("SOUK_TRACKING__API_KEY", KEY),
             ("SOUK_PAYMENT__BASE_URL", base.as_str()),
             ("SOUK_PAYMENT__API_KEY", KEY),
             ("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
@@ -813,5 +816,134 @@ async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches_the_merchant() {
+    // The tracking provider is the sandbox's AfterShip stand-in; polls every second at most.
+    let p = Pipeline::start(&[
+        ("SOUK_TRACKING__POLL_IMMINENT_S", "1"),
+        ("SOUK_TRACKING__POLL_MOVING_S", "1"),
+        ("SOUK_TRACKING__POLL_QUIET_S", "1"),
+        ("SOUK_TRACKING__POLL_UNSCANNED_S", "1"),
+    ])
+    .await;
+    *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(300);
+    p.merchant("m-ship", "auto", "accept", 3600).await;
+    p.merchant("m-other", "manual", "accept", 3600).await;
+    p.stock("m-ship", "A", 5).await;
+    p.stock("m-other", "B", 5).await;
+    p.send(&p.order(
+        "SF-SHIP",
+        &[("m-ship", "A", 1, 1000), ("m-other", "B", 1, 500)],
+        "requires_capture",
+    ))
+    .await;
+    eventually(Duration::from_secs(20), "accepted and notified", || async {
+        p.sub_statuses("SF-SHIP").await.get("m-ship").map(String::as_str) == Some("accepted")
+    })
+    .await;
+
+    // Shipping a sub-order that is not accepted yet is refused with a reason.
+    p.send(
+        &json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-SHIP",
+                   "merchant_id": "m-other", "tracking_number": "1Z999AA10123456784"}),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the refusal recorded", || async {
+        p.scalar(
+            "SELECT count(*) FROM rejected_messages WHERE storefront_order_id = $1 AND code = 'not_shippable'",
+            "SF-SHIP",
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    // A UPS number without a carrier: detected from its check digit. Sent twice: one shipment.
+    let ship = json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-SHIP",
+                      "merchant_id": "m-ship", "tracking_number": "1Z 999AA1 0123456784"});
+    p.send(&ship).await;
+    p.send(&ship).await;
+    let script = souk::sandbox::tracking::script("1Z999AA10123456784");
+    let end = script.last().unwrap().0;
+    assert_eq!(end, "Delivered", "this number's scripted life ends delivered");
+    eventually(Duration::from_secs(30), "the parcel delivered", || async {
+        p.scalar(
+            "SELECT count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id
+             WHERE o.storefront_order_id = $1 AND s.delivery_status = 'delivered'",
+            "SF-SHIP",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let pool = &p.env.app.pool;
+    let (count, carrier, status, polls): (i64, Option<String>, String, i32) =
+        sqlx::query_as("SELECT count(*) OVER (), carrier, status, polls FROM shipments")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (count, carrier.as_deref(), status.as_str()),
+        (1, Some("ups"), "delivered")
+    );
+    // Every scripted checkpoint stored once, in carrier order, whatever the number of polls.
+    let events: Vec<(Option<String>, String)> =
+        sqlx::query_as("SELECT status, raw_status FROM tracking_events ORDER BY occurred_at, id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(events.len(), script.len(), "{events:?} after {polls} polls");
+    assert!(events.iter().zip(&script).all(|(e, s)| e.1 == s.0));
+    // The merchant heard each distinct status change, signed, once.
+    eventually(Duration::from_secs(10), "status webhooks delivered", || async {
+        let r = p.sb.endpoint_report("m-ship");
+        r.events.iter().any(|(_, t)| t == "shipment.status_changed")
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM webhook_deliveries WHERE event_type = 'shipment.status_changed' AND status <> 'delivered'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+                == 0
+    })
+    .await;
+    let changes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'status' FROM webhook_deliveries WHERE event_type = 'shipment.status_changed' ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        changes.last().map(String::as_str),
+        Some("delivered"),
+        "{changes:?}"
+    );
+    let report = p.sb.endpoint_report("m-ship");
+    assert_eq!((report.bad_signatures, report.duplicates), (0, 0));
+    // Polling stopped at the end: no more polls after delivery.
+    let polls_then: i32 = sqlx::query_scalar("SELECT polls FROM shipments")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let polls_now: i32 = sqlx::query_scalar("SELECT polls FROM shipments")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(polls_then, polls_now);
+    // The storefront heard it too, and the story shows it.
+    eventually(Duration::from_secs(10), "outcome events", || async {
+        let t = p.outcome_types("SF-SHIP").await;
+        t.iter().any(|x| x == "shipment.created") && t.iter().any(|x| x == "shipment.delivered")
+    })
+    .await;
+    let story = admin::order_story(pool, "SF-SHIP").await.unwrap();
+    assert_eq!(
+        story["shipments"][0]["events"].as_array().unwrap().len(),
+        script.len()
+    );
     p.stop().await;
 }

@@ -1,0 +1,150 @@
+//! `souk.track_shipment.v1`: follows one shipment to its end. Each run registers the number
+//! with the tracking provider (once), reads every checkpoint, stores the new ones (de-duplicated,
+//! in carrier-time order), moves the shipment to its latest known status, tells the merchant
+//! (a signed webhook per status change) and the storefront (an outcome event), then snoozes
+//! until the next poll: often while the parcel moves, seldom while it is quiet, not at all once
+//! it is delivered, returned or expired. A provider rate limit snoozes until its reset time;
+//! snoozes spend no attempts.
+
+use std::time::Duration;
+
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{db, notify_merchant, register_job};
+use crate::{
+    app::App,
+    domain::tracking::{
+        poll::next_poll,
+        status::{normalise, roll_up, Status},
+    },
+    integrations::tracking::TrackingError,
+    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
+    store::{
+        orders,
+        shipments::{self, NewEvent},
+    },
+};
+
+pub const QUEUE: &str = "souk.track_shipment.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    pub shipment_id: i64,
+}
+
+fn provider_error(e: TrackingError) -> JobError {
+    match e {
+        TrackingError::RateLimited(d) => JobError::Snooze(d),
+        other => JobError::retry(other),
+    }
+}
+
+/// The webhook id of a shipment's status change: one per shipment and status.
+pub fn delivery_id(shipment_id: i64, status: &str) -> String {
+    format!("msg_sh{shipment_id}_{status}")
+}
+
+pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    let Some(s) = shipments::load(&app.pool, args.shipment_id).await.map_err(db)? else {
+        return Err(JobError::abort(format!("no shipment {}", args.shipment_id)));
+    };
+    if Status::parse(&s.status).is_some_and(Status::is_final) {
+        return Ok(());
+    }
+    let provider = app.tracking.clone();
+    if s.registered_at.is_none() {
+        provider
+            .register(s.carrier.as_deref(), &s.tracking_number)
+            .await
+            .map_err(provider_error)?;
+        shipments::mark_registered(&app.pool, s.id).await.map_err(db)?;
+    }
+    let checkpoints = provider
+        .fetch(s.carrier.as_deref(), &s.tracking_number)
+        .await
+        .map_err(provider_error)?;
+    let kind = provider.kind();
+    let events: Vec<NewEvent> = checkpoints
+        .into_iter()
+        .map(|c| {
+            let key = format!(
+                "{}|{}|{}|{}|{}",
+                c.at.timestamp_millis(),
+                c.status,
+                c.sub_status.as_deref().unwrap_or(""),
+                c.location.as_deref().unwrap_or(""),
+                c.message.as_deref().unwrap_or("")
+            );
+            let digest = Sha256::digest(key.as_bytes());
+            NewEvent {
+                occurred_at: c.at,
+                status: normalise(kind, &c.status, c.sub_status.as_deref()).map(Status::as_str),
+                raw_status: c.status,
+                raw_sub_status: c.sub_status,
+                location: c.location,
+                message: c.message,
+                dedupe_key: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
+            }
+        })
+        .collect();
+    let outcome = shipments::record_poll(&app.pool, &s, &events, |all| {
+        let parsed: Vec<Status> = all.iter().filter_map(|x| Status::parse(x)).collect();
+        roll_up(&parsed).map(|st| st.as_str().to_owned())
+    })
+    .await
+    .map_err(db)?;
+    if outcome.changed {
+        let id = delivery_id(s.id, &outcome.status);
+        let payload = json!({
+            "storefront_order_id": s.storefront_order_id,
+            "sub_order_id": s.sub_order_id,
+            "merchant_id": s.merchant_id,
+            "shipment_id": s.id,
+            "tracking_number": s.tracking_number,
+            "carrier": s.carrier,
+            "status": outcome.status,
+            "last_event_at": outcome.last_event_at,
+        });
+        let mut tx = app.pool.begin().await.map_err(db)?;
+        orders::insert_delivery(
+            &mut tx,
+            &id,
+            &s.merchant_id,
+            Some(s.order_id),
+            Some(s.sub_order_id),
+            "shipment.status_changed",
+            &payload,
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        app.push_once(
+            notify_merchant::QUEUE,
+            &format!("notify:{id}"),
+            &notify_merchant::Args { delivery_id: id },
+            None,
+        )
+        .await?;
+    }
+    let status = Status::parse(&outcome.status).unwrap_or(Status::Pending);
+    let since_event = outcome
+        .last_event_at
+        .map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0) as u64);
+    match next_poll(status, since_event, &app.config.tracking.poll_policy()) {
+        None => Ok(()),
+        Some(secs) => {
+            // ±10 % so that shipments registered together do not poll together forever.
+            let ms = secs * 1000;
+            let jitter = fastrand::u64(0..=ms / 5);
+            Err(JobError::Snooze(Duration::from_millis(ms - ms / 10 + jitter)))
+        }
+    }
+}
+
+pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
+    register_job!(monitor, app, ctx, QUEUE, StreamsBackend::<Args>::new, handle)
+}

@@ -1,0 +1,210 @@
+//! The sandbox's AfterShip-compatible tracking provider under `/aftership`: `POST /trackings`
+//! registers a number (a second time answers 400 with meta code 4003, as AfterShip does),
+//! `GET /trackings/{slug}/{number}` returns the checkpoints that have "happened" so far.
+//!
+//! Each number gets a realistic life from a hash of it: info received, picked up, a few
+//! in-transit scans, out for delivery, delivered; some have a failed attempt first, some an
+//! exception, a few go back to the sender. One step every `step_ms` from registration. Calls
+//! above `rate_per_s` in a second get 429 with `X-RateLimit-Reset`, and are counted.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{lock, Sandbox};
+
+/// The tracking stand-in's state and settings.
+#[derive(Debug)]
+pub struct Couriers {
+    pub step: Mutex<Duration>,
+    pub rate_per_s: Mutex<u32>,
+    registered: Mutex<HashMap<String, DateTime<Utc>>>,
+    window: Mutex<(i64, u32)>,
+    pub served: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Default for Couriers {
+    fn default() -> Self {
+        Couriers {
+            step: Mutex::new(Duration::from_secs(2)),
+            rate_per_s: Mutex::new(20),
+            registered: Mutex::default(),
+            window: Mutex::new((0, 0)),
+            served: Mutex::default(),
+        }
+    }
+}
+
+const CITIES: [&str; 6] = [
+    "Shenzhen CN",
+    "Leipzig DE",
+    "Memphis US",
+    "Rotterdam NL",
+    "Lyon FR",
+    "Milan IT",
+];
+
+/// The whole life of a number: (tag, subtag, message), one per step.
+pub fn script(number: &str) -> Vec<(&'static str, Option<&'static str>, &'static str)> {
+    let h = number.bytes().fold(0xcbf29ce484222325u64, |a, b| {
+        (a ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let mut s = vec![
+        ("InfoReceived", None, "Shipment information received"),
+        ("InTransit", None, "Picked up by the carrier"),
+        ("InTransit", None, "Departed facility"),
+        ("InTransit", None, "Arrived at destination hub"),
+    ];
+    match h % 20 {
+        0 => {
+            s.push((
+                "Exception",
+                Some("Exception_010"),
+                "Address problem: returning to sender",
+            ));
+            s.push(("Exception", Some("Exception_011"), "Returned to sender"));
+            return s;
+        }
+        1 => s.push(("Exception", Some("Exception_004"), "Delayed: customs inspection")),
+        2 | 3 => {
+            s.push(("OutForDelivery", None, "Out for delivery"));
+            s.push(("AttemptFail", None, "Recipient not at home"));
+        }
+        _ => {}
+    }
+    s.push(("OutForDelivery", None, "Out for delivery"));
+    s.push(("Delivered", None, "Delivered"));
+    s
+}
+
+fn rate_limited(sb: &Sandbox) -> Option<Response> {
+    let now = Utc::now().timestamp();
+    let limit = *lock(&sb.couriers.rate_per_s);
+    let mut w = lock(&sb.couriers.window);
+    if w.0 != now {
+        *w = (now, 0);
+    }
+    w.1 += 1;
+    if w.1 > limit {
+        *lock(&sb.couriers.served).entry("rate_limited").or_insert(0) += 1;
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"meta": {"code": 429, "message": "Too many requests"}})),
+        )
+            .into_response();
+        r.headers_mut().insert("x-ratelimit-reset", (now + 1).into());
+        return Some(r);
+    }
+    None
+}
+
+fn authorised(sb: &Sandbox, headers: &HeaderMap) -> bool {
+    headers.get("as-api-key").and_then(|v| v.to_str().ok()) == Some(sb.api_key.as_str())
+}
+
+pub async fn create(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if !authorised(&sb, &headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"meta": {"code": 401}}))).into_response();
+    }
+    if let Some(r) = rate_limited(&sb) {
+        return r;
+    }
+    let Some(number) = body["tracking"]["tracking_number"].as_str() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"meta": {"code": 4001, "message": "tracking_number missing"}})),
+        )
+            .into_response();
+    };
+    let mut reg = lock(&sb.couriers.registered);
+    if reg.contains_key(number) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"meta": {"code": 4003, "message": "Tracking already exists."}})),
+        )
+            .into_response();
+    }
+    reg.insert(number.to_owned(), Utc::now());
+    *lock(&sb.couriers.served).entry("register").or_insert(0) += 1;
+    (
+        StatusCode::CREATED,
+        Json(json!({"meta": {"code": 201}, "data": {"tracking": {"tracking_number": number}}})),
+    )
+        .into_response()
+}
+
+pub async fn get_tracking(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Path((slug, number)): Path<(String, String)>,
+) -> Response {
+    if !authorised(&sb, &headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"meta": {"code": 401}}))).into_response();
+    }
+    if let Some(r) = rate_limited(&sb) {
+        return r;
+    }
+    let Some(start) = lock(&sb.couriers.registered).get(&number).copied() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"meta": {"code": 4004, "message": "Tracking does not exist."}})),
+        )
+            .into_response();
+    };
+    *lock(&sb.couriers.served).entry("get").or_insert(0) += 1;
+    let step = chrono::Duration::from_std(*lock(&sb.couriers.step)).unwrap_or_default();
+    let now = Utc::now();
+    let checkpoints: Vec<Value> = script(&number)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (tag, subtag, message))| (start + step * (i as i32 + 1), tag, subtag, message, i))
+        .filter(|(at, ..)| *at <= now)
+        .map(|(at, tag, subtag, message, i)| {
+            json!({"checkpoint_time": at.to_rfc3339(), "tag": tag, "subtag": subtag, "message": message,
+                   "location": CITIES[i % CITIES.len()], "slug": slug})
+        })
+        .collect();
+    let tag = checkpoints
+        .last()
+        .map_or("Pending", |c| c["tag"].as_str().unwrap_or("Pending"))
+        .to_owned();
+    Json(json!({"meta": {"code": 200}, "data": {"tracking": {"tracking_number": number, "slug": slug, "tag": tag,
+        "checkpoints": checkpoints}}}))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tracking::status::{normalise, Provider, Status};
+
+    #[test]
+    fn every_script_ends_in_a_final_status_souk_maps() {
+        let mut ends = std::collections::HashMap::new();
+        for i in 0..400 {
+            let s = script(&format!("SBX{i:08}"));
+            let (tag, sub, _) = *s.last().unwrap();
+            let end = normalise(Provider::Aftership, tag, sub).unwrap();
+            assert!(end.is_final(), "{s:?}");
+            *ends.entry(end).or_insert(0) += 1;
+            for (tag, sub, _) in &s {
+                assert!(normalise(Provider::Aftership, tag, *sub).is_some());
+            }
+        }
+        assert!(
+            ends[&Status::Delivered] > 300 && ends[&Status::Returned] > 5,
+            "{ends:?}"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! SQL of shipments and tracking events.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use super::orders::add_event;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Shipment {
+    pub id: i64,
+    pub sub_order_id: i64,
+    pub order_id: i64,
+    pub storefront_order_id: String,
+    pub merchant_id: String,
+    pub tracking_number: String,
+    pub carrier: Option<String>,
+    pub provider: String,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const SELECT: &str =
+    "SELECT s.id, s.sub_order_id, so.order_id, o.storefront_order_id, s.merchant_id, s.tracking_number,
+        s.carrier, s.provider, s.registered_at, s.status, s.last_event_at, s.created_at
+        FROM shipments s JOIN sub_orders so ON so.id = s.sub_order_id JOIN orders o ON o.id = so.order_id";
+
+pub async fn load(pool: &PgPool, id: i64) -> Result<Option<Shipment>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE s.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Creates the shipment of a sub-order (once per tracking number); returns its id and whether
+/// it is new. The sub-order is marked shipped and the storefront told.
+pub async fn create(
+    pool: &PgPool,
+    sub_order_id: i64,
+    merchant: &str,
+    tracking_number: &str,
+    carrier: Option<&str>,
+    candidates: &Value,
+    provider: &str,
+) -> Result<(i64, bool), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO shipments (sub_order_id, merchant_id, tracking_number, carrier, carrier_candidates, provider)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sub_order_id, tracking_number) DO NOTHING RETURNING id",
+    )
+    .bind(sub_order_id)
+    .bind(merchant)
+    .bind(tracking_number)
+    .bind(carrier)
+    .bind(candidates)
+    .bind(provider)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = inserted else {
+        let id =
+            sqlx::query_scalar("SELECT id FROM shipments WHERE sub_order_id = $1 AND tracking_number = $2")
+                .bind(sub_order_id)
+                .bind(tracking_number)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        return Ok((id, false));
+    };
+    let (order_id, sf): (i64, String) = sqlx::query_as(
+        "UPDATE sub_orders s SET shipped_at = coalesce(s.shipped_at, now()), delivery_status = coalesce(s.delivery_status, 'pending'),
+                updated_at = now()
+         FROM orders o WHERE s.id = $1 AND o.id = s.order_id RETURNING s.order_id, o.storefront_order_id",
+    )
+    .bind(sub_order_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    add_event(
+        &mut tx,
+        Some(order_id),
+        Some(sub_order_id),
+        Some(&sf),
+        "shipment.created",
+        &format!("merchant:{merchant}"),
+        None,
+        json!({"shipment_id": id, "merchant_id": merchant, "tracking_number": tracking_number, "carrier": carrier}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((id, true))
+}
+
+pub async fn mark_registered(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE shipments SET registered_at = coalesce(registered_at, now()) WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One carrier event as the provider reported it, with souk's status.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub occurred_at: DateTime<Utc>,
+    pub status: Option<&'static str>,
+    pub raw_status: String,
+    pub raw_sub_status: Option<String>,
+    pub location: Option<String>,
+    pub message: Option<String>,
+    pub dedupe_key: String,
+}
+
+/// What a poll changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub new_events: usize,
+    /// The shipment's status after the poll, and whether it changed.
+    pub status: String,
+    pub changed: bool,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// Stores the events not seen before and moves the shipment to the status of its latest event
+/// with a known status (events may arrive late or out of order: the latest by carrier time
+/// wins). A change rolls up into the sub-order and is told to the storefront, in the same
+/// transaction.
+pub async fn record_poll(
+    pool: &PgPool,
+    s: &Shipment,
+    events: &[NewEvent],
+    roll_up: impl Fn(&[String]) -> Option<String>,
+) -> Result<PollOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let current: String = sqlx::query_scalar("SELECT status FROM shipments WHERE id = $1 FOR UPDATE")
+        .bind(s.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut new_events = 0;
+    for e in events {
+        new_events += sqlx::query(
+            "INSERT INTO tracking_events (shipment_id, occurred_at, status, raw_status, raw_sub_status, location, message,
+                    provider, dedupe_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (shipment_id, dedupe_key) DO NOTHING",
+        )
+        .bind(s.id)
+        .bind(e.occurred_at)
+        .bind(e.status)
+        .bind(&e.raw_status)
+        .bind(&e.raw_sub_status)
+        .bind(&e.location)
+        .bind(&e.message)
+        .bind(&s.provider)
+        .bind(&e.dedupe_key)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as usize;
+    }
+    let latest: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT status, occurred_at FROM tracking_events WHERE shipment_id = $1 AND status IS NOT NULL
+         ORDER BY occurred_at DESC, id DESC LIMIT 1",
+    )
+    .bind(s.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let last_event_at: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT max(occurred_at) FROM tracking_events WHERE shipment_id = $1")
+            .bind(s.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let status = latest.as_ref().map_or(current.clone(), |l| l.0.clone());
+    let changed = status != current;
+    sqlx::query(
+        "UPDATE shipments SET last_polled_at = now(), polls = polls + 1, last_event_at = $2,
+                status = $3, status_changed_at = CASE WHEN $4 THEN now() ELSE status_changed_at END,
+                delivered_at = CASE WHEN $3 = 'delivered' THEN coalesce(delivered_at, now()) ELSE delivered_at END
+         WHERE id = $1",
+    )
+    .bind(s.id)
+    .bind(last_event_at)
+    .bind(&status)
+    .bind(changed)
+    .execute(&mut *tx)
+    .await?;
+    if changed {
+        let all: Vec<String> = sqlx::query_scalar("SELECT status FROM shipments WHERE sub_order_id = $1")
+            .bind(s.sub_order_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let sub_status = roll_up(&all);
+        sqlx::query(
+            "UPDATE sub_orders SET delivery_status = $2,
+                    delivered_at = CASE WHEN $2 = 'delivered' THEN coalesce(delivered_at, now()) ELSE delivered_at END,
+                    updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(s.sub_order_id)
+        .bind(&sub_status)
+        .execute(&mut *tx)
+        .await?;
+        add_event(
+            &mut tx,
+            Some(s.order_id),
+            Some(s.sub_order_id),
+            Some(&s.storefront_order_id),
+            &format!("shipment.{status}"),
+            &format!("souk:tracking:{}", s.provider),
+            None,
+            json!({"shipment_id": s.id, "merchant_id": s.merchant_id, "tracking_number": s.tracking_number,
+                   "status": status, "previous": current, "sub_order_delivery_status": sub_status,
+                   "occurred_at": latest.map(|l| l.1)}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(PollOutcome {
+        new_events,
+        status,
+        changed,
+        last_event_at,
+    })
+}
+
+/// Shipments of an order with their events, for `souk orders show`.
+pub async fn story(pool: &PgPool, order_id: i64) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT json_build_object('id', s.id, 'sub_order_id', s.sub_order_id, 'merchant_id', s.merchant_id,
+                'tracking_number', s.tracking_number, 'carrier', s.carrier, 'provider', s.provider, 'status', s.status,
+                'polls', s.polls, 'last_event_at', s.last_event_at, 'delivered_at', s.delivered_at,
+                'events', (SELECT coalesce(json_agg(json_build_object('at', e.occurred_at, 'status', e.status,
+                            'raw_status', e.raw_status, 'location', e.location, 'message', e.message) ORDER BY e.occurred_at, e.id), '[]')
+                           FROM tracking_events e WHERE e.shipment_id = s.id))
+         FROM shipments s JOIN sub_orders so ON so.id = s.sub_order_id WHERE so.order_id = $1 ORDER BY s.id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+}
