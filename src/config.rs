@@ -100,6 +100,10 @@ pub struct TrackingConfig {
     pub poll_quiet_s: u64,
     pub quiet_after_s: u64,
     pub poll_unscanned_s: u64,
+    pub rate_per_s: u32,
+    pub no_news_exception_s: u64,
+    pub no_info_expire_s: u64,
+    pub complete_after_delivery_s: u64,
 }
 
 impl TrackingConfig {
@@ -110,6 +114,13 @@ impl TrackingConfig {
             quiet_s: self.poll_quiet_s,
             quiet_after_s: self.quiet_after_s,
             unscanned_s: self.poll_unscanned_s,
+        }
+    }
+
+    pub fn silence_rules(&self) -> crate::domain::tracking::poll::SilenceRules {
+        crate::domain::tracking::poll::SilenceRules {
+            no_info_expire_s: self.no_info_expire_s,
+            no_news_exception_s: self.no_news_exception_s,
         }
     }
 }
@@ -367,6 +378,9 @@ impl Config {
         .contains(&0)
         {
             return bad("tracking.poll_moving_s", "poll intervals must be at least 1 s");
+        }
+        if t.rate_per_s == 0 {
+            return bad("tracking.rate_per_s", "must be at least 1");
         }
         let f = &self.forecast;
         if f.horizon_days == 0 || f.horizon_days > 366 {

@@ -1,6 +1,7 @@
 //! `souk.sweep_orders.v1` (from cron): the pipeline's safety net. Releases reservations past
 //! their expiry (rejecting those sub-orders and refunding their share) and cancels orders
-//! still unpaid after `marketplace.unpaid_timeout_s`, even if their payment check was lost.
+//! still unpaid after `marketplace.unpaid_timeout_s`, even if their payment check was lost, and
+//! completes sub-orders delivered more than `tracking.complete_after_delivery_s` ago.
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,13 @@ pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(
             .await?;
         }
     }
+    crate::store::shipments::complete_delivered(
+        &app.pool,
+        app.config.tracking.complete_after_delivery_s,
+        500,
+    )
+    .await
+    .map_err(db)?;
     let timeout = app.config.marketplace.unpaid_timeout_s;
     for order_id in orders::stale_unpaid(&app.pool, timeout, 500).await.map_err(db)? {
         intake_storefront::cancel(

@@ -17,7 +17,7 @@ use super::{db, notify_merchant, register_job};
 use crate::{
     app::App,
     domain::tracking::{
-        poll::next_poll,
+        poll::{next_poll, silence},
         status::{normalise, roll_up, Status},
     },
     integrations::tracking::TrackingError,
@@ -48,6 +48,24 @@ pub fn delivery_id(shipment_id: i64, status: &str) -> String {
     format!("msg_sh{shipment_id}_{status}")
 }
 
+/// A slot of the provider's fleet-wide rate limit, or a snooze until one frees up.
+async fn slot(app: &App) -> Result<(), JobError> {
+    let key = format!(
+        "{}:ratelimit:tracking:{}",
+        app.config.redis.key_prefix, app.config.tracking.provider
+    );
+    let mut conn = app.conn.clone();
+    match crate::queue::limiter::take(&mut conn, &key, app.config.tracking.rate_per_s)
+        .await
+        .map_err(JobError::retry)?
+    {
+        Ok(()) => Ok(()),
+        Err(wait) => Err(JobError::Snooze(
+            wait + Duration::from_millis(fastrand::u64(0..200)),
+        )),
+    }
+}
+
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(s) = shipments::load(&app.pool, args.shipment_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("no shipment {}", args.shipment_id)));
@@ -57,12 +75,14 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     }
     let provider = app.tracking.clone();
     if s.registered_at.is_none() {
+        slot(&app).await?;
         provider
             .register(s.carrier.as_deref(), &s.tracking_number)
             .await
             .map_err(provider_error)?;
         shipments::mark_registered(&app.pool, s.id).await.map_err(db)?;
     }
+    slot(&app).await?;
     let checkpoints = provider
         .fetch(s.carrier.as_deref(), &s.tracking_number)
         .await
@@ -91,12 +111,49 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             }
         })
         .collect();
-    let outcome = shipments::record_poll(&app.pool, &s, &events, |all| {
+    let roll = |all: &[String]| {
         let parsed: Vec<Status> = all.iter().filter_map(|x| Status::parse(x)).collect();
         roll_up(&parsed).map(|st| st.as_str().to_owned())
-    })
-    .await
-    .map_err(db)?;
+    };
+    let mut outcome = shipments::record_poll(&app.pool, &s, &events, roll)
+        .await
+        .map_err(db)?;
+    // Silence is news too: a parcel never scanned expires, one stuck becomes an exception.
+    let now = chrono::Utc::now();
+    let current = Status::parse(&outcome.status).unwrap_or(Status::Pending);
+    let since_created = (now - s.created_at).num_seconds().max(0) as u64;
+    let since_event = outcome
+        .last_event_at
+        .map(|t| (now - t).num_seconds().max(0) as u64);
+    if let Some(imposed) = silence(
+        current,
+        since_created,
+        since_event,
+        &app.config.tracking.silence_rules(),
+    ) {
+        let (raw, message) = match imposed {
+            Status::Expired => (
+                "souk:no_info",
+                "no carrier information since the shipment was registered",
+            ),
+            _ => ("souk:no_news", "no carrier news for too long"),
+        };
+        let event = NewEvent {
+            occurred_at: now,
+            status: Some(imposed.as_str()),
+            raw_status: raw.to_owned(),
+            raw_sub_status: None,
+            location: None,
+            message: Some(message.to_owned()),
+            dedupe_key: format!(
+                "{raw}:{}",
+                outcome.last_event_at.map_or(0, |t| t.timestamp_millis())
+            ),
+        };
+        outcome = shipments::record_poll(&app.pool, &s, &[event], roll)
+            .await
+            .map_err(db)?;
+    }
     if outcome.changed {
         let id = delivery_id(s.id, &outcome.status);
         let payload = json!({

@@ -25,6 +25,7 @@ pub mod backend;
 pub mod cron;
 pub mod dead;
 pub mod keys;
+pub mod limiter;
 pub mod metrics;
 pub mod producer;
 pub(crate) mod scripts;

@@ -236,3 +236,36 @@ pub async fn story(pool: &PgPool, order_id: i64) -> Result<Vec<Value>, sqlx::Err
     .fetch_all(pool)
     .await
 }
+
+/// Completes accepted sub-orders delivered more than `after_s` ago (with an outcome event);
+/// returns how many.
+pub async fn complete_delivered(pool: &PgPool, after_s: u64, limit: i64) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done: Vec<(i64, i64, String, String)> = sqlx::query_as(
+        "UPDATE sub_orders s SET status = 'completed', status_reason = 'delivered', updated_at = now()
+         FROM orders o
+         WHERE s.id IN (SELECT id FROM sub_orders WHERE status = 'accepted' AND delivery_status = 'delivered'
+                          AND delivered_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+           AND o.id = s.order_id
+         RETURNING s.id, s.order_id, o.storefront_order_id, s.merchant_id",
+    )
+    .bind(after_s as f64)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (sub, order, sf, merchant) in &done {
+        add_event(
+            &mut tx,
+            Some(*order),
+            Some(*sub),
+            Some(sf),
+            "sub_order.completed",
+            "souk:sweeper",
+            Some("delivered and the completion delay has passed"),
+            json!({"merchant_id": merchant}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(done.len() as u64)
+}

@@ -827,6 +827,8 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
         ("SOUK_TRACKING__POLL_MOVING_S", "1"),
         ("SOUK_TRACKING__POLL_QUIET_S", "1"),
         ("SOUK_TRACKING__POLL_UNSCANNED_S", "1"),
+        ("SOUK_TRACKING__NO_INFO_EXPIRE_S", "3"),
+        ("SOUK_TRACKING__COMPLETE_AFTER_DELIVERY_S", "1"),
     ])
     .await;
     *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(300);

@@ -757,3 +757,35 @@ async fn handlers_learn_the_delivery_they_run() {
     assert_eq!(r.attempt, 1);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_fleet_wide_rate_limiter_admits_its_limit_per_sliding_second() {
+    let env = TestEnv::new().await;
+    let key = format!("{}:ratelimit:test", env.prefix);
+    let mut conn = env.redis();
+    let mut admitted = 0;
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        match souk::queue::limiter::take(&mut conn, &key, 5).await.unwrap() {
+            Ok(()) => admitted += 1,
+            Err(w) => waits.push(w),
+        }
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(waits.len(), 3);
+    assert!(
+        waits
+            .iter()
+            .all(|w| *w > Duration::ZERO && *w <= Duration::from_millis(1000)),
+        "{waits:?}"
+    );
+    tokio::time::sleep(waits[0] + Duration::from_millis(20)).await;
+    assert!(
+        souk::queue::limiter::take(&mut conn, &key, 5)
+            .await
+            .unwrap()
+            .is_ok(),
+        "a slot freed up"
+    );
+    env.cleanup().await;
+}
