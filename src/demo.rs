@@ -75,6 +75,8 @@ impl World {
         config.redis.key_prefix = format!("{}-demo-{run}", config.redis.key_prefix);
         config.payment.base_url = format!("http://{addr}");
         config.payment.api_key = crate::config::Secret(SANDBOX_KEY.to_owned());
+        config.tracking.base_url = format!("http://{addr}/aftership");
+        config.tracking.api_key = crate::config::Secret(SANDBOX_KEY.to_owned());
         // The sandbox's merchant endpoints are on 127.0.0.1, which souk refuses by default.
         config.webhooks.allow_private_targets = true;
         config.webhooks.schedule_s = vec![0, 1, 2, 3, 5, 5, 5, 5, 5, 5];

@@ -276,6 +276,21 @@ enum BenchKind {
         #[arg(long)]
         json: bool,
     },
+    /// Shipments tracked to their end against the sandbox's rate-limited tracking provider.
+    Tracking {
+        #[arg(long, default_value_t = 1_000)]
+        shipments: usize,
+        #[arg(long, default_value_t = 4)]
+        merchants: usize,
+        /// souk's limit on provider calls per second (the sandbox allows 10 % more).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Milliseconds between two scripted carrier events.
+        #[arg(long, default_value_t = 2_000)]
+        step_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Many orders for one SKU with little stock.
     FlashSale {
         #[arg(long, default_value_t = 20_000)]
@@ -573,6 +588,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 };
                 let figures =
                     tokio::task::spawn_blocking(move || souk::forecast::backtest::run(&opts)).await?;
+                if !json {
+                    eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                }
+                println!("{figures}");
+                Ok(())
+            }
+            BenchKind::Tracking {
+                shipments,
+                merchants,
+                rate,
+                step_ms,
+                json,
+            } => {
+                anyhow::ensure!(
+                    shipments >= 1 && merchants >= 1 && rate >= 1,
+                    "need shipments, merchants and a rate"
+                );
+                let opts = bench::TrackingBenchOptions {
+                    shipments,
+                    merchants,
+                    rate_per_s: rate,
+                    step_ms,
+                };
+                let figures = bench::tracking(&config, &opts).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }
