@@ -43,7 +43,10 @@ CREATE TABLE tracking_events (
 );
 CREATE INDEX tracking_events_shipment ON tracking_events (shipment_id, occurred_at);
 
--- A sub-order's delivery state rolled up from its shipments (NULL until the first shipment).
+-- A sub-order's delivery state rolled up from its shipments (NULL until the first shipment), and
+-- an order's from its sub-orders that ship (accepted or completed; one not shipped yet counts as
+-- pending).
+ALTER TABLE orders ADD COLUMN delivery_status text;
 ALTER TABLE sub_orders ADD COLUMN delivery_status text;
 ALTER TABLE sub_orders ADD COLUMN shipped_at timestamptz;
 ALTER TABLE sub_orders ADD COLUMN delivered_at timestamptz;

@@ -6,6 +6,9 @@
 //! `POST /admin/merchants/{id}/rotate-secret[?drop_old=true]`, `POST /admin/decisions`
 //! (enqueued on the storefront stream like any merchant decision), `GET /admin/orders/{id}`.
 //! Answers never contain secrets except the new secret a create or rotate returns once.
+//!
+//! Tracking pushes: `POST /webhooks/tracking/aftership` when `tracking.webhook_secret` is set
+//! (HMAC-verified; a push only makes souk poll that parcel now).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -33,6 +36,9 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { crate::queue::metrics::render() }));
+    if !app.config.tracking.webhook_secret.expose().is_empty() {
+        r = r.route("/webhooks/tracking/aftership", post(tracking_push));
+    }
     if !app.config.admin.token.expose().is_empty() {
         let admin = Router::new()
             .route("/admin/merchants", get(list_merchants).post(add_merchant))
@@ -194,6 +200,53 @@ fn ok(b: bool) -> &'static str {
     } else {
         "unreachable"
     }
+}
+
+/// An AfterShip push: verified (401 otherwise), then only a hint: each open shipment with that
+/// tracking number is polled at once by a one-off job (its regular poll schedule is unchanged).
+async fn tracking_push(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let signature = headers
+        .get("aftership-hmac-sha256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let secret = app.config.tracking.webhook_secret.expose();
+    if !crate::domain::tracking::signature::aftership_ok(secret, &body, signature) {
+        tracing::warn!("tracking push with a bad signature refused");
+        return (StatusCode::UNAUTHORIZED, "bad signature\n").into_response();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Some(number) = v["msg"]["tracking_number"].as_str() else {
+        return (StatusCode::BAD_REQUEST, "msg.tracking_number missing\n").into_response();
+    };
+    let number = crate::domain::tracking::carrier::normalise(number);
+    let ids: Vec<i64> = match sqlx::query_scalar(
+        "SELECT id FROM shipments WHERE tracking_number = $1 AND status NOT IN ('delivered', 'returned', 'expired')",
+    )
+    .bind(&number)
+    .fetch_all(&app.pool)
+    .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "tracking push: database");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+        }
+    };
+    for id in &ids {
+        let args = crate::jobs::track_shipment::Args {
+            shipment_id: *id,
+            hint: true,
+        };
+        if let Err(e) = app.producer.push(crate::jobs::track_shipment::QUEUE, &args).await {
+            tracing::error!(error = %e, "tracking push: queue");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+        }
+    }
+    Json(json!({"shipments": ids.len()})).into_response()
 }
 
 /// Serves the ops router on `addr` until `shutdown` resolves.

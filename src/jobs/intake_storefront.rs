@@ -251,7 +251,10 @@ async fn ship(
     app.push_once(
         super::track_shipment::QUEUE,
         &format!("track:{id}"),
-        &super::track_shipment::Args { shipment_id: id },
+        &super::track_shipment::Args {
+            shipment_id: id,
+            hint: false,
+        },
         None,
     )
     .await

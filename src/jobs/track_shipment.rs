@@ -34,6 +34,10 @@ pub const QUEUE: &str = "souk.track_shipment.v1";
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub shipment_id: i64,
+    /// A provider push's one-off poll: polls once and ends, leaving the regular schedule (the
+    /// shipment's own job) as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hint: bool,
 }
 
 fn provider_error(e: TrackingError) -> JobError {
@@ -186,6 +190,9 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             None,
         )
         .await?;
+    }
+    if args.hint {
+        return Ok(());
     }
     let status = Status::parse(&outcome.status).unwrap_or(Status::Pending);
     let since_event = outcome

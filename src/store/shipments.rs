@@ -123,8 +123,8 @@ pub struct PollOutcome {
 
 /// Stores the events not seen before and moves the shipment to the status of its latest event
 /// with a known status (events may arrive late or out of order: the latest by carrier time
-/// wins). A change rolls up into the sub-order and is told to the storefront, in the same
-/// transaction.
+/// wins). A change rolls up into the sub-order and the order and is told to the storefront, in
+/// the same transaction.
 pub async fn record_poll(
     pool: &PgPool,
     s: &Shipment,
@@ -198,6 +198,22 @@ pub async fn record_poll(
         .bind(&sub_status)
         .execute(&mut *tx)
         .await?;
+        let subs: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT delivery_status FROM sub_orders WHERE order_id = $1 AND status IN ('accepted', 'completed')",
+        )
+        .bind(s.order_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let subs: Vec<String> = subs
+            .into_iter()
+            .map(|d| d.unwrap_or_else(|| "pending".to_owned()))
+            .collect();
+        let order_status = roll_up(&subs);
+        sqlx::query("UPDATE orders SET delivery_status = $2, updated_at = now() WHERE id = $1")
+            .bind(s.order_id)
+            .bind(&order_status)
+            .execute(&mut *tx)
+            .await?;
         add_event(
             &mut tx,
             Some(s.order_id),
@@ -208,6 +224,7 @@ pub async fn record_poll(
             None,
             json!({"shipment_id": s.id, "merchant_id": s.merchant_id, "tracking_number": s.tracking_number,
                    "status": status, "previous": current, "sub_order_delivery_status": sub_status,
+                   "order_delivery_status": order_status,
                    "occurred_at": latest.map(|l| l.1)}),
         )
         .await?;

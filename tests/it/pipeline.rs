@@ -949,3 +949,96 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
     );
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_verified_provider_push_makes_souk_poll_at_once_and_a_forged_one_is_refused() {
+    use base64::Engine;
+    use hmac::Mac;
+    let secret = "aftership-webhook-secret";
+    // Polls an hour apart: anything that moves sooner came from a push.
+    let p = Pipeline::start(&[
+        ("SOUK_TRACKING__WEBHOOK_SECRET", secret),
+        ("SOUK_TRACKING__POLL_IMMINENT_S", "3600"),
+        ("SOUK_TRACKING__POLL_MOVING_S", "3600"),
+        ("SOUK_TRACKING__POLL_UNSCANNED_S", "3600"),
+    ])
+    .await;
+    *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(200);
+    p.merchant("m-push", "auto", "accept", 3600).await;
+    p.stock("m-push", "A", 5).await;
+    p.send(&p.order("SF-PUSH", &[("m-push", "A", 1, 1000)], "requires_capture"))
+        .await;
+    eventually(Duration::from_secs(20), "accepted", || async {
+        p.sub_statuses("SF-PUSH").await.get("m-push").map(String::as_str) == Some("accepted")
+    })
+    .await;
+    p.send(
+        &json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-PUSH",
+                   "merchant_id": "m-push", "tracking_number": "1Z999AA10123456784"}),
+    )
+    .await;
+    let pool = &p.env.app.pool;
+    let polls = || async {
+        sqlx::query_scalar::<_, i32>("SELECT polls FROM shipments")
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(10), "the first poll", || async {
+        polls().await == 1
+    })
+    .await;
+    // By now the scripted parcel has been delivered at the carrier; souk does not know yet.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_ne!(
+        sqlx::query_scalar::<_, String>("SELECT status FROM shipments")
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        "delivered"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = souk::http::router(p.env.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let body = json!({"event": "tracking_update", "msg": {"tracking_number": "1Z999AA10123456784", "slug": "ups", "tag": "Delivered"}})
+        .to_string();
+    let sign = |key: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/webhooks/tracking/aftership");
+    let forged = http
+        .post(&url)
+        .header("aftership-hmac-sha256", sign("not-the-secret"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(polls().await, 1, "a forged push polls nothing");
+    let real = http
+        .post(&url)
+        .header("aftership-hmac-sha256", sign(secret))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), 200);
+    assert_eq!(real.json::<Value>().await.unwrap()["shipments"], 1);
+    eventually(Duration::from_secs(10), "delivered after the push", || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM shipments")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            == "delivered"
+    })
+    .await;
+    assert_eq!(polls().await, 2, "one poll for the push, none of the schedule's");
+    p.stop().await;
+}
