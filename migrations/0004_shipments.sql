@@ -50,3 +50,10 @@ ALTER TABLE orders ADD COLUMN delivery_status text;
 ALTER TABLE sub_orders ADD COLUMN delivery_status text;
 ALTER TABLE sub_orders ADD COLUMN shipped_at timestamptz;
 ALTER TABLE sub_orders ADD COLUMN delivered_at timestamptz;
+
+-- Ship-by deadline: a sub-order accepted this long ago (s) and not shipped is flagged late and
+-- its merchant told. NULL: tracking.ship_by_s.
+ALTER TABLE merchants ADD COLUMN ship_by_s integer CHECK (ship_by_s > 0);
+ALTER TABLE sub_orders ADD COLUMN late_at timestamptz;
+-- The sweeper finds when each sub-order was accepted.
+CREATE INDEX order_events_accepted ON order_events (sub_order_id, created_at) WHERE type = 'sub_order.accepted';

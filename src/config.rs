@@ -104,6 +104,7 @@ pub struct TrackingConfig {
     pub no_news_exception_s: u64,
     pub no_info_expire_s: u64,
     pub complete_after_delivery_s: u64,
+    pub ship_by_s: u64,
     pub webhook_secret: Secret,
 }
 

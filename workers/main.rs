@@ -128,6 +128,14 @@ enum MerchantAction {
         #[arg(long)]
         commission_bps: Option<i32>,
     },
+    /// Set a merchant's ship-by deadline: accepted sub-orders not shipped within it are flagged late.
+    ShipBy {
+        id: String,
+        /// Seconds from acceptance; omit with --clear to use tracking.ship_by_s.
+        seconds: Option<i32>,
+        #[arg(long, conflicts_with = "seconds")]
+        clear: bool,
+    },
     /// Issue a new signing secret; the previous one keeps signing until --drop-old.
     RotateSecret {
         id: String,
@@ -915,6 +923,19 @@ async fn merchants_command(config: Config, action: MerchantAction) -> anyhow::Re
             };
             souk::admin::update_merchant(&app, &id, &input).await?;
             println!("merchant {id} updated");
+        }
+        MerchantAction::ShipBy { id, seconds, clear } => {
+            anyhow::ensure!(
+                clear || seconds.is_some_and(|s| s > 0),
+                "give the deadline in seconds (> 0), or --clear"
+            );
+            if !souk::store::shipments::set_ship_by(&app.pool, &id, seconds).await? {
+                anyhow::bail!("no merchant {id}");
+            }
+            match seconds {
+                Some(s) => println!("merchant {id}: sub-orders ship within {s} s of acceptance"),
+                None => println!("merchant {id}: ship-by deadline back to tracking.ship_by_s"),
+            }
         }
         MerchantAction::RotateSecret { id, drop_old } => {
             let secret = souk::admin::rotate_secret(&app, &id, drop_old).await?;

@@ -1,7 +1,9 @@
 //! `souk.sweep_orders.v1` (from cron): the pipeline's safety net. Releases reservations past
 //! their expiry (rejecting those sub-orders and refunding their share) and cancels orders
 //! still unpaid after `marketplace.unpaid_timeout_s`, even if their payment check was lost, and
-//! completes sub-orders delivered more than `tracking.complete_after_delivery_s` ago.
+//! completes sub-orders delivered more than `tracking.complete_after_delivery_s` ago, and flags
+//! accepted sub-orders not shipped by their ship-by deadline (`tracking.ship_by_s` or the
+//! merchant's own).
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,22 @@ pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(
     )
     .await
     .map_err(db)?;
+    // Late shipments: flagged once, the merchant told (one webhook id per sub-order).
+    for (order, sub, merchant) in
+        crate::store::shipments::flag_late(&app.pool, app.config.tracking.ship_by_s, 500)
+            .await
+            .map_err(db)?
+    {
+        super::notify_merchant::enqueue_event(
+            &app,
+            &merchant,
+            order,
+            sub,
+            "sub_order.late",
+            serde_json::json!({"reason": "not shipped by the ship-by deadline"}),
+        )
+        .await?;
+    }
     let timeout = app.config.marketplace.unpaid_timeout_s;
     for order_id in orders::stale_unpaid(&app.pool, timeout, 500).await.map_err(db)? {
         intake_storefront::cancel(

@@ -286,3 +286,57 @@ pub async fn complete_delivered(pool: &PgPool, after_s: u64, limit: i64) -> Resu
     tx.commit().await?;
     Ok(done.len() as u64)
 }
+
+/// Flags accepted sub-orders not shipped by their merchant's ship-by deadline (merchant's own, else
+/// `default_s`) with an outcome event; returns (order id, sub-order id, merchant) of each.
+pub async fn flag_late(
+    pool: &PgPool,
+    default_s: u64,
+    limit: i64,
+) -> Result<Vec<(i64, i64, String)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let late: Vec<(i64, i64, String, String)> = sqlx::query_as(
+        "UPDATE sub_orders s SET late_at = now(), updated_at = now()
+         FROM orders o
+         WHERE s.id IN (
+             SELECT so.id FROM sub_orders so JOIN merchants m ON m.id = so.merchant_id
+             WHERE so.status = 'accepted' AND so.shipped_at IS NULL AND so.late_at IS NULL
+               AND (SELECT min(e.created_at) FROM order_events e WHERE e.sub_order_id = so.id AND e.type = 'sub_order.accepted')
+                   < now() - make_interval(secs => coalesce(m.ship_by_s, $1)::float8)
+             ORDER BY so.id LIMIT $2 FOR UPDATE OF so SKIP LOCKED)
+           AND o.id = s.order_id
+         RETURNING s.order_id, s.id, s.merchant_id, o.storefront_order_id",
+    )
+    .bind(default_s.min(i32::MAX as u64) as i64)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (order, sub, merchant, sf) in &late {
+        add_event(
+            &mut tx,
+            Some(*order),
+            Some(*sub),
+            Some(sf),
+            "sub_order.late",
+            "souk:sweeper",
+            Some("not shipped by the ship-by deadline"),
+            json!({"merchant_id": merchant}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(late.into_iter().map(|(o, s, m, _)| (o, s, m)).collect())
+}
+
+/// Sets (or clears) a merchant's ship-by deadline; `false` for an unknown merchant.
+pub async fn set_ship_by(pool: &PgPool, merchant: &str, seconds: Option<i32>) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("UPDATE merchants SET ship_by_s = $2, updated_at = now() WHERE id = $1")
+            .bind(merchant)
+            .bind(seconds)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}

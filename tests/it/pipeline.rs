@@ -1042,3 +1042,73 @@ async fn a_verified_provider_push_makes_souk_poll_at_once_and_a_forged_one_is_re
     assert_eq!(polls().await, 2, "one poll for the push, none of the schedule's");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_sub_order_not_shipped_by_its_merchants_deadline_is_flagged_late_once() {
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m-late", "auto", "accept", 3600).await;
+    p.merchant("m-calm", "auto", "accept", 3600).await;
+    p.stock("m-late", "A", 5).await;
+    p.stock("m-calm", "B", 5).await;
+    let pool = &p.env.app.pool;
+    assert!(souk::store::shipments::set_ship_by(pool, "m-late", Some(1))
+        .await
+        .unwrap());
+    assert!(!souk::store::shipments::set_ship_by(pool, "nobody", Some(1))
+        .await
+        .unwrap());
+    p.send(&p.order(
+        "SF-LATE",
+        &[("m-late", "A", 1, 1000), ("m-calm", "B", 1, 500)],
+        "requires_capture",
+    ))
+    .await;
+    eventually(Duration::from_secs(20), "both accepted", || async {
+        p.sub_statuses("SF-LATE")
+            .await
+            .values()
+            .filter(|s| *s == "accepted")
+            .count()
+            == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..2 {
+        p.env
+            .app
+            .producer
+            .push(
+                souk::jobs::sweep_orders::QUEUE,
+                &souk::jobs::sweep_orders::Args {},
+            )
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "the late webhook delivered", || async {
+        p.sb.endpoint_report("m-late")
+            .events
+            .iter()
+            .any(|(_, t)| t == "sub_order.late")
+    })
+    .await;
+    let late: Vec<String> = sqlx::query_scalar(
+        "SELECT s.merchant_id FROM sub_orders s JOIN orders o ON o.id = s.order_id
+         WHERE o.storefront_order_id = 'SF-LATE' AND s.late_at IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(late, vec!["m-late".to_owned()], "m-calm has the default two days");
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM order_events e JOIN orders o ON o.id = e.order_id
+             WHERE o.storefront_order_id = $1 AND e.type = 'sub_order.late'",
+            "SF-LATE"
+        )
+        .await,
+        1,
+        "two sweeps, one flag"
+    );
+    assert_eq!(p.sb.endpoint_report("m-late").duplicates, 0);
+    p.stop().await;
+}
