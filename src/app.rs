@@ -58,14 +58,8 @@ impl App {
             )
             .context("building the payment client")?,
         );
-        let tracking: Arc<dyn crate::integrations::tracking::TrackingProvider> = Arc::new(
-            crate::integrations::tracking::AftershipClient::new(
-                &config.tracking.base_url,
-                config.tracking.api_key.expose(),
-                Duration::from_millis(config.tracking.timeout_ms),
-            )
-            .context("building the tracking client")?,
-        );
+        let tracking = crate::integrations::tracking::from_config(&config.tracking)
+            .context("building the tracking client")?;
         let webhooks = WebhookSender::new(
             Duration::from_millis(config.webhooks.timeout_ms),
             config.webhooks.allow_private_targets,

@@ -94,6 +94,7 @@ pub struct TrackingConfig {
     pub provider: String,
     pub base_url: String,
     pub api_key: Secret,
+    pub customer: String,
     pub timeout_ms: u64,
     pub poll_imminent_s: u64,
     pub poll_moving_s: u64,
@@ -364,10 +365,13 @@ impl Config {
         if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
             return bad("database.url", "must start with postgres:// or postgresql://");
         }
-        if self.tracking.provider != "aftership" {
+        if !matches!(
+            self.tracking.provider.as_str(),
+            "aftership" | "17track" | "kuaidi100"
+        ) {
             return bad(
                 "tracking.provider",
-                "must be \"aftership\" (the AfterShip-compatible API)",
+                "must be \"aftership\", \"17track\" or \"kuaidi100\"",
             );
         }
         let t = &self.tracking;

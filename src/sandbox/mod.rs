@@ -10,7 +10,8 @@
 //!   latency, failure rate, downtime, forced status and `Retry-After`
 //!   (`PUT /sandbox/merchants/{id}`, read back with `GET`).
 //!
-//! - An AfterShip-compatible tracking provider under `/aftership` ([`tracking`]), with
+//! - Tracking providers ([`tracking`]): AfterShip-compatible under `/aftership`,
+//!   17TRACK-compatible under `/17track`, Kuaidi100-compatible under `/kuaidi100`, sharing
 //!   scripted parcel lives and a per-second rate limit.
 //!
 //! State lives in memory: the sandbox plays parties whose own storage is not souk's concern.
@@ -570,6 +571,9 @@ pub fn router(sb: Arc<Sandbox>) -> Router {
             "/aftership/trackings/{slug}/{number}",
             get(tracking::get_tracking),
         )
+        .route("/17track/register", post(tracking::track17_register))
+        .route("/17track/gettrackinfo", post(tracking::track17_info))
+        .route("/kuaidi100/poll/query.do", post(tracking::kuaidi100_query))
         .with_state(sb)
 }
 

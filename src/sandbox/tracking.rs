@@ -212,3 +212,198 @@ mod tests {
         );
     }
 }
+
+/// The checkpoints of `number` that have happened by now: (time, AfterShip tag, subtag,
+/// message, location), oldest first. Registers the number on first sight when `auto_register`.
+fn happened(
+    sb: &Sandbox,
+    number: &str,
+    auto_register: bool,
+) -> Option<
+    Vec<(
+        DateTime<Utc>,
+        &'static str,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+    )>,
+> {
+    let start = {
+        let mut reg = lock(&sb.couriers.registered);
+        match reg.get(number) {
+            Some(t) => *t,
+            None if auto_register => *reg.entry(number.to_owned()).or_insert_with(Utc::now),
+            None => return None,
+        }
+    };
+    let step = chrono::Duration::from_std(*lock(&sb.couriers.step)).unwrap_or_default();
+    let now = Utc::now();
+    Some(
+        script(number)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (tag, sub, msg))| {
+                (
+                    start + step * (i as i32 + 1),
+                    tag,
+                    sub,
+                    msg,
+                    CITIES[i % CITIES.len()],
+                )
+            })
+            .filter(|c| c.0 <= now)
+            .collect(),
+    )
+}
+
+/// 17TRACK's sub-status for an AfterShip tag and subtag.
+fn track17_sub_status(tag: &str, sub: Option<&str>) -> &'static str {
+    match (tag, sub) {
+        ("InfoReceived", _) => "InfoReceived",
+        ("InTransit", _) => "InTransit_Other",
+        ("OutForDelivery", _) => "OutForDelivery_Other",
+        ("AttemptFail", _) => "DeliveryFailure_NoBody",
+        ("Delivered", _) => "Delivered_Other",
+        ("Exception", Some("Exception_011")) => "Exception_Returned",
+        ("Exception", Some("Exception_010")) => "Exception_Returning",
+        _ => "Exception_Other",
+    }
+}
+
+/// Kuaidi100's state code for an AfterShip tag and subtag.
+fn kuaidi100_state(tag: &str, sub: Option<&str>) -> &'static str {
+    match (tag, sub) {
+        ("InfoReceived", _) => "101",
+        ("InTransit", _) => "0",
+        ("OutForDelivery", _) => "5",
+        ("AttemptFail", _) => "14",
+        ("Delivered", _) => "3",
+        ("Exception", Some("Exception_011")) => "4",
+        _ => "2",
+    }
+}
+
+fn numbers(body: &Value) -> Vec<String> {
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["number"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn track17_authorised(sb: &Sandbox, headers: &HeaderMap) -> bool {
+    headers.get("17token").and_then(|v| v.to_str().ok()) == Some(sb.api_key.as_str())
+}
+
+pub async fn track17_register(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !track17_authorised(&sb, &headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"code": 401}))).into_response();
+    }
+    if let Some(r) = rate_limited(&sb) {
+        return r;
+    }
+    let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+    for n in numbers(&body) {
+        let mut reg = lock(&sb.couriers.registered);
+        if reg.contains_key(&n) {
+            rejected.push(json!({"number": n, "error": {"code": -18019901, "message": "The tracking number is already registered."}}));
+        } else {
+            reg.insert(n.clone(), Utc::now());
+            accepted.push(json!({"number": n}));
+        }
+    }
+    *lock(&sb.couriers.served).entry("register").or_insert(0) += 1;
+    Json(json!({"code": 0, "data": {"accepted": accepted, "rejected": rejected}})).into_response()
+}
+
+pub async fn track17_info(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !track17_authorised(&sb, &headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"code": 401}))).into_response();
+    }
+    if let Some(r) = rate_limited(&sb) {
+        return r;
+    }
+    *lock(&sb.couriers.served).entry("get").or_insert(0) += 1;
+    let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+    for n in numbers(&body) {
+        let Some(cps) = happened(&sb, &n, false) else {
+            rejected.push(json!({"number": n, "error": {"code": -18019902, "message": "The tracking number is not registered."}}));
+            continue;
+        };
+        // 17TRACK lists events newest first.
+        let events: Vec<Value> = cps
+            .iter()
+            .rev()
+            .map(|(at, tag, sub, msg, loc)| {
+                let s = track17_sub_status(tag, *sub);
+                json!({"time_iso": at.to_rfc3339(), "description": msg, "location": loc,
+                       "stage": s.split('_').next(), "sub_status": s})
+            })
+            .collect();
+        let latest = events
+            .first()
+            .map_or("NotFound", |e| e["stage"].as_str().unwrap_or("NotFound"))
+            .to_owned();
+        accepted.push(
+            json!({"number": n, "track_info": {"latest_status": {"status": latest},
+            "tracking": {"providers": [{"provider": {"key": 0}, "events": events}]}}}),
+        );
+    }
+    Json(json!({"code": 0, "data": {"accepted": accepted, "rejected": rejected}})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct Kuaidi100Query {
+    customer: String,
+    param: String,
+    sign: String,
+}
+
+pub async fn kuaidi100_query(
+    State(sb): State<Arc<Sandbox>>,
+    axum::Form(q): axum::Form<Kuaidi100Query>,
+) -> Response {
+    let want = crate::domain::tracking::signature::kuaidi100_sign(
+        &q.param,
+        &format!("{}{}", sb.api_key, q.customer),
+    );
+    if want != q.sign {
+        return Json(json!({"result": false, "returnCode": "503", "message": "验证签名失败"}))
+            .into_response();
+    }
+    if let Some(r) = rate_limited(&sb) {
+        return r;
+    }
+    *lock(&sb.couriers.served).entry("get").or_insert(0) += 1;
+    let p: Value = serde_json::from_str(&q.param).unwrap_or_default();
+    let Some(num) = p["num"].as_str() else {
+        return Json(json!({"result": false, "returnCode": "400", "message": "num missing"})).into_response();
+    };
+    let cps = happened(&sb, num, true).unwrap_or_default();
+    if cps.is_empty() {
+        return Json(json!({"result": false, "returnCode": "500", "message": "查询无结果，请隔段时间再查"}))
+            .into_response();
+    }
+    let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8");
+    // Kuaidi100 lists events newest first, in China time, whole seconds.
+    let data: Vec<Value> = cps
+        .iter()
+        .rev()
+        .map(|(at, tag, sub, msg, loc)| {
+            let t = at.with_timezone(&china).format("%Y-%m-%d %H:%M:%S").to_string();
+            json!({"time": t, "ftime": t, "context": msg, "areaName": loc, "statusCode": kuaidi100_state(tag, *sub)})
+        })
+        .collect();
+    let state = data[0]["statusCode"].clone();
+    Json(json!({"message": "ok", "status": "200", "state": state, "ischeck": if state == "3" { "1" } else { "0" },
+                "com": p["com"], "nu": num, "data": data}))
+    .into_response()
+}

@@ -28,12 +28,17 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(extra: &[(&str, &str)]) -> Pipeline {
+        Self::start_tracking("/aftership", extra).await
+    }
+
+    /// A pipeline whose tracking client points at `path` of its sandbox.
+    async fn start_tracking(path: &str, extra: &[(&str, &str)]) -> Pipeline {
         let sb = Sandbox::new(KEY);
         let (addr, _h) = sandbox::start("127.0.0.1:0".parse().unwrap(), sb.clone())
             .await
             .unwrap();
         let base = format!("http://{addr}");
-        let tracking = format!("{base}/aftership");
+        let tracking = format!("{base}{path}");
         let mut vars: Vec<(&str, &str)> = vec![
             ("SOUK_TRACKING__BASE_URL", tracking.as_str()),
             ("SOUK_TRACKING__API_KEY", KEY),
@@ -1111,4 +1116,84 @@ async fn a_sub_order_not_shipped_by_its_merchants_deadline_is_flagged_late_once(
     );
     assert_eq!(p.sb.endpoint_report("m-late").duplicates, 0);
     p.stop().await;
+}
+
+#[tokio::test]
+async fn a_parcels_whole_life_is_followed_through_each_tracking_provider() {
+    let number = "1Z999AA10123456784";
+    let script = souk::sandbox::tracking::script(number);
+    for (provider, path) in [
+        ("aftership", "/aftership"),
+        ("17track", "/17track"),
+        ("kuaidi100", "/kuaidi100"),
+    ] {
+        let p = Pipeline::start_tracking(
+            path,
+            &[
+                ("SOUK_TRACKING__PROVIDER", provider),
+                ("SOUK_TRACKING__CUSTOMER", "SOUKTEST"),
+                ("SOUK_TRACKING__POLL_IMMINENT_S", "1"),
+                ("SOUK_TRACKING__POLL_MOVING_S", "1"),
+                ("SOUK_TRACKING__POLL_UNSCANNED_S", "1"),
+            ],
+        )
+        .await;
+        // Whole seconds: Kuaidi100 reports times to the second.
+        *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(1000);
+        p.merchant("m-p", "auto", "accept", 3600).await;
+        p.stock("m-p", "A", 5).await;
+        let sf = format!("SF-{provider}");
+        p.send(&p.order(&sf, &[("m-p", "A", 1, 1000)], "requires_capture"))
+            .await;
+        eventually(Duration::from_secs(20), "accepted", || async {
+            p.sub_statuses(&sf).await.get("m-p").map(String::as_str) == Some("accepted")
+        })
+        .await;
+        p.send(
+            &json!({"type": "shipment.created", "version": 1, "storefront_order_id": sf,
+                       "merchant_id": "m-p", "tracking_number": number}),
+        )
+        .await;
+        let pool = &p.env.app.pool;
+        eventually(
+            Duration::from_secs(40),
+            &format!("{provider}: delivered"),
+            || async {
+                sqlx::query_scalar::<_, String>("SELECT status FROM shipments")
+                    .fetch_optional(pool)
+                    .await
+                    .unwrap()
+                    .as_deref()
+                    == Some("delivered")
+            },
+        )
+        .await;
+        let events: Vec<(Option<String>, String)> =
+            sqlx::query_as("SELECT status, raw_status FROM tracking_events ORDER BY occurred_at, id")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert_eq!(events.len(), script.len(), "{provider}: {events:?}");
+        assert!(
+            events.iter().all(|e| e.0.is_some()),
+            "{provider}: every raw status mapped: {events:?}"
+        );
+        let stored_provider: String = sqlx::query_scalar("SELECT provider FROM shipments")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(stored_provider, provider);
+        eventually(
+            Duration::from_secs(10),
+            "the merchant told of the delivery",
+            || async {
+                p.sb.endpoint_report("m-p")
+                    .events
+                    .iter()
+                    .any(|(id, _)| id.ends_with("_delivered"))
+            },
+        )
+        .await;
+        p.stop().await;
+    }
 }
