@@ -213,21 +213,18 @@ mod tests {
     }
 }
 
-/// The checkpoints of `number` that have happened by now: (time, AfterShip tag, subtag,
-/// message, location), oldest first. Registers the number on first sight when `auto_register`.
-fn happened(
-    sb: &Sandbox,
-    number: &str,
-    auto_register: bool,
-) -> Option<
-    Vec<(
-        DateTime<Utc>,
-        &'static str,
-        Option<&'static str>,
-        &'static str,
-        &'static str,
-    )>,
-> {
+/// A checkpoint that has happened: time, AfterShip tag, subtag, message, location.
+type Happened = (
+    DateTime<Utc>,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
+
+/// The checkpoints of `number` that have happened by now, oldest first. Registers the number on
+/// first sight when `auto_register`.
+fn happened(sb: &Sandbox, number: &str, auto_register: bool) -> Option<Vec<Happened>> {
     let start = {
         let mut reg = lock(&sb.couriers.registered);
         match reg.get(number) {
