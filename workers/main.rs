@@ -136,6 +136,13 @@ enum MerchantAction {
         #[arg(long, conflicts_with = "seconds")]
         clear: bool,
     },
+    /// Set the merchant's payout account at the payment provider (Stripe: acct_...).
+    PayoutAccount {
+        id: String,
+        account: Option<String>,
+        #[arg(long, conflicts_with = "account")]
+        clear: bool,
+    },
     /// Issue a new signing secret; the previous one keeps signing until --drop-old.
     RotateSecret {
         id: String,
@@ -935,6 +942,19 @@ async fn merchants_command(config: Config, action: MerchantAction) -> anyhow::Re
             match seconds {
                 Some(s) => println!("merchant {id}: sub-orders ship within {s} s of acceptance"),
                 None => println!("merchant {id}: ship-by deadline back to tracking.ship_by_s"),
+            }
+        }
+        MerchantAction::PayoutAccount { id, account, clear } => {
+            anyhow::ensure!(
+                clear || account.is_some(),
+                "give the account (acct_...), or --clear"
+            );
+            if !souk::store::settlement::set_payout_account(&app.pool, &id, account.as_deref()).await? {
+                anyhow::bail!("no merchant {id}");
+            }
+            match account {
+                Some(a) => println!("merchant {id}: completed sub-orders are paid out to {a}"),
+                None => println!("merchant {id}: payables accrue in the ledger, nothing is paid out"),
             }
         }
         MerchantAction::RotateSecret { id, drop_old } => {

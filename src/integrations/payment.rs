@@ -43,6 +43,19 @@ pub trait PaymentProvider: Send + Sync {
         amount: i64,
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Sends `amount` to a merchant's account (Stripe: a Transfer to a connected account, in a
+    /// transfer group named after the parent order). Returns the transfer id.
+    fn transfer<'a>(&'a self, t: &'a Transfer<'a>) -> BoxFuture<'a, Result<String, ProviderError>>;
+}
+
+/// A transfer to a merchant.
+#[derive(Debug, Clone)]
+pub struct Transfer<'a> {
+    pub amount: i64,
+    pub currency: &'a str,
+    pub destination: &'a str,
+    pub group: &'a str,
+    pub key: &'a str,
 }
 
 /// Stripe-compatible client.
@@ -197,6 +210,30 @@ impl PaymentProvider for StripeClient {
                 .header("Idempotency-Key", key)
                 .form(&[("payment_intent", id.to_owned()), ("amount", amount.to_string())]);
             self.send(req).await.map(|_| ())
+        })
+    }
+
+    fn transfer<'a>(&'a self, t: &'a Transfer<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let req = self
+                .http
+                .post(self.url("/v1/transfers"))
+                .header("Idempotency-Key", t.key)
+                .form(&[
+                    ("amount", t.amount.to_string()),
+                    ("currency", t.currency.to_lowercase()),
+                    ("destination", t.destination.to_owned()),
+                    ("transfer_group", t.group.to_owned()),
+                ]);
+            let resp = self.send(req).await?;
+            let v: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| ProviderError::Transient(format!("unreadable transfer: {}", without_url(&e))))?;
+            v["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ProviderError::Transient("transfer without an id".into()))
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod expire_acceptance;
 pub mod forecast_merchant;
 pub mod intake_storefront;
 pub mod notify_merchant;
+pub mod pay_merchant;
 pub mod plan_forecasts;
 pub mod record_sample;
 pub mod reserve_stock;
@@ -62,6 +63,10 @@ pub const ALL: &[JobKind] = &[
     JobKind {
         queue: sweep_orders::QUEUE,
         register: sweep_orders::register,
+    },
+    JobKind {
+        queue: pay_merchant::QUEUE,
+        register: pay_merchant::register,
     },
     JobKind {
         queue: track_shipment::QUEUE,

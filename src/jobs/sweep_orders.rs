@@ -3,7 +3,7 @@
 //! still unpaid after `marketplace.unpaid_timeout_s`, even if their payment check was lost, and
 //! completes sub-orders delivered more than `tracking.complete_after_delivery_s` ago, and flags
 //! accepted sub-orders not shipped by their ship-by deadline (`tracking.ship_by_s` or the
-//! merchant's own).
+//! merchant's own); completion settles the sub-order, and pending payouts are queued.
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,20 @@ pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(
             sub,
             "sub_order.late",
             serde_json::json!({"reason": "not shipped by the ship-by deadline"}),
+        )
+        .await?;
+    }
+    // Payouts of settled sub-orders (queued once per sub-order; a crash between settling and
+    // this push is caught by the next sweep).
+    for sub in crate::store::settlement::pending_payouts(&app.pool, 500)
+        .await
+        .map_err(db)?
+    {
+        app.push_once(
+            super::pay_merchant::QUEUE,
+            &format!("payout:{sub}"),
+            &super::pay_merchant::Args { sub_order_id: sub },
+            None,
         )
         .await?;
     }

@@ -4,7 +4,8 @@
 //! - A Stripe-compatible payment provider: `GET /v1/payment_intents/{id}`,
 //!   `POST /v1/payment_intents/{id}/capture|cancel`, `POST /v1/refunds`, with bearer auth and
 //!   Stripe's `Idempotency-Key` semantics (first result replayed; same key, other parameters:
-//!   error). `POST /sandbox/payment_intents` creates intents in any status.
+//!   error), and `POST /v1/transfers` (payouts to `acct_…` destinations).
+//!   `POST /sandbox/payment_intents` creates intents in any status.
 //! - Merchant webhook receivers at `POST /merchants/{id}/webhook` that verify Standard Webhooks
 //!   signatures and count what arrives (duplicates by `webhook-id` too), with configurable
 //!   latency, failure rate, downtime, forced status and `Retry-After`
@@ -137,6 +138,7 @@ pub struct Sandbox {
     counters: Mutex<HashMap<&'static str, u64>>,
     /// The tracking provider stand-in.
     pub couriers: tracking::Couriers,
+    transfers: Mutex<Vec<(String, i64, String, String)>>,
 }
 
 impl Sandbox {
@@ -149,6 +151,7 @@ impl Sandbox {
             endpoints: Mutex::default(),
             counters: Mutex::default(),
             couriers: tracking::Couriers::default(),
+            transfers: Mutex::default(),
         })
     }
 
@@ -437,6 +440,62 @@ async fn refund(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Form(f): For
 }
 
 #[derive(Deserialize)]
+struct TransferForm {
+    amount: i64,
+    currency: String,
+    destination: String,
+    #[serde(default)]
+    transfer_group: Option<String>,
+}
+
+/// Transfers made, for tests and benchmarks: (id, amount, destination, transfer group).
+impl Sandbox {
+    pub fn transfers(&self) -> Vec<(String, i64, String, String)> {
+        lock(&self.transfers).clone()
+    }
+}
+
+async fn transfer(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Form(f): Form<TransferForm>,
+) -> Response {
+    if !authorised(&sb, &headers) {
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        );
+    }
+    let sb2 = sb.clone();
+    idempotent(
+        &sb,
+        &headers,
+        format!(
+            "transfer:{}:{}:{}:{:?}",
+            f.amount, f.currency, f.destination, f.transfer_group
+        ),
+        move || {
+            if f.amount <= 0 || !f.destination.starts_with("acct_") {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "message": "amount must be positive and destination an acct_ id"}}),
+                );
+            }
+            sb2.count("transfer");
+            let n = sb2.seq.fetch_add(1, Ordering::Relaxed);
+            let id = format!("tr_sbx{n:010}");
+            let group = f.transfer_group.clone().unwrap_or_default();
+            lock(&sb2.transfers).push((id.clone(), f.amount, f.destination.clone(), group.clone()));
+            (
+                200,
+                json!({"id": id, "object": "transfer", "amount": f.amount, "currency": f.currency, "destination": f.destination, "transfer_group": group}),
+            )
+        },
+    )
+}
+
+#[derive(Deserialize)]
 struct NewIntent {
     amount: i64,
     #[serde(default = "eur")]
@@ -562,6 +621,7 @@ pub fn router(sb: Arc<Sandbox>) -> Router {
         .route("/v1/payment_intents/{id}/capture", post(capture))
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
         .route("/v1/refunds", post(refund))
+        .route("/v1/transfers", post(transfer))
         .route("/sandbox/payment_intents", post(create_intent))
         .route("/sandbox/merchants/{id}", get(get_endpoint).put(put_endpoint))
         .route("/sandbox/stats", get(stats))

@@ -8,6 +8,7 @@ pub mod merchants;
 pub mod orders;
 pub mod outbox;
 pub mod samples;
+pub mod settlement;
 pub mod shipments;
 
 use std::time::Duration;

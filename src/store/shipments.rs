@@ -254,8 +254,8 @@ pub async fn story(pool: &PgPool, order_id: i64) -> Result<Vec<Value>, sqlx::Err
     .await
 }
 
-/// Completes accepted sub-orders delivered more than `after_s` ago (with an outcome event);
-/// returns how many.
+/// Completes accepted sub-orders delivered more than `after_s` ago (with an outcome event), and
+/// settles each in the same transaction (ledger, payout queued); returns how many.
 pub async fn complete_delivered(pool: &PgPool, after_s: u64, limit: i64) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let done: Vec<(i64, i64, String, String)> = sqlx::query_as(
@@ -271,6 +271,7 @@ pub async fn complete_delivered(pool: &PgPool, after_s: u64, limit: i64) -> Resu
     .fetch_all(&mut *tx)
     .await?;
     for (sub, order, sf, merchant) in &done {
+        super::settlement::settle_sub_order(&mut tx, *sub).await?;
         add_event(
             &mut tx,
             Some(*order),
