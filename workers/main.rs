@@ -136,6 +136,14 @@ enum MerchantAction {
         #[arg(long, conflicts_with = "seconds")]
         clear: bool,
     },
+    /// A merchant's KPIs over the last days (recomputed first).
+    Kpis {
+        id: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Set the merchant's payout account at the payment provider (Stripe: acct_...).
     PayoutAccount {
         id: String,
@@ -942,6 +950,26 @@ async fn merchants_command(config: Config, action: MerchantAction) -> anyhow::Re
             match seconds {
                 Some(s) => println!("merchant {id}: sub-orders ship within {s} s of acceptance"),
                 None => println!("merchant {id}: ship-by deadline back to tracking.ship_by_s"),
+            }
+        }
+        MerchantAction::Kpis { id, days, json } => {
+            let to = chrono::Utc::now().date_naive();
+            let from = to - chrono::Duration::days(days.clamp(1, 3650) as i64 - 1);
+            souk::store::kpis::compute(&app.pool, from, to).await?;
+            let k = souk::store::kpis::summary(&app.pool, &id, from, to).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&k)?);
+            } else {
+                let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} %", v * 100.0));
+                let hours = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1} h", v / 3600.0));
+                println!("{id}, {from} to {to}: {} sub-orders", k.sub_orders);
+                println!("  acceptance rate      {}", pct(k.acceptance_rate));
+                println!("  auto-rejected rate   {}", pct(k.auto_rejected_rate));
+                println!("  late shipment rate   {}", pct(k.late_shipment_rate));
+                println!("  time to ship         {}", hours(k.avg_time_to_ship_s));
+                println!("  delivery time        {}", hours(k.avg_delivery_time_s));
+                println!("  refund rate          {}", pct(k.refund_rate));
+                println!("  return, complaint    not recorded yet");
             }
         }
         MerchantAction::PayoutAccount { id, account, clear } => {

@@ -12,6 +12,7 @@
 //! Forecasting: `plan_forecasts` (nightly from cron) → `forecast_merchant` (one per merchant).
 
 pub mod adjust_payment;
+pub mod compute_kpis;
 pub mod confirm_payment;
 pub mod expire_acceptance;
 pub mod forecast_merchant;
@@ -63,6 +64,10 @@ pub const ALL: &[JobKind] = &[
     JobKind {
         queue: sweep_orders::QUEUE,
         register: sweep_orders::register,
+    },
+    JobKind {
+        queue: compute_kpis::QUEUE,
+        register: compute_kpis::register,
     },
     JobKind {
         queue: pay_merchant::QUEUE,

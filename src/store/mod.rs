@@ -4,6 +4,7 @@
 
 pub mod deliveries;
 pub mod forecasts;
+pub mod kpis;
 pub mod merchants;
 pub mod orders;
 pub mod outbox;

@@ -1115,6 +1115,29 @@ async fn a_sub_order_not_shipped_by_its_merchants_deadline_is_flagged_late_once(
         "two sweeps, one flag"
     );
     assert_eq!(p.sb.endpoint_report("m-late").duplicates, 0);
+
+    // KPIs of the day: both accepted, only m-late late; computing twice writes the same rows.
+    let today = chrono::Utc::now().date_naive();
+    for _ in 0..2 {
+        souk::store::kpis::compute(pool, today, today).await.unwrap();
+    }
+    let late_kpi = souk::store::kpis::summary(pool, "m-late", today, today)
+        .await
+        .unwrap();
+    let calm_kpi = souk::store::kpis::summary(pool, "m-calm", today, today)
+        .await
+        .unwrap();
+    assert_eq!(late_kpi.sub_orders, 1);
+    assert_eq!(late_kpi.acceptance_rate, Some(1.0));
+    assert_eq!(late_kpi.auto_rejected_rate, Some(0.0));
+    assert_eq!(late_kpi.late_shipment_rate, Some(1.0));
+    assert_eq!(calm_kpi.late_shipment_rate, Some(0.0));
+    assert_eq!(calm_kpi.avg_time_to_ship_s, None, "nothing shipped yet");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM merchant_kpis")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
     p.stop().await;
 }
 
@@ -1315,6 +1338,23 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
     .await
     .unwrap();
     assert_eq!(payable, 0, "owed, then paid");
+    let today = chrono::Utc::now().date_naive();
+    souk::store::kpis::compute(pool, today, today).await.unwrap();
+    let keep = souk::store::kpis::summary(pool, "m-keep", today, today)
+        .await
+        .unwrap();
+    let rej = souk::store::kpis::summary(pool, "m-rej", today, today)
+        .await
+        .unwrap();
+    assert_eq!((keep.acceptance_rate, keep.refund_rate), (Some(1.0), Some(0.0)));
+    assert!(
+        keep.avg_time_to_ship_s.is_some_and(|s| s >= 0.0)
+            && keep.avg_delivery_time_s.is_some_and(|s| s > 0.0)
+    );
+    assert_eq!(
+        (rej.acceptance_rate, rej.auto_rejected_rate, rej.refund_rate),
+        (Some(0.0), Some(0.0), Some(1.0))
+    );
     // Append-only: the database refuses to change history; a journal that does not balance
     // cannot be committed.
     assert!(sqlx::query("UPDATE ledger_entries SET amount_minor = 0")
