@@ -588,13 +588,7 @@ pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::R
     .bind(&like)
     .fetch_one(&app.pool)
     .await?;
-    let served = world
-        .sandbox
-        .couriers
-        .served
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let served = world.sandbox.counters();
     let dups: u64 = world
         .merchants
         .iter()
@@ -603,7 +597,8 @@ pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::R
     world.stop().await?;
     remove_keys(&app).await?;
     let polls = polls.unwrap_or(0);
-    let calls = served.get("register").copied().unwrap_or(0) + served.get("get").copied().unwrap_or(0);
+    let calls = served.get("tracking_register").copied().unwrap_or(0)
+        + served.get("tracking_get").copied().unwrap_or(0);
     Ok(serde_json::json!({
         "bench": "tracking",
         "shipments": opts.shipments,
@@ -612,7 +607,7 @@ pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::R
         "provider_calls": calls,
         "provider_calls_per_s": (calls as f64 / secs).round(),
         "rate_limit_per_s": opts.rate_per_s,
-        "rate_limit_violations": served.get("rate_limited").copied().unwrap_or(0),
+        "rate_limit_violations": served.get("tracking_rate_limited").copied().unwrap_or(0),
         "events_stored": events,
         "status_changes_notified": changes,
         "webhook_duplicates_at_merchants": dups,

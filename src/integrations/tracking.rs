@@ -115,23 +115,7 @@ impl AftershipClient {
         if status.is_success() || ok_statuses.contains(&status.as_u16()) {
             return Ok(resp);
         }
-        // X-RateLimit-Reset: unix seconds when the window resets.
-        let reset = resp
-            .headers()
-            .get("x-ratelimit-reset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        let body: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
-        Err(match status.as_u16() {
-            429 => {
-                let wait = reset.map_or(1_000, |r| {
-                    (r * 1000 - Utc::now().timestamp_millis()).clamp(100, 3_600_000)
-                });
-                TrackingError::RateLimited(Duration::from_millis(wait as u64))
-            }
-            500..=599 => TrackingError::Transient(format!("{status}: {body}")),
-            _ => TrackingError::Refused(format!("{status}: {body}")),
-        })
+        Err(http_error(resp).await)
     }
 }
 

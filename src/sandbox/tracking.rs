@@ -4,8 +4,10 @@
 //!
 //! Each number gets a realistic life from a hash of it: info received, picked up, a few
 //! in-transit scans, out for delivery, delivered; some have a failed attempt first, some an
-//! exception, a few go back to the sender; numbers starting with `SILENT` are never scanned. One step every `step_ms` from registration. Calls
-//! above `rate_per_s` in a second get 429 with `X-RateLimit-Reset`, and are counted.
+//! exception, a few go back to the sender; numbers starting with `SILENT` are never scanned.
+//! One step every `step_ms` from registration. Calls above `rate_per_s` in a second get 429
+//! with `X-RateLimit-Reset`. Calls are counted in the sandbox's counters (`tracking_register`,
+//! `tracking_get`, `tracking_rate_limited`).
 
 use std::{
     collections::HashMap,
@@ -31,7 +33,6 @@ pub struct Couriers {
     pub rate_per_s: Mutex<u32>,
     registered: Mutex<HashMap<String, DateTime<Utc>>>,
     window: Mutex<(i64, u32)>,
-    pub served: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl Default for Couriers {
@@ -41,7 +42,6 @@ impl Default for Couriers {
             rate_per_s: Mutex::new(20),
             registered: Mutex::default(),
             window: Mutex::new((0, 0)),
-            served: Mutex::default(),
         }
     }
 }
@@ -101,7 +101,7 @@ fn rate_limited(sb: &Sandbox) -> Option<Response> {
     }
     w.1 += 1;
     if w.1 > limit {
-        *lock(&sb.couriers.served).entry("rate_limited").or_insert(0) += 1;
+        sb.count("tracking_rate_limited");
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             Json(json!({"meta": {"code": 429, "message": "Too many requests"}})),
@@ -140,7 +140,7 @@ pub async fn create(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Json(bod
             .into_response();
     }
     reg.insert(number.to_owned(), Utc::now());
-    *lock(&sb.couriers.served).entry("register").or_insert(0) += 1;
+    sb.count("tracking_register");
     (
         StatusCode::CREATED,
         Json(json!({"meta": {"code": 201}, "data": {"tracking": {"tracking_number": number}}})),
@@ -166,7 +166,7 @@ pub async fn get_tracking(
         )
             .into_response();
     };
-    *lock(&sb.couriers.served).entry("get").or_insert(0) += 1;
+    sb.count("tracking_get");
     let step = chrono::Duration::from_std(*lock(&sb.couriers.step)).unwrap_or_default();
     let now = Utc::now();
     let checkpoints: Vec<Value> = script(&number)
@@ -313,7 +313,7 @@ pub async fn track17_register(
             accepted.push(json!({"number": n}));
         }
     }
-    *lock(&sb.couriers.served).entry("register").or_insert(0) += 1;
+    sb.count("tracking_register");
     Json(json!({"code": 0, "data": {"accepted": accepted, "rejected": rejected}})).into_response()
 }
 
@@ -328,7 +328,7 @@ pub async fn track17_info(
     if let Some(r) = rate_limited(&sb) {
         return r;
     }
-    *lock(&sb.couriers.served).entry("get").or_insert(0) += 1;
+    sb.count("tracking_get");
     let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
     for n in numbers(&body) {
         let Some(cps) = happened(&sb, &n, false) else {
@@ -379,7 +379,7 @@ pub async fn kuaidi100_query(
     if let Some(r) = rate_limited(&sb) {
         return r;
     }
-    *lock(&sb.couriers.served).entry("get").or_insert(0) += 1;
+    sb.count("tracking_get");
     let p: Value = serde_json::from_str(&q.param).unwrap_or_default();
     let Some(num) = p["num"].as_str() else {
         return Json(json!({"result": false, "returnCode": "400", "message": "num missing"})).into_response();

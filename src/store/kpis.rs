@@ -10,13 +10,16 @@ pub async fn compute(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<u6
         "WITH subs AS (
             SELECT s.id, s.merchant_id, (s.created_at AT TIME ZONE 'UTC')::date AS day, s.shipped_at, s.delivered_at,
                    s.late_at, (s.status IN ('rejected', 'cancelled', 'out_of_stock') AND o.refunded_minor > 0) AS refunded,
-                   (SELECT e.actor FROM order_events e WHERE e.sub_order_id = s.id
-                      AND e.type IN ('sub_order.accepted', 'sub_order.rejected') ORDER BY e.id LIMIT 1) AS decided_by,
-                   (SELECT e.type FROM order_events e WHERE e.sub_order_id = s.id
-                      AND e.type IN ('sub_order.accepted', 'sub_order.rejected') ORDER BY e.id LIMIT 1) AS decision,
-                   (SELECT min(e.created_at) FROM order_events e WHERE e.sub_order_id = s.id
-                      AND e.type = 'sub_order.accepted') AS accepted_at
+                   d.actor AS decided_by, d.type AS decision, a.accepted_at
             FROM sub_orders s JOIN orders o ON o.id = s.order_id
+            -- Through the order's events (indexed by order), not a scan per sub-order.
+            LEFT JOIN LATERAL (SELECT e.actor, e.type FROM order_events e
+                               WHERE e.order_id = s.order_id AND e.sub_order_id = s.id
+                                 AND e.type IN ('sub_order.accepted', 'sub_order.rejected')
+                               ORDER BY e.id LIMIT 1) d ON true
+            LEFT JOIN LATERAL (SELECT min(e.created_at) AS accepted_at FROM order_events e
+                               WHERE e.order_id = s.order_id AND e.sub_order_id = s.id
+                                 AND e.type = 'sub_order.accepted') a ON true
             WHERE (s.created_at AT TIME ZONE 'UTC')::date BETWEEN $1 AND $2)
          INSERT INTO merchant_kpis (merchant_id, day, sub_orders, decided, acceptance_rate, auto_rejected_rate,
                 late_shipment_rate, avg_time_to_ship_s, avg_delivery_time_s, refund_rate, return_rate, complaint_rate)

@@ -136,26 +136,29 @@ pub async fn record_poll(
         .bind(s.id)
         .fetch_one(&mut *tx)
         .await?;
-    let mut new_events = 0;
-    for e in events {
-        new_events += sqlx::query(
-            "INSERT INTO tracking_events (shipment_id, occurred_at, status, raw_status, raw_sub_status, location, message,
-                    provider, dedupe_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (shipment_id, dedupe_key) DO NOTHING",
-        )
-        .bind(s.id)
-        .bind(e.occurred_at)
-        .bind(e.status)
-        .bind(&e.raw_status)
-        .bind(&e.raw_sub_status)
-        .bind(&e.location)
-        .bind(&e.message)
-        .bind(&s.provider)
-        .bind(&e.dedupe_key)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected() as usize;
-    }
+    // Every poll returns every checkpoint again: one statement stores the new ones.
+    let col = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+    let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let new_events = sqlx::query(
+        "INSERT INTO tracking_events (shipment_id, occurred_at, status, raw_status, raw_sub_status, location, message,
+                provider, dedupe_key)
+         SELECT $1, u.at, u.status, u.raw, u.sub, u.loc, u.msg, $2, u.key
+         FROM UNNEST($3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+              AS u(at, status, raw, sub, loc, msg, key)
+         ON CONFLICT (shipment_id, dedupe_key) DO NOTHING",
+    )
+    .bind(s.id)
+    .bind(&s.provider)
+    .bind(&at)
+    .bind(col(|e| e.status))
+    .bind(col(|e| Some(e.raw_status.as_str())))
+    .bind(col(|e| e.raw_sub_status.as_deref()))
+    .bind(col(|e| e.location.as_deref()))
+    .bind(col(|e| e.message.as_deref()))
+    .bind(col(|e| Some(e.dedupe_key.as_str())))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as usize;
     let latest: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT status, occurred_at FROM tracking_events WHERE shipment_id = $1 AND status IS NOT NULL
          ORDER BY occurred_at DESC, id DESC LIMIT 1",

@@ -199,6 +199,19 @@ impl Pipeline {
         out
     }
 
+    /// Runs the sweeper (what cron does every 30 s) once, through the queue.
+    async fn sweep(&self) {
+        self.env
+            .app
+            .producer
+            .push(
+                souk::jobs::sweep_orders::QUEUE,
+                &souk::jobs::sweep_orders::Args {},
+            )
+            .await
+            .unwrap();
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(true);
         self.workers.await.unwrap().unwrap();
@@ -868,6 +881,22 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
     })
     .await;
 
+    // A tracking number that is not one is refused with its reason.
+    p.send(
+        &json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-SHIP",
+                   "merchant_id": "m-ship", "tracking_number": "no/such;number"}),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the bad number recorded", || async {
+        p.scalar(
+            "SELECT count(*) FROM rejected_messages WHERE storefront_order_id = $1 AND code = 'invalid_tracking_number'",
+            "SF-SHIP",
+        )
+        .await
+            == 1
+    })
+    .await;
+
     // A UPS number without a carrier: detected from its check digit. Sent twice: one shipment.
     let ship = json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-SHIP",
                       "merchant_id": "m-ship", "tracking_number": "1Z 999AA1 0123456784"});
@@ -952,6 +981,80 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
         story["shipments"][0]["events"].as_array().unwrap().len(),
         script.len()
     );
+    // m-other is still awaiting its decision, so only m-ship's sub-order ships: the order is
+    // delivered.
+    let order_delivery = "SELECT count(*) FROM orders WHERE storefront_order_id = $1 AND delivery_status = ";
+    assert_eq!(
+        p.scalar(&format!("{order_delivery}'delivered'"), "SF-SHIP").await,
+        1
+    );
+
+    // Delivered a while ago: the sweeper completes the sub-order.
+    p.sweep().await;
+    eventually(Duration::from_secs(10), "the sub-order completed", || async {
+        p.sub_statuses("SF-SHIP").await["m-ship"] == "completed"
+    })
+    .await;
+
+    // A parcel the carrier never scans expires (here after 3 s) and is no longer polled.
+    p.send(
+        &json!({"type": "merchant.decision", "version": 1, "storefront_order_id": "SF-SHIP",
+                   "merchant_id": "m-other", "decision": "accept"}),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "m-other accepted", || async {
+        p.sub_statuses("SF-SHIP").await["m-other"] == "accepted"
+    })
+    .await;
+    p.send(
+        &json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-SHIP",
+                   "merchant_id": "m-other", "tracking_number": "SILENT0001", "carrier": "DHL"}),
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the silent parcel expired", || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM shipments WHERE tracking_number = 'SILENT0001'")
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+            .as_deref()
+            == Some("expired")
+    })
+    .await;
+    let (carrier, raw): (Option<String>, String) = sqlx::query_as(
+        "SELECT s.carrier, e.raw_status FROM shipments s JOIN tracking_events e ON e.shipment_id = s.id
+         WHERE s.tracking_number = 'SILENT0001'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((carrier.as_deref(), raw.as_str()), (Some("dhl"), "souk:no_info"));
+    // One parcel delivered, one expired: the order shows the problem.
+    assert_eq!(
+        p.scalar(&format!("{order_delivery}'expired'"), "SF-SHIP").await,
+        1
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the merchant told of the expiry",
+        || async {
+            p.sb.endpoint_report("m-other")
+                .events
+                .iter()
+                .any(|(id, t)| t == "shipment.status_changed" && id.ends_with("_expired"))
+        },
+    )
+    .await;
+    let expired_polls: i32 =
+        sqlx::query_scalar("SELECT polls FROM shipments WHERE tracking_number = 'SILENT0001'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later: i32 = sqlx::query_scalar("SELECT polls FROM shipments WHERE tracking_number = 'SILENT0001'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(expired_polls, later, "an expired parcel is not polled again");
     p.stop().await;
 }
 
@@ -1078,17 +1181,8 @@ async fn a_sub_order_not_shipped_by_its_merchants_deadline_is_flagged_late_once(
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    for _ in 0..2 {
-        p.env
-            .app
-            .producer
-            .push(
-                souk::jobs::sweep_orders::QUEUE,
-                &souk::jobs::sweep_orders::Args {},
-            )
-            .await
-            .unwrap();
-    }
+    p.sweep().await;
+    p.sweep().await;
     eventually(Duration::from_secs(10), "the late webhook delivered", || async {
         p.sb.endpoint_report("m-late")
             .events
@@ -1270,8 +1364,9 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
             p.sub_statuses("SF-SETTLE").await.get("m-rej").map(String::as_str) == Some("rejected")
                 && p.sb.intent_state(&pi).is_some_and(|s| s.2 == 700)
                 && p.scalar(
-                    "SELECT count(*) FROM shipments WHERE status = 'delivered' AND tracking_number <> $1",
-                    "",
+                    "SELECT count(*) FROM shipments sh JOIN sub_orders s ON s.id = sh.sub_order_id
+                     JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id = $1 AND sh.status = 'delivered'",
+                    "SF-SETTLE",
                 )
                 .await
                     == 1
@@ -1279,17 +1374,8 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    for _ in 0..2 {
-        p.env
-            .app
-            .producer
-            .push(
-                souk::jobs::sweep_orders::QUEUE,
-                &souk::jobs::sweep_orders::Args {},
-            )
-            .await
-            .unwrap();
-    }
+    p.sweep().await;
+    p.sweep().await;
     eventually(Duration::from_secs(20), "the payout paid", || async {
         sqlx::query_scalar::<_, String>("SELECT status FROM payouts")
             .fetch_optional(pool)
