@@ -168,7 +168,9 @@ pub async fn order_story(pool: &PgPool, key: &str) -> Result<Value, AdminError> 
     .fetch_all(pool)
     .await?;
     let shipments = crate::store::shipments::story(pool, id).await?;
+    let (returns, complaints) = crate::store::after_sales::story(pool, id).await?;
     Ok(
-        json!({"order": order, "sub_orders": subs, "payment_operations": payments, "shipments": shipments, "timeline": events}),
+        json!({"order": order, "sub_orders": subs, "payment_operations": payments, "shipments": shipments,
+              "returns": returns, "complaints": complaints, "timeline": events}),
     )
 }

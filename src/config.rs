@@ -39,6 +39,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub forecast: ForecastConfig,
     pub tracking: TrackingConfig,
+    pub after_sales: AfterSalesConfig,
 }
 
 /// A secret value: shown as `***` by `Debug`, so a logged config never leaks it.
@@ -126,6 +127,16 @@ impl TrackingConfig {
             no_news_exception_s: self.no_news_exception_s,
         }
     }
+}
+
+/// Returns and complaints (see `[after_sales]` in config/default.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterSalesConfig {
+    pub return_window_s: u64,
+    pub return_response_s: u64,
+    pub return_default: String,
+    pub complaint_reply_s: u64,
 }
 
 /// Demand forecasting (see `[forecast]` in config/default.toml).
@@ -387,6 +398,9 @@ impl Config {
         }
         if t.rate_per_s == 0 {
             return bad("tracking.rate_per_s", "must be at least 1");
+        }
+        if !matches!(self.after_sales.return_default.as_str(), "approve" | "refuse") {
+            return bad("after_sales.return_default", "must be \"approve\" or \"refuse\"");
         }
         let f = &self.forecast;
         if f.horizon_days == 0 || f.horizon_days > 366 {

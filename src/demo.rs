@@ -729,7 +729,12 @@ pub fn render_story(story: &Value) -> String {
     }
     for sh in &shipments {
         out.push_str(&format!(
-            "    {} {} ({}) for sub-order {}: {}, {} polls\n",
+            "    {}{} {} ({}) for sub-order {}: {}, {} polls\n",
+            if sh["return_id"].is_null() {
+                ""
+            } else {
+                "return parcel to "
+            },
             s(&sh["merchant_id"]),
             s(&sh["tracking_number"]),
             sh["carrier"].as_str().unwrap_or("carrier left to the provider"),
@@ -747,6 +752,35 @@ pub fn render_story(story: &Value) -> String {
             ));
         }
     }
+    for r in story["returns"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  return {} · sub-order {} · {} · refund {}{}\n",
+            s(&r["id"]),
+            s(&r["sub_order_id"]),
+            s(&r["status"]),
+            s(&r["refund_minor"]),
+            if r["restocked_at"].is_null() {
+                ""
+            } else {
+                " · restocked"
+            }
+        ));
+        for l in r["lines"].as_array().into_iter().flatten() {
+            out.push_str(&format!("    line {} × {}\n", s(&l["sku"]), s(&l["quantity"])));
+        }
+        case_messages(&mut out, &r["messages"]);
+    }
+    for c in story["complaints"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  complaint {} · sub-order {} · {} · {:?} · reply by {}\n",
+            s(&c["id"]),
+            s(&c["sub_order_id"]),
+            s(&c["status"]),
+            s(&c["subject"]),
+            s(&c["reply_by"])
+        ));
+        case_messages(&mut out, &c["messages"]);
+    }
     out.push_str("\n  timeline:\n");
     for e in story["timeline"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -758,4 +792,16 @@ pub fn render_story(story: &Value) -> String {
         ));
     }
     out
+}
+
+fn case_messages(out: &mut String, messages: &Value) {
+    for m in messages.as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "    {}  {:<9} {:<8} {}\n",
+            m["at"].as_str().unwrap_or(""),
+            m["author"].as_str().unwrap_or(""),
+            m["kind"].as_str().unwrap_or(""),
+            m["body"].as_str().unwrap_or("")
+        ));
+    }
 }

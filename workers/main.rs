@@ -969,7 +969,8 @@ async fn merchants_command(config: Config, action: MerchantAction) -> anyhow::Re
                 println!("  time to ship         {}", hours(k.avg_time_to_ship_s));
                 println!("  delivery time        {}", hours(k.avg_delivery_time_s));
                 println!("  refund rate          {}", pct(k.refund_rate));
-                println!("  return, complaint    not recorded yet");
+                println!("  return rate          {}", pct(k.return_rate));
+                println!("  complaint rate       {}", pct(k.complaint_rate));
             }
         }
         MerchantAction::PayoutAccount { id, account, clear } => {

@@ -67,6 +67,71 @@ pub enum StorefrontCommand {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// The customer asks to send goods of a shipped sub-order back.
+    #[serde(rename = "return.requested")]
+    ReturnRequested {
+        version: u32,
+        return_id: String,
+        storefront_order_id: String,
+        merchant_id: String,
+        lines: Vec<super::after_sales::ReturnLine>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// The merchant approves or refuses a return request.
+    #[serde(rename = "return.decision")]
+    ReturnDecision {
+        version: u32,
+        return_id: String,
+        decision: super::after_sales::ReturnDecision,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// The customer sent the approved return back: its parcel is tracked like any other.
+    #[serde(rename = "return.shipped")]
+    ReturnShipped {
+        version: u32,
+        return_id: String,
+        tracking_number: String,
+        #[serde(default)]
+        carrier: Option<String>,
+    },
+    /// The merchant has the goods back (refund goes out) and says whether they can be sold
+    /// again (restocked when they can).
+    #[serde(rename = "return.received")]
+    ReturnReceived {
+        version: u32,
+        return_id: String,
+        sellable: bool,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// The customer opens a complaint about a merchant's part of an order.
+    #[serde(rename = "complaint.opened")]
+    ComplaintOpened {
+        version: u32,
+        complaint_id: String,
+        storefront_order_id: String,
+        merchant_id: String,
+        subject: String,
+        message: String,
+    },
+    /// A message on a complaint, from the customer, the merchant or the platform.
+    #[serde(rename = "complaint.message")]
+    ComplaintMessage {
+        version: u32,
+        complaint_id: String,
+        author: super::after_sales::Author,
+        message: String,
+    },
+    /// The complaint is settled.
+    #[serde(rename = "complaint.closed")]
+    ComplaintClosed {
+        version: u32,
+        complaint_id: String,
+        by: super::after_sales::Author,
+        resolution: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,7 +220,14 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
         | StorefrontCommand::InventoryAdjust { version, .. }
         | StorefrontCommand::MerchantDecision { version, .. }
         | StorefrontCommand::ShipmentCreated { version, .. }
-        | StorefrontCommand::OrderCancel { version, .. } => *version,
+        | StorefrontCommand::OrderCancel { version, .. }
+        | StorefrontCommand::ReturnRequested { version, .. }
+        | StorefrontCommand::ReturnDecision { version, .. }
+        | StorefrontCommand::ReturnShipped { version, .. }
+        | StorefrontCommand::ReturnReceived { version, .. }
+        | StorefrontCommand::ComplaintOpened { version, .. }
+        | StorefrontCommand::ComplaintMessage { version, .. }
+        | StorefrontCommand::ComplaintClosed { version, .. } => *version,
     };
     if version != 1 {
         return Err(reject(
@@ -493,7 +565,7 @@ mod documented_examples {
                 n += 1;
             }
         }
-        assert_eq!(n, 6);
+        assert_eq!(n, 13);
     }
 
     /// The JSON Schema names exactly the command types the parser knows.
@@ -515,11 +587,18 @@ mod documented_examples {
         assert_eq!(
             types,
             [
+                "complaint.closed",
+                "complaint.message",
+                "complaint.opened",
                 "inventory.adjust",
                 "inventory.set",
                 "merchant.decision",
                 "order.cancel",
                 "order.placed",
+                "return.decision",
+                "return.received",
+                "return.requested",
+                "return.shipped",
                 "shipment.created"
             ]
         );

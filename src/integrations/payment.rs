@@ -46,6 +46,14 @@ pub trait PaymentProvider: Send + Sync {
     /// Sends `amount` to a merchant's account (Stripe: a Transfer to a connected account, in a
     /// transfer group named after the parent order). Returns the transfer id.
     fn transfer<'a>(&'a self, t: &'a Transfer<'a>) -> BoxFuture<'a, Result<String, ProviderError>>;
+    /// Takes `amount` back from a transfer made earlier (Stripe: a transfer reversal). Returns
+    /// the reversal's id.
+    fn reverse_transfer<'a>(
+        &'a self,
+        transfer_id: &'a str,
+        amount: i64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<String, ProviderError>>;
 }
 
 /// A transfer to a merchant.
@@ -234,6 +242,30 @@ impl PaymentProvider for StripeClient {
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| ProviderError::Transient("transfer without an id".into()))
+        })
+    }
+
+    fn reverse_transfer<'a>(
+        &'a self,
+        transfer_id: &'a str,
+        amount: i64,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            let req = self
+                .http
+                .post(self.url(&format!("/v1/transfers/{transfer_id}/reversals")))
+                .header("Idempotency-Key", key)
+                .form(&[("amount", amount.to_string())]);
+            let resp = self.send(req).await?;
+            let v: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| ProviderError::Transient(format!("unreadable reversal: {}", without_url(&e))))?;
+            v["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ProviderError::Transient("transfer reversal without an id".into()))
         })
     }
 }

@@ -2,9 +2,14 @@
 //! sub-orders to their merchants.
 //!
 //! Runs once every sub-order has its stock decision, and again whenever a sub-order stops
-//! shipping (merchant rejection, deadline, cancellation). Each run asks the provider for the
-//! payment's current state and makes at most one call (capture, cancel or refund) decided by
-//! `domain::payment::reconcile`, whose idempotency keys make a rerun repeat the same call.
+//! shipping (merchant rejection, deadline, cancellation) or returned goods are received back.
+//! Each run asks the provider for the payment's current state and makes at most one call
+//! (capture, cancel or refund) decided by `domain::payment::reconcile`, whose idempotency keys
+//! make a rerun repeat the same call. Runs for one order take turns (a fleet-wide lock in
+//! Redis), so two of them never refund the same excess twice; a run that finds the lock taken
+//! snoozes briefly. Once the charge matches, received returns are marked refunded.
+
+use std::time::Duration;
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -12,12 +17,13 @@ use serde_json::json;
 
 use super::{
     confirm_payment::provider_error, db, expire_acceptance, intake_storefront, notify_merchant, register_job,
+    reverse_payout,
 };
 use crate::{
     app::App,
-    domain::payment::{reconcile, PaymentAction},
-    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::orders,
+    domain::payment::{reconcile, IntentStatus, PaymentAction},
+    queue::{backend::QueueContext, limiter, Delivery, JobError, StreamsBackend},
+    store::{after_sales, orders},
 };
 
 pub const QUEUE: &str = "souk.adjust_payment.v1";
@@ -36,6 +42,27 @@ fn status_name(s: crate::domain::payment::IntentStatus) -> String {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    let key = format!("{}:lock:payment:{}", app.config.redis.key_prefix, args.order_id);
+    // The lease outlives a run cut off by the queue's timeout only briefly.
+    let lease = crate::app::handler_timeout(&app.config.queue(QUEUE))
+        .clamp(Duration::from_secs(30), Duration::from_secs(600));
+    let mut conn = app.conn.clone();
+    let Some(token) = limiter::try_lock(&mut conn, &key, lease)
+        .await
+        .map_err(JobError::retry)?
+    else {
+        return Err(JobError::Snooze(Duration::from_millis(
+            100 + fastrand::u64(0..400),
+        )));
+    };
+    let result = adjust(&app, args.order_id).await;
+    // A lock left behind (Redis unreachable now) frees itself when its lease ends.
+    let _ = limiter::unlock(&mut conn, &key, &token).await;
+    result
+}
+
+async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
+    let args = Args { order_id };
     let Some(order) = orders::order(&app.pool, args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
@@ -43,9 +70,10 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         // Not authorised yet: confirm_payment decides first.
         return Ok(());
     }
-    let Some(target) = orders::charge_target(&app.pool, order.id).await.map_err(db)? else {
+    let Some((shipping, returned)) = orders::charge_target(&app.pool, order.id).await.map_err(db)? else {
         return Ok(()); // a sub-order still waits for stock; its reservation will call again
     };
+    let target = shipping - returned;
     let view = app
         .payments
         .retrieve(&order.payment_id)
@@ -126,10 +154,25 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             .map_err(db)?;
         }
     }
-    if target == 0 {
+    if view.status == IntentStatus::Succeeded {
+        // The charge now matches what is kept: received returns are refunded.
+        for return_id in after_sales::mark_refunded(&app.pool, order.id)
+            .await
+            .map_err(db)?
+        {
+            app.push_once(
+                reverse_payout::QUEUE,
+                &format!("reverse:{return_id}"),
+                &reverse_payout::Args { return_id },
+                None,
+            )
+            .await?;
+        }
+    }
+    if shipping == 0 {
         if order.status != "cancelled" {
             intake_storefront::cancel(
-                &app,
+                app,
                 order.id,
                 "souk:stock",
                 "nothing in the order could be reserved",
@@ -152,7 +195,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         .await
         .map_err(db)?;
     }
-    hand_to_merchants(&app, order.id).await
+    hand_to_merchants(app, order.id).await
 }
 
 /// Moves reserved sub-orders on to their merchants (webhook + deadline), idempotently.

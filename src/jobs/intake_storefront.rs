@@ -1,5 +1,5 @@
 //! `souk.storefront.v1`: every storefront command (orders, inventory, merchant decisions,
-//! cancellations). The payload is read raw, so even malformed JSON is recorded as a rejected
+//! shipments, cancellations, returns and complaints). The payload is read raw, so even malformed JSON is recorded as a rejected
 //! message with its reason instead of vanishing into the dead letters.
 
 use apalis::prelude::*;
@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::{adjust_payment, confirm_payment, db, notify_merchant, register_job};
 use crate::{
     app::App,
-    domain::order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
+    domain::{
+        after_sales::{ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
+        order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
+    },
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::{merchants, orders},
+    store::{after_sales, merchants, orders},
 };
 
 pub const QUEUE: &str = "souk.storefront.v1";
@@ -159,6 +162,159 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             )
             .await
         }
+        StorefrontCommand::ReturnRequested {
+            return_id,
+            storefront_order_id,
+            merchant_id,
+            lines,
+            reason,
+            ..
+        } => {
+            if let Some(Err(r)) = reason.as_deref().map(|t| text_ok("reason", t, MAX_MESSAGE)) {
+                return refuse(&app, &d, &raw, Some(&storefront_order_id), r).await;
+            }
+            let req = after_sales::ReturnRequest {
+                return_id: &return_id,
+                storefront_order_id: &storefront_order_id,
+                merchant_id: &merchant_id,
+                lines: &lines,
+                reason: reason.as_deref(),
+            };
+            let c = &app.config.after_sales;
+            let outcome = after_sales::request_return(
+                &app.pool,
+                &d.job_id,
+                &req,
+                c.return_window_s,
+                c.return_response_s,
+            )
+            .await
+            .map_err(db)?;
+            after_sales_done(&app, &d, &raw, outcome).await
+        }
+        StorefrontCommand::ReturnDecision {
+            return_id,
+            decision,
+            reason,
+            ..
+        } => {
+            let approve = decision == ReturnDecision::Approve;
+            let outcome = after_sales::decide_return(&app.pool, &return_id, approve, reason.as_deref())
+                .await
+                .map_err(db)?;
+            after_sales_done(&app, &d, &raw, outcome).await
+        }
+        StorefrontCommand::ReturnShipped {
+            return_id,
+            tracking_number,
+            carrier,
+            ..
+        } => match after_sales::shippable_return(&app.pool, &return_id)
+            .await
+            .map_err(db)?
+        {
+            Ok((rid, sub, merchant)) => {
+                track(
+                    &app,
+                    &d,
+                    &raw,
+                    None,
+                    sub,
+                    &merchant,
+                    &tracking_number,
+                    carrier.as_deref(),
+                    Some(rid),
+                )
+                .await
+            }
+            Err(r) => refuse(&app, &d, &raw, None, r).await,
+        },
+        StorefrontCommand::ReturnReceived {
+            return_id,
+            sellable,
+            note,
+            ..
+        } => {
+            let outcome = after_sales::receive(&app.pool, &d.job_id, &return_id, sellable, note.as_deref())
+                .await
+                .map_err(db)?;
+            if let Ok(order_id) = outcome {
+                // The refund: the charge target now leaves the returned goods out.
+                app.push_once(
+                    adjust_payment::QUEUE,
+                    &format!("adjust:{order_id}:return:{return_id}"),
+                    &adjust_payment::Args { order_id },
+                    None,
+                )
+                .await?;
+            }
+            after_sales_done(&app, &d, &raw, outcome).await
+        }
+        StorefrontCommand::ComplaintOpened {
+            complaint_id,
+            storefront_order_id,
+            merchant_id,
+            subject,
+            message,
+            ..
+        } => {
+            if let Err(r) =
+                text_ok("subject", &subject, MAX_SUBJECT).and(text_ok("message", &message, MAX_MESSAGE))
+            {
+                return refuse(&app, &d, &raw, Some(&storefront_order_id), r).await;
+            }
+            let n = after_sales::NewComplaint {
+                complaint_id: &complaint_id,
+                storefront_order_id: &storefront_order_id,
+                merchant_id: &merchant_id,
+                subject: &subject,
+                message: &message,
+            };
+            let outcome = after_sales::open_complaint(
+                &app.pool,
+                &d.job_id,
+                &n,
+                app.config.after_sales.complaint_reply_s,
+            )
+            .await
+            .map_err(db)?;
+            after_sales_done(&app, &d, &raw, outcome).await
+        }
+        StorefrontCommand::ComplaintMessage {
+            complaint_id,
+            author,
+            message,
+            ..
+        } => {
+            if let Err(r) = text_ok("message", &message, MAX_MESSAGE) {
+                return refuse(&app, &d, &raw, None, r).await;
+            }
+            let outcome = after_sales::complaint_message(
+                &app.pool,
+                &d.job_id,
+                &complaint_id,
+                author,
+                &message,
+                app.config.after_sales.complaint_reply_s,
+            )
+            .await
+            .map_err(db)?;
+            after_sales_done(&app, &d, &raw, outcome).await
+        }
+        StorefrontCommand::ComplaintClosed {
+            complaint_id,
+            by,
+            resolution,
+            ..
+        } => {
+            if let Err(r) = text_ok("resolution", &resolution, MAX_MESSAGE) {
+                return refuse(&app, &d, &raw, None, r).await;
+            }
+            let outcome = after_sales::close_complaint(&app.pool, &d.job_id, &complaint_id, by, &resolution)
+                .await
+                .map_err(db)?;
+            after_sales_done(&app, &d, &raw, outcome).await
+        }
         StorefrontCommand::OrderCancel {
             storefront_order_id,
             reason,
@@ -181,8 +337,6 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
 }
 
 /// Records a merchant's shipment of its sub-order (accepted ones only) and starts tracking it.
-/// The carrier, when not given, is the surest candidate detected from the number's format; an
-/// ambiguous or unknown number is left to the tracking provider.
 async fn ship(
     app: &App,
     d: &Delivery,
@@ -192,15 +346,6 @@ async fn ship(
     number: &str,
     carrier: Option<&str>,
 ) -> Result<(), JobError> {
-    use crate::domain::tracking::carrier::{detect, normalise, Confidence};
-    let number = normalise(number);
-    if number.is_empty() || number.len() > 64 || !number.chars().all(|c| c.is_ascii_alphanumeric()) {
-        let r = Rejection {
-            code: "invalid_tracking_number",
-            message: format!("tracking numbers are 1–64 letters and digits; got {number:?}"),
-        };
-        return refuse(app, d, raw, Some(sf), r).await;
-    }
     let Some(sub) = orders::sub_order_by_storefront(&app.pool, sf, merchant)
         .await
         .map_err(db)?
@@ -222,6 +367,33 @@ async fn ship(
             message: format!("the sub-order is {status}; only accepted sub-orders ship"),
         };
         return refuse(app, d, raw, Some(sf), r).await;
+    }
+    track(app, d, raw, Some(sf), sub, merchant, number, carrier, None).await
+}
+
+/// Creates a parcel's shipment (once per tracking number) and starts tracking it. The carrier,
+/// when not given, is the surest candidate detected from the number's format; an ambiguous or
+/// unknown number is left to the tracking provider. `return_id`: a customer's return parcel.
+#[allow(clippy::too_many_arguments)]
+async fn track(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    sf: Option<&str>,
+    sub: i64,
+    merchant: &str,
+    number: &str,
+    carrier: Option<&str>,
+    return_id: Option<i64>,
+) -> Result<(), JobError> {
+    use crate::domain::tracking::carrier::{detect, normalise, Confidence};
+    let number = normalise(number);
+    if number.is_empty() || number.len() > 64 || !number.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let r = Rejection {
+            code: "invalid_tracking_number",
+            message: format!("tracking numbers are 1–64 letters and digits; got {number:?}"),
+        };
+        return refuse(app, d, raw, sf, r).await;
     }
     let candidates = detect(&number);
     let chosen = match carrier {
@@ -245,6 +417,7 @@ async fn ship(
         chosen.as_deref(),
         &serde_json::to_value(&candidates).unwrap_or_default(),
         &app.config.tracking.provider,
+        return_id,
     )
     .await
     .map_err(db)?;
@@ -258,6 +431,32 @@ async fn ship(
         None,
     )
     .await
+}
+
+/// The end of an after-sales command: refused with its reason, or applied (the merchant's
+/// webhooks of the order pushed, also those an earlier run of this command created).
+async fn after_sales_done(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    outcome: Result<i64, Rejection>,
+) -> Result<(), JobError> {
+    match outcome {
+        Ok(order_id) => notify_merchant::push_pending_for_order(app, order_id).await,
+        Err(r) => refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await,
+    }
+}
+
+/// Refuses free text over `max` characters or empty.
+fn text_ok(field: &'static str, s: &str, max: usize) -> Result<(), Rejection> {
+    let n = s.chars().count();
+    if n == 0 || n > max {
+        return Err(Rejection {
+            code: "invalid_text",
+            message: format!("{field} must be 1–{max} characters; got {n}"),
+        });
+    }
+    Ok(())
 }
 
 /// Applies a merchant decision (from the storefront channel or the admin API); a rejection

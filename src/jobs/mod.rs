@@ -9,6 +9,10 @@
 //! Shipping: `shipment.created` on the storefront channel → `track_shipment` (polls until the
 //! parcel's end, snoozing between polls).
 //!
+//! After-sales: returns and complaints arrive on the storefront channel; a return received back
+//! → `adjust_payment` (the refund) → `reverse_payout` when the sub-order was already paid out.
+//! `sweep_orders` applies return and complaint deadlines.
+//!
 //! Forecasting: `plan_forecasts` (nightly from cron) → `forecast_merchant` (one per merchant).
 
 pub mod adjust_payment;
@@ -22,6 +26,7 @@ pub mod pay_merchant;
 pub mod plan_forecasts;
 pub mod record_sample;
 pub mod reserve_stock;
+pub mod reverse_payout;
 pub mod sweep_orders;
 pub mod track_shipment;
 
@@ -72,6 +77,10 @@ pub const ALL: &[JobKind] = &[
     JobKind {
         queue: pay_merchant::QUEUE,
         register: pay_merchant::register,
+    },
+    JobKind {
+        queue: reverse_payout::QUEUE,
+        register: reverse_payout::register,
     },
     JobKind {
         queue: track_shipment::QUEUE,

@@ -3,7 +3,9 @@
 //! still unpaid after `marketplace.unpaid_timeout_s`, even if their payment check was lost, and
 //! completes sub-orders delivered more than `tracking.complete_after_delivery_s` ago, and flags
 //! accepted sub-orders not shipped by their ship-by deadline (`tracking.ship_by_s` or the
-//! merchant's own); completion settles the sub-order, and pending payouts are queued.
+//! merchant's own); completion settles the sub-order, and pending payouts are queued. Return
+//! requests past their deadline get `after_sales.return_default`, complaints unanswered past
+//! theirs escalate, and pending payout reversals are queued.
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -66,6 +68,34 @@ pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(
             super::pay_merchant::QUEUE,
             &format!("payout:{sub}"),
             &super::pay_merchant::Args { sub_order_id: sub },
+            None,
+        )
+        .await?;
+    }
+    // After-sales deadlines: return requests unanswered get the configured default, complaints
+    // unanswered escalate to the platform; the merchant is told of both.
+    let approve = app.config.after_sales.return_default == "approve";
+    let mut touched = crate::store::after_sales::expire_return_requests(&app.pool, approve, 500)
+        .await
+        .map_err(db)?;
+    touched.extend(
+        crate::store::after_sales::escalate_overdue(&app.pool, 500)
+            .await
+            .map_err(db)?,
+    );
+    touched.sort_unstable();
+    touched.dedup();
+    for order_id in touched {
+        super::notify_merchant::push_pending_for_order(&app, order_id).await?;
+    }
+    for return_id in crate::store::settlement::pending_reversals(&app.pool, 500)
+        .await
+        .map_err(db)?
+    {
+        app.push_once(
+            super::reverse_payout::QUEUE,
+            &format!("reverse:{return_id}"),
+            &super::reverse_payout::Args { return_id },
             None,
         )
         .await?;

@@ -191,6 +191,17 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         )
         .await?;
     }
+    if outcome.return_received {
+        // The return parcel reached the merchant: the refund goes out.
+        app.push_once(
+            super::adjust_payment::QUEUE,
+            &format!("adjust:{}:return-parcel:{}", s.order_id, s.id),
+            &super::adjust_payment::Args { order_id: s.order_id },
+            None,
+        )
+        .await?;
+        notify_merchant::push_pending_for_order(&app, s.order_id).await?;
+    }
     if args.hint {
         return Ok(());
     }

@@ -1,5 +1,5 @@
-//! A fleet-wide rate limiter: at most `limit` calls in any sliding second, shared by every
-//! process through one Redis sorted set (Redis's clock, so hosts' clocks do not matter).
+//! Fleet-wide coordination in Redis: a rate limiter (at most `limit` calls in any sliding second,
+//! shared by every process through one sorted set, on Redis's clock) and a mutex with a lease.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -37,4 +37,41 @@ pub async fn take(
     } else {
         Err(Duration::from_millis(wait as u64))
     })
+}
+
+/// KEYS: the lock. ARGV: the holder's token. Deletes the lock only if this holder still has it.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
+
+/// A fleet-wide mutex: `Some(token)` when this caller now holds `key` for at most `ttl` (a
+/// crashed holder's lock frees itself), `None` when someone else holds it.
+pub async fn try_lock(
+    conn: &mut ConnectionManager,
+    key: &str,
+    ttl: Duration,
+) -> redis::RedisResult<Option<String>> {
+    let token = format!("{}-{}", std::process::id(), fastrand::u64(..));
+    let ok: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis().max(1) as u64)
+        .query_async(conn)
+        .await?;
+    Ok(ok.map(|_| token))
+}
+
+/// Releases a lock taken by [`try_lock`], unless it expired and someone else holds it now.
+pub async fn unlock(conn: &mut ConnectionManager, key: &str, token: &str) -> redis::RedisResult<()> {
+    let _: i64 = UNLOCK.key(key).arg(token).invoke_async(conn).await?;
+    Ok(())
 }

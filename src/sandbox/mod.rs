@@ -4,7 +4,8 @@
 //! - A Stripe-compatible payment provider: `GET /v1/payment_intents/{id}`,
 //!   `POST /v1/payment_intents/{id}/capture|cancel`, `POST /v1/refunds`, with bearer auth and
 //!   Stripe's `Idempotency-Key` semantics (first result replayed; same key, other parameters:
-//!   error), and `POST /v1/transfers` (payouts to `acct_…` destinations).
+//!   error), `POST /v1/transfers` (payouts to `acct_…` destinations) and
+//!   `POST /v1/transfers/{id}/reversals` (taking part of a payout back after a refund).
 //!   `POST /sandbox/payment_intents` creates intents in any status.
 //! - Merchant webhook receivers at `POST /merchants/{id}/webhook` that verify Standard Webhooks
 //!   signatures and count what arrives (duplicates by `webhook-id` too), with configurable
@@ -139,6 +140,8 @@ pub struct Sandbox {
     /// The tracking provider stand-in.
     pub couriers: tracking::Couriers,
     transfers: Mutex<Vec<(String, i64, String, String)>>,
+    /// Transfer reversals: (reversal id, transfer id, amount).
+    reversals: Mutex<Vec<(String, String, i64)>>,
 }
 
 impl Sandbox {
@@ -152,6 +155,7 @@ impl Sandbox {
             counters: Mutex::default(),
             couriers: tracking::Couriers::default(),
             transfers: Mutex::default(),
+            reversals: Mutex::default(),
         })
     }
 
@@ -453,6 +457,70 @@ impl Sandbox {
     pub fn transfers(&self) -> Vec<(String, i64, String, String)> {
         lock(&self.transfers).clone()
     }
+
+    /// Transfer reversals made: (reversal id, transfer id, amount).
+    pub fn reversals(&self) -> Vec<(String, String, i64)> {
+        lock(&self.reversals).clone()
+    }
+}
+
+#[derive(Deserialize)]
+struct ReversalForm {
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+/// `POST /v1/transfers/{id}/reversals`: takes back part (or all) of a transfer; never more than
+/// is left of it.
+async fn reverse_transfer(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Path(transfer): Path<String>,
+    Form(f): Form<ReversalForm>,
+) -> Response {
+    if !authorised(&sb, &headers) {
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        );
+    }
+    let sb2 = sb.clone();
+    idempotent(
+        &sb,
+        &headers,
+        format!("reversal:{transfer}:{:?}", f.amount),
+        move || {
+            let Some(made) = lock(&sb2.transfers).iter().find(|t| t.0 == transfer).map(|t| t.1) else {
+                return (
+                    404,
+                    json!({"error": {"type": "invalid_request_error", "message": "No such transfer"}}),
+                );
+            };
+            let mut reversals = lock(&sb2.reversals);
+            let left = made
+                - reversals
+                    .iter()
+                    .filter(|r| r.1 == transfer)
+                    .map(|r| r.2)
+                    .sum::<i64>();
+            let amount = f.amount.unwrap_or(left);
+            if amount <= 0 || amount > left {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "message": "reversal amount is out of range"}}),
+                );
+            }
+            sb2.count("transfer_reversal");
+            let n = sb2.seq.fetch_add(1, Ordering::Relaxed);
+            let id = format!("trr_sbx{n:010}");
+            reversals.push((id.clone(), transfer.clone(), amount));
+            (
+                200,
+                json!({"id": id, "object": "transfer_reversal", "amount": amount, "transfer": transfer}),
+            )
+        },
+    )
 }
 
 async fn transfer(
@@ -622,6 +690,7 @@ pub fn router(sb: Arc<Sandbox>) -> Router {
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
         .route("/v1/refunds", post(refund))
         .route("/v1/transfers", post(transfer))
+        .route("/v1/transfers/{id}/reversals", post(reverse_transfer))
         .route("/sandbox/payment_intents", post(create_intent))
         .route("/sandbox/merchants/{id}", get(get_endpoint).put(put_endpoint))
         .route("/sandbox/stats", get(stats))

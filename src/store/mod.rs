@@ -2,6 +2,7 @@
 //!
 //! Queries use bound parameters only. Handlers call the functions here; they never build SQL.
 
+pub mod after_sales;
 pub mod deliveries;
 pub mod forecasts;
 pub mod kpis;

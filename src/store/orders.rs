@@ -460,22 +460,21 @@ pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<
     Ok(done.rows_affected())
 }
 
-/// The sum that should be charged: sub-orders that will ship (or may still ship).
-/// None while any sub-order still waits for its stock decision.
-pub async fn charge_target(pool: &PgPool, order_id: i64) -> Result<Option<i64>, sqlx::Error> {
-    let (pending, target): (i64, Option<i64>) = sqlx::query_as(
+/// What should be charged: (the sub-orders that will ship, may still ship or were delivered and
+/// completed; the goods returned and received back, whose refund is due). The charge is the
+/// first less the second. None while any sub-order still waits for its stock decision.
+pub async fn charge_target(pool: &PgPool, order_id: i64) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    let (pending, shipping, returned): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'pending'),
-                sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted'))::bigint
+                coalesce(sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')), 0)::bigint,
+                (SELECT coalesce(sum(refund_minor), 0) FROM returns
+                 WHERE order_id = $1 AND status IN ('received', 'refunded'))::bigint
          FROM sub_orders WHERE order_id = $1",
     )
     .bind(order_id)
     .fetch_one(pool)
     .await?;
-    Ok(if pending > 0 {
-        None
-    } else {
-        Some(target.unwrap_or(0))
-    })
+    Ok((pending == 0).then_some((shipping, returned)))
 }
 
 /// Records a payment call and the order's resulting amounts and status.

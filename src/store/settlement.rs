@@ -51,7 +51,9 @@ async fn post_journal(
 
 /// Settles a completed sub-order (once): the customer's money for it leaves clearing, the
 /// platform keeps the commission, the merchant is owed the rest; a payout is queued when the
-/// merchant has a payout account. Returns whether a payout row was created.
+/// merchant has a payout account and is owed something. Goods returned and refunded before
+/// completion are left out, with their share of the commission. Returns whether a payout row
+/// was created.
 pub async fn settle_sub_order(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<bool, sqlx::Error> {
     let (order_id, merchant, subtotal, commission, currency, sf, account): (
         i64,
@@ -62,9 +64,12 @@ pub async fn settle_sub_order(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<bool
         String,
         Option<String>,
     ) = sqlx::query_as(
-        "SELECT s.order_id, s.merchant_id, s.subtotal_minor, s.commission_minor, o.currency, o.storefront_order_id,
-                m.payout_account
+        "SELECT s.order_id, s.merchant_id,
+                s.subtotal_minor - coalesce(r.refund, 0), s.commission_minor - coalesce(r.commission, 0),
+                o.currency, o.storefront_order_id, m.payout_account
          FROM sub_orders s JOIN orders o ON o.id = s.order_id JOIN merchants m ON m.id = s.merchant_id
+         LEFT JOIN LATERAL (SELECT sum(refund_minor)::bigint AS refund, sum(commission_minor)::bigint AS commission
+                            FROM returns WHERE sub_order_id = s.id AND status = 'refunded') r ON true
          WHERE s.id = $1",
     )
     .bind(sub_order_id)
@@ -88,7 +93,7 @@ pub async fn settle_sub_order(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<bool
         ],
     )
     .await?;
-    let Some(destination) = account else {
+    let Some(destination) = account.filter(|_| payable > 0) else {
         return Ok(false);
     };
     let n = sqlx::query(
@@ -106,6 +111,117 @@ pub async fn settle_sub_order(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<bool
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// A return refunded after its sub-order was settled: the refund leaves the platform again
+/// (clearing), the platform gives back its commission share, the merchant's payable bears the
+/// rest (journal `return:<id>`, once).
+#[allow(clippy::too_many_arguments)]
+pub async fn post_return(
+    tx: &mut Tx<'_>,
+    return_id: i64,
+    merchant: &str,
+    order_id: i64,
+    sub_order_id: i64,
+    currency: &str,
+    refund: i64,
+    commission: i64,
+) -> Result<bool, sqlx::Error> {
+    post_journal(
+        tx,
+        &format!("return:{return_id}"),
+        &About {
+            merchant,
+            order_id,
+            sub_order_id,
+            currency,
+        },
+        "goods returned after settlement: refund taken back from the merchant, commission share given back",
+        &[
+            ("clearing".to_owned(), refund),
+            ("platform_commission".to_owned(), -commission),
+            (format!("merchant_payable:{merchant}"), commission - refund),
+        ],
+    )
+    .await
+}
+
+/// A payout reversal to make: what, from which transfer, and where things stand.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Reversal {
+    pub return_id: i64,
+    pub sub_order_id: i64,
+    pub merchant_id: String,
+    pub order_id: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: String,
+    pub payout_status: String,
+    pub transfer_id: Option<String>,
+}
+
+pub async fn reversal(pool: &PgPool, return_id: i64) -> Result<Option<Reversal>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT v.return_id, v.sub_order_id, v.merchant_id, p.order_id, v.amount_minor, v.currency, v.status,
+                p.status AS payout_status, p.provider_transfer_id AS transfer_id
+         FROM payout_reversals v JOIN payouts p ON p.sub_order_id = v.sub_order_id WHERE v.return_id = $1",
+    )
+    .bind(return_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn pending_reversals(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT return_id FROM payout_reversals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records a reversal made: done, and its journal (payouts → payable), once.
+pub async fn mark_reversed(pool: &PgPool, r: &Reversal, reversal_id: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE payout_reversals SET status = 'done', provider_reversal_id = $2, done_at = now(), error = NULL
+         WHERE return_id = $1 AND status <> 'done'",
+    )
+    .bind(r.return_id)
+    .bind(reversal_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        post_journal(
+            &mut tx,
+            &format!("reversal:{}", r.return_id),
+            &About {
+                merchant: &r.merchant_id,
+                order_id: r.order_id,
+                sub_order_id: r.sub_order_id,
+                currency: &r.currency,
+            },
+            reversal_id,
+            &[
+                ("payouts".to_owned(), -r.amount_minor),
+                (format!("merchant_payable:{}", r.merchant_id), r.amount_minor),
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// A reversal that cannot be made (the payout it would take from was never made, or the
+/// provider refused): recorded with why; the merchant's payable keeps the debt.
+pub async fn reversal_failed(pool: &PgPool, return_id: i64, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payout_reversals SET status = 'failed', error = $2 WHERE return_id = $1 AND status = 'pending'")
+        .bind(return_id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

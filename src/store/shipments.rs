@@ -20,11 +20,13 @@ pub struct Shipment {
     pub status: String,
     pub last_event_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Set for a customer's return parcel (going back to the merchant).
+    pub return_id: Option<i64>,
 }
 
 const SELECT: &str =
     "SELECT s.id, s.sub_order_id, so.order_id, o.storefront_order_id, s.merchant_id, s.tracking_number,
-        s.carrier, s.provider, s.registered_at, s.status, s.last_event_at, s.created_at
+        s.carrier, s.provider, s.registered_at, s.status, s.last_event_at, s.created_at, s.return_id
         FROM shipments s JOIN sub_orders so ON so.id = s.sub_order_id JOIN orders o ON o.id = so.order_id";
 
 pub async fn load(pool: &PgPool, id: i64) -> Result<Option<Shipment>, sqlx::Error> {
@@ -35,7 +37,9 @@ pub async fn load(pool: &PgPool, id: i64) -> Result<Option<Shipment>, sqlx::Erro
 }
 
 /// Creates the shipment of a sub-order (once per tracking number); returns its id and whether
-/// it is new. The sub-order is marked shipped and the storefront told.
+/// it is new. The sub-order is marked shipped and the storefront told. A return parcel
+/// (`return_id`) leaves the sub-order's shipping as it is.
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     pool: &PgPool,
     sub_order_id: i64,
@@ -44,11 +48,12 @@ pub async fn create(
     carrier: Option<&str>,
     candidates: &Value,
     provider: &str,
+    return_id: Option<i64>,
 ) -> Result<(i64, bool), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO shipments (sub_order_id, merchant_id, tracking_number, carrier, carrier_candidates, provider)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sub_order_id, tracking_number) DO NOTHING RETURNING id",
+        "INSERT INTO shipments (sub_order_id, merchant_id, tracking_number, carrier, carrier_candidates, provider, return_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sub_order_id, tracking_number) DO NOTHING RETURNING id",
     )
     .bind(sub_order_id)
     .bind(merchant)
@@ -56,6 +61,7 @@ pub async fn create(
     .bind(carrier)
     .bind(candidates)
     .bind(provider)
+    .bind(return_id)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = inserted else {
@@ -68,27 +74,51 @@ pub async fn create(
         tx.commit().await?;
         return Ok((id, false));
     };
-    let (order_id, sf): (i64, String) = sqlx::query_as(
-        "UPDATE sub_orders s SET shipped_at = coalesce(s.shipped_at, now()), delivery_status = coalesce(s.delivery_status, 'pending'),
-                updated_at = now()
-         FROM orders o WHERE s.id = $1 AND o.id = s.order_id RETURNING s.order_id, o.storefront_order_id",
-    )
-    .bind(sub_order_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (order_id, sf): (i64, String) = if return_id.is_some() {
+        sqlx::query_as(
+            "SELECT s.order_id, o.storefront_order_id FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE s.id = $1",
+        )
+        .bind(sub_order_id)
+        .fetch_one(&mut *tx)
+        .await?
+    } else {
+        sqlx::query_as(
+            "UPDATE sub_orders s SET shipped_at = coalesce(s.shipped_at, now()), delivery_status = coalesce(s.delivery_status, 'pending'),
+                    updated_at = now()
+             FROM orders o WHERE s.id = $1 AND o.id = s.order_id RETURNING s.order_id, o.storefront_order_id",
+        )
+        .bind(sub_order_id)
+        .fetch_one(&mut *tx)
+        .await?
+    };
+    let (kind, actor) = match return_id {
+        Some(_) => ("return.shipped", "customer".to_owned()),
+        None => ("shipment.created", format!("merchant:{merchant}")),
+    };
     add_event(
         &mut tx,
         Some(order_id),
         Some(sub_order_id),
         Some(&sf),
-        "shipment.created",
-        &format!("merchant:{merchant}"),
+        kind,
+        &actor,
         None,
-        json!({"shipment_id": id, "merchant_id": merchant, "tracking_number": tracking_number, "carrier": carrier}),
+        json!({"shipment_id": id, "merchant_id": merchant, "tracking_number": tracking_number, "carrier": carrier,
+               "return_id": return_id}),
     )
     .await?;
     tx.commit().await?;
     Ok((id, true))
+}
+
+/// Open shipments (not at their end) with this tracking number: what a provider's push is about.
+pub async fn open_by_number(pool: &PgPool, number: &str) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM shipments WHERE tracking_number = $1 AND status NOT IN ('delivered', 'returned', 'expired')",
+    )
+    .bind(number)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn mark_registered(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
@@ -119,6 +149,8 @@ pub struct PollOutcome {
     pub status: String,
     pub changed: bool,
     pub last_event_at: Option<DateTime<Utc>>,
+    /// A return parcel delivered to the merchant made its return received now.
+    pub return_received: bool,
 }
 
 /// Stores the events not seen before and moves the shipment to the status of its latest event
@@ -185,11 +217,36 @@ pub async fn record_poll(
     .bind(changed)
     .execute(&mut *tx)
     .await?;
-    if changed {
-        let all: Vec<String> = sqlx::query_scalar("SELECT status FROM shipments WHERE sub_order_id = $1")
-            .bind(s.sub_order_id)
-            .fetch_all(&mut *tx)
+    let mut return_received = false;
+    if let (true, Some(rid)) = (changed, s.return_id) {
+        // A return parcel: its own story, not the sub-order's delivery.
+        add_event(
+            &mut tx,
+            Some(s.order_id),
+            Some(s.sub_order_id),
+            Some(&s.storefront_order_id),
+            &format!("return_shipment.{status}"),
+            &format!("souk:tracking:{}", s.provider),
+            None,
+            json!({"shipment_id": s.id, "return_id": rid, "tracking_number": s.tracking_number, "status": status,
+                   "previous": current, "occurred_at": latest.as_ref().map(|l| l.1)}),
+        )
+        .await?;
+        if status == "delivered" {
+            return_received = super::after_sales::mark_received(
+                &mut tx,
+                rid,
+                &format!("souk:tracking:{}", s.provider),
+                "the return parcel was delivered to the merchant",
+            )
             .await?;
+        }
+    } else if changed {
+        let all: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM shipments WHERE sub_order_id = $1 AND return_id IS NULL")
+                .bind(s.sub_order_id)
+                .fetch_all(&mut *tx)
+                .await?;
         let sub_status = roll_up(&all);
         sqlx::query(
             "UPDATE sub_orders SET delivery_status = $2,
@@ -238,6 +295,7 @@ pub async fn record_poll(
         status,
         changed,
         last_event_at,
+        return_received,
     })
 }
 
@@ -246,6 +304,7 @@ pub async fn story(pool: &PgPool, order_id: i64) -> Result<Vec<Value>, sqlx::Err
     sqlx::query_scalar(
         "SELECT json_build_object('id', s.id, 'sub_order_id', s.sub_order_id, 'merchant_id', s.merchant_id,
                 'tracking_number', s.tracking_number, 'carrier', s.carrier, 'provider', s.provider, 'status', s.status,
+                'return_id', s.return_id,
                 'polls', s.polls, 'last_event_at', s.last_event_at, 'delivered_at', s.delivered_at,
                 'events', (SELECT coalesce(json_agg(json_build_object('at', e.occurred_at, 'status', e.status,
                             'raw_status', e.raw_status, 'location', e.location, 'message', e.message) ORDER BY e.occurred_at, e.id), '[]')
@@ -257,15 +316,20 @@ pub async fn story(pool: &PgPool, order_id: i64) -> Result<Vec<Value>, sqlx::Err
     .await
 }
 
-/// Completes accepted sub-orders delivered more than `after_s` ago (with an outcome event), and
-/// settles each in the same transaction (ledger, payout queued); returns how many.
+/// Completes accepted sub-orders delivered more than `after_s` ago and with no open return or
+/// complaint (with an outcome event), and settles each in the same transaction (ledger, payout queued); returns how many.
 pub async fn complete_delivered(pool: &PgPool, after_s: u64, limit: i64) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let done: Vec<(i64, i64, String, String)> = sqlx::query_as(
         "UPDATE sub_orders s SET status = 'completed', status_reason = 'delivered', updated_at = now()
          FROM orders o
-         WHERE s.id IN (SELECT id FROM sub_orders WHERE status = 'accepted' AND delivery_status = 'delivered'
-                          AND delivered_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         WHERE s.id IN (SELECT so.id FROM sub_orders so WHERE so.status = 'accepted' AND so.delivery_status = 'delivered'
+                          AND so.delivered_at < now() - make_interval(secs => $1)
+                          -- an open after-sales case holds completion (and settlement) back
+                          AND NOT EXISTS (SELECT 1 FROM returns r WHERE r.sub_order_id = so.id
+                                          AND r.status IN ('requested', 'approved', 'received'))
+                          AND NOT EXISTS (SELECT 1 FROM complaints c WHERE c.sub_order_id = so.id AND c.status <> 'closed')
+                          ORDER BY so.id LIMIT $2 FOR UPDATE SKIP LOCKED)
            AND o.id = s.order_id
          RETURNING s.id, s.order_id, o.storefront_order_id, s.merchant_id",
     )

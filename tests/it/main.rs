@@ -5,6 +5,7 @@
 
 mod support;
 
+mod after_sales;
 mod forecast;
 mod pipeline;
 mod queue_inprocess;

@@ -16,23 +16,23 @@ use tokio::sync::watch;
 
 use crate::support::{eventually, TestEnv};
 
-const KEY: &str = "sk_test_pipeline";
+pub(crate) const KEY: &str = "sk_test_pipeline";
 
-struct Pipeline {
-    env: TestEnv,
-    sb: Arc<Sandbox>,
-    base: String,
-    stop: watch::Sender<bool>,
-    workers: tokio::task::JoinHandle<anyhow::Result<()>>,
+pub(crate) struct Pipeline {
+    pub(crate) env: TestEnv,
+    pub(crate) sb: Arc<Sandbox>,
+    pub(crate) base: String,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) workers: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Pipeline {
-    async fn start(extra: &[(&str, &str)]) -> Pipeline {
+    pub(crate) async fn start(extra: &[(&str, &str)]) -> Pipeline {
         Self::start_tracking("/aftership", extra).await
     }
 
     /// A pipeline whose tracking client points at `path` of its sandbox.
-    async fn start_tracking(path: &str, extra: &[(&str, &str)]) -> Pipeline {
+    pub(crate) async fn start_tracking(path: &str, extra: &[(&str, &str)]) -> Pipeline {
         let sb = Sandbox::new(KEY);
         let (addr, _h) = sandbox::start("127.0.0.1:0".parse().unwrap(), sb.clone())
             .await
@@ -68,7 +68,7 @@ impl Pipeline {
         }
     }
 
-    async fn merchant(&self, id: &str, mode: &str, default: &str, deadline_s: i32) {
+    pub(crate) async fn merchant(&self, id: &str, mode: &str, default: &str, deadline_s: i32) {
         let input = MerchantInput {
             name: Some(id.to_owned()),
             webhook_url: Some(format!("{}/merchants/{id}/webhook", self.base)),
@@ -87,7 +87,7 @@ impl Pipeline {
         );
     }
 
-    async fn stock(&self, merchant: &str, sku: &str, on_hand: i64) {
+    pub(crate) async fn stock(&self, merchant: &str, sku: &str, on_hand: i64) {
         let mut tx = self.env.app.pool.begin().await.unwrap();
         merchants::set_stock(&mut tx, merchant, sku, on_hand)
             .await
@@ -96,7 +96,7 @@ impl Pipeline {
         tx.commit().await.unwrap();
     }
 
-    fn order(&self, id: &str, lines: &[(&str, &str, i64, i64)], status: &str) -> Value {
+    pub(crate) fn order(&self, id: &str, lines: &[(&str, &str, i64, i64)], status: &str) -> Value {
         let total: i64 = lines.iter().map(|l| l.2 * l.3).sum();
         let pi = if status == "processing" {
             self.sb
@@ -113,7 +113,7 @@ impl Pipeline {
         }})
     }
 
-    async fn send(&self, msg: &Value) -> String {
+    pub(crate) async fn send(&self, msg: &Value) -> String {
         self.env
             .app
             .producer
@@ -122,7 +122,7 @@ impl Pipeline {
             .unwrap()
     }
 
-    async fn scalar(&self, sql: &str, sf: &str) -> i64 {
+    pub(crate) async fn scalar(&self, sql: &str, sf: &str) -> i64 {
         sqlx::query_scalar(sql)
             .bind(sf)
             .fetch_one(&self.env.app.pool)
@@ -130,7 +130,7 @@ impl Pipeline {
             .unwrap()
     }
 
-    async fn order_status(&self, sf: &str) -> Option<String> {
+    pub(crate) async fn order_status(&self, sf: &str) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM orders WHERE storefront_order_id = $1")
             .bind(sf)
             .fetch_optional(&self.env.app.pool)
@@ -138,7 +138,7 @@ impl Pipeline {
             .unwrap()
     }
 
-    async fn sub_statuses(&self, sf: &str) -> BTreeMap<String, String> {
+    pub(crate) async fn sub_statuses(&self, sf: &str) -> BTreeMap<String, String> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT s.merchant_id, s.status FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id = $1",
         )
@@ -149,7 +149,7 @@ impl Pipeline {
         rows.into_iter().collect()
     }
 
-    async fn deliveries(&self, sf: &str) -> Vec<(String, String, String, i32)> {
+    pub(crate) async fn deliveries(&self, sf: &str) -> Vec<(String, String, String, i32)> {
         sqlx::query_as(
             "SELECT d.id, d.merchant_id, d.status, d.attempts FROM webhook_deliveries d JOIN orders o ON o.id = d.order_id
              WHERE o.storefront_order_id = $1 ORDER BY d.id",
@@ -160,12 +160,12 @@ impl Pipeline {
         .unwrap()
     }
 
-    async fn all_delivered(&self, sf: &str, n: usize) -> bool {
+    pub(crate) async fn all_delivered(&self, sf: &str, n: usize) -> bool {
         let d = self.deliveries(sf).await;
         d.len() == n && d.iter().all(|x| x.2 == "delivered")
     }
 
-    async fn outcome_types(&self, sf: &str) -> Vec<String> {
+    pub(crate) async fn outcome_types(&self, sf: &str) -> Vec<String> {
         let key = souk::outcomes::stream_key(&self.env.prefix);
         let v: redis::Value = redis::cmd("XRANGE")
             .arg(&key)
@@ -200,7 +200,7 @@ impl Pipeline {
     }
 
     /// Runs the sweeper (what cron does every 30 s) once, through the queue.
-    async fn sweep(&self) {
+    pub(crate) async fn sweep(&self) {
         self.env
             .app
             .producer
@@ -212,7 +212,7 @@ impl Pipeline {
             .unwrap();
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         self.workers.await.unwrap().unwrap();
         self.env.cleanup().await;
