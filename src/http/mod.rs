@@ -7,8 +7,9 @@
 //! (enqueued on the storefront stream like any merchant decision), `GET /admin/orders/{id}`.
 //! Answers never contain secrets except the new secret a create or rotate returns once.
 //!
-//! Tracking pushes: `POST /webhooks/tracking/aftership` when `tracking.webhook_secret` is set
-//! (HMAC-verified; a push only makes souk poll that parcel now).
+//! Tracking pushes: `POST /webhooks/tracking/{aftership,17track,kuaidi100}` when
+//! `tracking.webhook_secret` is set (verified: AfterShip HMAC, 17TRACK token, Kuaidi100 MD5
+//! sign; a push only makes souk poll that parcel now).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -37,7 +38,10 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { crate::queue::metrics::render() }));
     if !app.config.tracking.webhook_secret.expose().is_empty() {
-        r = r.route("/webhooks/tracking/aftership", post(tracking_push));
+        r = r
+            .route("/webhooks/tracking/aftership", post(aftership_push))
+            .route("/webhooks/tracking/17track", post(track17_push))
+            .route("/webhooks/tracking/kuaidi100", post(kuaidi100_push));
     }
     if !app.config.admin.token.expose().is_empty() {
         let admin = Router::new()
@@ -202,9 +206,14 @@ fn ok(b: bool) -> &'static str {
     }
 }
 
-/// An AfterShip push: verified (401 otherwise), then only a hint: each open shipment with that
-/// tracking number is polled at once by a one-off job (its regular poll schedule is unchanged).
-async fn tracking_push(
+fn bad_signature(provider: &str) -> Response {
+    tracing::warn!(provider, "tracking push with a bad signature refused");
+    (StatusCode::UNAUTHORIZED, "bad signature\n").into_response()
+}
+
+/// An AfterShip push: `aftership-hmac-sha256` verified (401 otherwise); the number is at
+/// `msg.tracking_number`.
+async fn aftership_push(
     State(app): State<App>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
@@ -215,21 +224,62 @@ async fn tracking_push(
         .unwrap_or("");
     let secret = app.config.tracking.webhook_secret.expose();
     if !crate::domain::tracking::signature::aftership_ok(secret, &body, signature) {
-        tracing::warn!("tracking push with a bad signature refused");
-        return (StatusCode::UNAUTHORIZED, "bad signature\n").into_response();
+        return bad_signature("aftership");
     }
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let Some(number) = v["msg"]["tracking_number"].as_str() else {
-        return (StatusCode::BAD_REQUEST, "msg.tracking_number missing\n").into_response();
+    match v["msg"]["tracking_number"].as_str() {
+        Some(number) => poll_hint(&app, number).await,
+        None => (StatusCode::BAD_REQUEST, "msg.tracking_number missing\n").into_response(),
+    }
+}
+
+/// A 17TRACK push: the account's token in header `17token` (401 otherwise); the number is at
+/// `data.number`.
+async fn track17_push(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let token = headers.get("17token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !crate::domain::tracking::signature::track17_ok(app.config.tracking.webhook_secret.expose(), token) {
+        return bad_signature("17track");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match v["data"]["number"].as_str() {
+        Some(number) => poll_hint(&app, number).await,
+        None => (StatusCode::BAD_REQUEST, "data.number missing\n").into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Kuaidi100Push {
+    param: String,
+    sign: String,
+}
+
+/// A Kuaidi100 push: form fields `param` (JSON) and `sign` = MD5(param + salt) (401 otherwise);
+/// the number is at `lastResult.nu`. Kuaidi100 expects `{"result": true, "returnCode": "200"}`.
+async fn kuaidi100_push(State(app): State<App>, axum::Form(f): axum::Form<Kuaidi100Push>) -> Response {
+    let salt = app.config.tracking.webhook_secret.expose();
+    if !crate::domain::tracking::signature::kuaidi100_ok(&f.param, salt, &f.sign) {
+        return bad_signature("kuaidi100");
+    }
+    let v: serde_json::Value = serde_json::from_str(&f.param).unwrap_or_default();
+    let Some(number) = v["lastResult"]["nu"].as_str() else {
+        return (StatusCode::BAD_REQUEST, "lastResult.nu missing\n").into_response();
     };
+    let r = poll_hint(&app, number).await;
+    if r.status() != StatusCode::OK {
+        return r;
+    }
+    Json(json!({"result": true, "returnCode": "200", "message": "ok"})).into_response()
+}
+
+/// A verified push is only a hint: each open shipment with that tracking number is polled at
+/// once by a one-off job (its regular poll schedule is unchanged).
+async fn poll_hint(app: &App, number: &str) -> Response {
     let number = crate::domain::tracking::carrier::normalise(number);
-    let ids: Vec<i64> = match sqlx::query_scalar(
-        "SELECT id FROM shipments WHERE tracking_number = $1 AND status NOT IN ('delivered', 'returned', 'expired')",
-    )
-    .bind(&number)
-    .fetch_all(&app.pool)
-    .await
-    {
+    let ids = match crate::store::shipments::open_by_number(&app.pool, &number).await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::error!(error = %e, "tracking push: database");
