@@ -1473,3 +1473,115 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
     assert_eq!(p.sb.transfers().len(), 1);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn kuaidi100_and_17track_pushes_are_verified_and_only_hint_a_poll() {
+    let secret = "push-secret";
+    let p = Pipeline::start(&[
+        ("SOUK_TRACKING__WEBHOOK_SECRET", secret),
+        ("SOUK_TRACKING__POLL_IMMINENT_S", "3600"),
+        ("SOUK_TRACKING__POLL_MOVING_S", "3600"),
+        ("SOUK_TRACKING__POLL_UNSCANNED_S", "3600"),
+    ])
+    .await;
+    p.merchant("m-hint", "auto", "accept", 3600).await;
+    p.stock("m-hint", "A", 5).await;
+    p.send(&p.order("SF-HINT", &[("m-hint", "A", 1, 1000)], "requires_capture"))
+        .await;
+    eventually(Duration::from_secs(20), "accepted", || async {
+        p.sub_statuses("SF-HINT").await.get("m-hint").map(String::as_str) == Some("accepted")
+    })
+    .await;
+    p.send(
+        &json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-HINT",
+                   "merchant_id": "m-hint", "tracking_number": "1Z999AA10123456784"}),
+    )
+    .await;
+    let pool = &p.env.app.pool;
+    let polls = || async {
+        sqlx::query_scalar::<_, i32>("SELECT polls FROM shipments")
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(10), "the first poll", || async {
+        polls().await == 1
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = souk::http::router(p.env.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::new();
+
+    // Kuaidi100: form fields param + sign = MD5(param + salt), upper-case hex.
+    let param = json!({"status": "polling", "lastResult": {"nu": "1Z999AA10123456784", "com": "ups", "state": "0", "data": []}})
+        .to_string();
+    let k100 = format!("http://{addr}/webhooks/tracking/kuaidi100");
+    let forged = http
+        .post(&k100)
+        .form(&[
+            ("param", param.as_str()),
+            (
+                "sign",
+                &souk::domain::tracking::signature::kuaidi100_sign(&param, "wrong salt"),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let real = http
+        .post(&k100)
+        .form(&[
+            ("param", param.as_str()),
+            (
+                "sign",
+                &souk::domain::tracking::signature::kuaidi100_sign(&param, secret),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), 200);
+    assert_eq!(real.json::<Value>().await.unwrap()["result"], true);
+    eventually(
+        Duration::from_secs(10),
+        "polled for the Kuaidi100 push",
+        || async { polls().await == 2 },
+    )
+    .await;
+
+    // 17TRACK: the account token in header 17token.
+    let body =
+        json!({"event": "TRACKING_UPDATED", "data": {"number": "1Z999AA10123456784", "carrier": 100002}})
+            .to_string();
+    let t17 = format!("http://{addr}/webhooks/tracking/17track");
+    let forged = http
+        .post(&t17)
+        .header("17token", "guess")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let missing = http.post(&t17).body(body.clone()).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let real = http
+        .post(&t17)
+        .header("17token", secret)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), 200);
+    assert_eq!(real.json::<Value>().await.unwrap()["shipments"], 1);
+    eventually(Duration::from_secs(10), "polled for the 17TRACK push", || async {
+        polls().await == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(polls().await, 3, "forged pushes polled nothing");
+    p.stop().await;
+}
