@@ -49,6 +49,7 @@ pub fn router(app: App) -> Router {
             .route("/admin/merchants/{id}", patch(update_merchant))
             .route("/admin/merchants/{id}/rotate-secret", post(rotate_secret))
             .route("/admin/decisions", post(decision))
+            .route("/admin/commands", post(command))
             .route("/admin/orders/{id}", get(show_order))
             .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
         r = r.merge(admin);
@@ -168,6 +169,20 @@ async fn decision(State(app): State<App>, Json(b): Json<DecisionBody>) -> Result
     let entry = app
         .producer
         .push(intake_storefront::QUEUE, &cmd)
+        .await
+        .map_err(|e| AdminError::Invalid(format!("could not enqueue: {e}")))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": entry}))).into_response())
+}
+
+/// Any storefront command (a shipment, a return step, a complaint message…) sent by an operator
+/// or a merchant back office: checked against the schema here (422 with the reason), then
+/// enqueued on the storefront stream like the storefront's own.
+async fn command(State(app): State<App>, body: axum::body::Bytes) -> Result<Response, AdminError> {
+    let text = std::str::from_utf8(&body).map_err(|_| AdminError::Invalid("the body is not UTF-8".into()))?;
+    crate::domain::order::parse_command(text).map_err(|r| AdminError::Invalid(r.to_string()))?;
+    let entry = app
+        .producer
+        .push_raw(intake_storefront::QUEUE, text)
         .await
         .map_err(|e| AdminError::Invalid(format!("could not enqueue: {e}")))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": entry}))).into_response())

@@ -827,6 +827,39 @@ async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets
         "{list}"
     );
     assert!(!list.contains("whsec_"), "secrets never listed");
+    // Any storefront command through the admin API: checked first, then enqueued.
+    let bad = http
+        .post(url("/admin/commands"))
+        .bearer_auth(token)
+        .body(r#"{"type": "shipment.created", "version": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert!(bad.text().await.unwrap().contains("invalid_message"));
+    let unauthorised = http
+        .post(url("/admin/commands"))
+        .body(r#"{"type": "inventory.set", "version": 1, "merchant_id": "shop-1", "sku": "S", "on_hand": 7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    let good = http
+        .post(url("/admin/commands"))
+        .bearer_auth(token)
+        .body(r#"{"type": "inventory.set", "version": 1, "merchant_id": "shop-1", "sku": "S", "on_hand": 7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 202);
+    eventually(Duration::from_secs(10), "the command applied", || async {
+        sqlx::query_scalar::<_, i32>("SELECT on_hand FROM stock WHERE merchant_id = 'shop-1' AND sku = 'S'")
+            .fetch_optional(&p.env.app.pool)
+            .await
+            .unwrap()
+            == Some(7)
+    })
+    .await;
     let r = http
         .get(url("/admin/orders/none"))
         .bearer_auth(token)
