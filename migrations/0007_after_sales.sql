@@ -1,7 +1,8 @@
--- After-sales: returns (request → merchant decision by a deadline → return parcel → receipt →
--- refund, restock when sellable) and complaints (a case routed to the merchant with a reply
--- deadline, escalated to the platform when unanswered), every message and decision kept.
--- docs/after-sales.md describes the flows; these tables are part of the storefront's read model.
+-- After-sales and partial shipments. Returns (request → merchant decision by a deadline →
+-- return parcel → receipt → refund, restock when sellable) and complaints (a case routed to the
+-- merchant with a reply deadline, escalated to the platform when unanswered), every message and
+-- decision kept; parcels that carry part of a sub-order. docs/after-sales.md and
+-- docs/tracking.md describe the flows; these tables are part of the storefront's read model.
 
 CREATE TABLE returns (
     id                   bigserial PRIMARY KEY,
@@ -48,6 +49,17 @@ CREATE TABLE return_lines (
 -- A return parcel is a shipment like any other, tied to its return; it does not roll up into
 -- the sub-order's delivery status. Its delivery to the merchant is the return's receipt.
 ALTER TABLE shipments ADD COLUMN return_id bigint REFERENCES returns (id);
+
+-- Partial shipments: what each outbound parcel carries. Everything not shipped yet counts as
+-- pending in the sub-order's delivery roll-up, so a sub-order is delivered (and completes) only
+-- when every line has arrived. A shipment without rows here (recorded before this migration)
+-- carried the whole sub-order.
+CREATE TABLE shipment_lines (
+    shipment_id  bigint  NOT NULL REFERENCES shipments (id),
+    sku          text    NOT NULL,
+    quantity     integer NOT NULL CHECK (quantity > 0),
+    PRIMARY KEY (shipment_id, sku)
+);
 
 CREATE TABLE complaints (
     id                      bigserial PRIMARY KEY,

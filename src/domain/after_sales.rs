@@ -1,4 +1,5 @@
-//! Returns and complaints: what may be returned, what it refunds, and the platform's share of it.
+//! Returns, complaints and partial shipments: which lines may be returned or shipped, what a
+//! return refunds, and the platform's share of it.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +11,10 @@ use super::order::Rejection;
 pub const MAX_SUBJECT: usize = 200;
 pub const MAX_MESSAGE: usize = 5_000;
 
-/// A line of a return request.
+/// Some units of one SKU of a sub-order: a line of a return request or of a parcel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ReturnLine {
+pub struct ItemLine {
     pub sku: String,
     pub quantity: i64,
 }
@@ -57,37 +58,81 @@ pub struct PricedLine {
 /// unit price)) and what earlier returns not refused already claim (`claimed`: SKU → quantity).
 /// Returns the priced lines, or why the request is refused.
 pub fn plan_return(
-    requested: &[ReturnLine],
+    requested: &[ItemLine],
     ordered: &BTreeMap<String, (i64, i64)>,
     claimed: &BTreeMap<String, i64>,
 ) -> Result<Vec<PricedLine>, Rejection> {
-    let bad = |m: String| Rejection {
+    claim(requested, ordered, claimed, "returned").map_err(|m| Rejection {
         code: "invalid_return_lines",
         message: m,
+    })
+}
+
+/// Checks the lines a parcel carries against the sub-order (`ordered`) and what earlier parcels
+/// carried (`shipped`). No lines given: everything not shipped yet. Refused when nothing is left.
+pub fn plan_shipment(
+    requested: Option<&[ItemLine]>,
+    ordered: &BTreeMap<String, (i64, i64)>,
+    shipped: &BTreeMap<String, i64>,
+) -> Result<Vec<PricedLine>, Rejection> {
+    let rest: Vec<ItemLine>;
+    let requested = match requested {
+        Some(r) => r,
+        None => {
+            rest = ordered
+                .iter()
+                .map(|(sku, (q, _))| ItemLine {
+                    sku: sku.clone(),
+                    quantity: q - shipped.get(sku).copied().unwrap_or(0),
+                })
+                .filter(|l| l.quantity > 0)
+                .collect();
+            if rest.is_empty() {
+                return Err(Rejection {
+                    code: "nothing_left_to_ship",
+                    message: "every line of the sub-order has shipped already".into(),
+                });
+            }
+            &rest
+        }
     };
+    claim(requested, ordered, shipped, "shipped").map_err(|m| Rejection {
+        code: "invalid_shipment_lines",
+        message: m,
+    })
+}
+
+/// Lines claimed from a sub-order (returned, shipped): repeated SKUs add up, each within what
+/// was bought less what earlier claims took.
+fn claim(
+    requested: &[ItemLine],
+    ordered: &BTreeMap<String, (i64, i64)>,
+    claimed: &BTreeMap<String, i64>,
+    verb: &str,
+) -> Result<Vec<PricedLine>, String> {
     if requested.is_empty() {
-        return Err(bad("a return needs at least one line".into()));
+        return Err("at least one line is needed".into());
     }
     let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
     for l in requested {
         if l.quantity <= 0 {
-            return Err(bad(format!(
+            return Err(format!(
                 "{}: quantity must be positive, got {}",
                 l.sku, l.quantity
-            )));
+            ));
         }
         *wanted.entry(l.sku.as_str()).or_insert(0) += l.quantity;
     }
     let mut out = Vec::with_capacity(wanted.len());
     for (sku, q) in wanted {
         let Some(&(bought, price)) = ordered.get(sku) else {
-            return Err(bad(format!("{sku} is not in this merchant's part of the order")));
+            return Err(format!("{sku} is not in this merchant's part of the order"));
         };
         let left = bought - claimed.get(sku).copied().unwrap_or(0);
         if q > left {
-            return Err(bad(format!(
-                "{sku}: {q} asked back, but only {left} of {bought} bought can still be returned"
-            )));
+            return Err(format!(
+                "{sku}: {q} asked, but only {left} of {bought} bought can still be {verb}"
+            ));
         }
         out.push(PricedLine {
             sku: sku.to_owned(),
@@ -124,8 +169,8 @@ mod tests {
             .collect()
     }
 
-    fn line(sku: &str, q: i64) -> ReturnLine {
-        ReturnLine {
+    fn line(sku: &str, q: i64) -> ItemLine {
+        ItemLine {
             sku: sku.into(),
             quantity: q,
         }
@@ -149,11 +194,49 @@ mod tests {
         assert!(plan_return(&[line("A", 1)], &ordered(), &claimed).is_ok());
         let e = plan_return(&[line("A", 2)], &ordered(), &claimed).unwrap_err();
         assert_eq!(e.code, "invalid_return_lines");
-        assert!(e.message.contains("only 1 of 3"), "{}", e.message);
+        assert!(
+            e.message.contains("only 1 of 3 bought can still be returned"),
+            "{}",
+            e.message
+        );
         assert!(plan_return(&[line("Z", 1)], &ordered(), &BTreeMap::new()).is_err());
         assert!(plan_return(&[line("A", 0)], &ordered(), &BTreeMap::new()).is_err());
         assert!(plan_return(&[line("A", -1)], &ordered(), &BTreeMap::new()).is_err());
         assert!(plan_return(&[], &ordered(), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_parcel_carries_what_is_left_or_the_lines_named_within_it() {
+        let none = BTreeMap::new();
+        let all = plan_shipment(None, &ordered(), &none).unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|l| (l.sku.as_str(), l.quantity))
+                .collect::<Vec<_>>(),
+            [("A", 3), ("B", 1)]
+        );
+        let part = plan_shipment(Some(&[line("A", 2)]), &ordered(), &none).unwrap();
+        assert_eq!((part[0].sku.as_str(), part[0].quantity), ("A", 2));
+        let shipped: BTreeMap<String, i64> = [("A".to_owned(), 2)].into_iter().collect();
+        let rest = plan_shipment(None, &ordered(), &shipped).unwrap();
+        assert_eq!(
+            rest.iter()
+                .map(|l| (l.sku.as_str(), l.quantity))
+                .collect::<Vec<_>>(),
+            [("A", 1), ("B", 1)]
+        );
+        assert_eq!(
+            plan_shipment(Some(&[line("A", 2)]), &ordered(), &shipped)
+                .unwrap_err()
+                .code,
+            "invalid_shipment_lines"
+        );
+        let everything: BTreeMap<String, i64> =
+            [("A".to_owned(), 3), ("B".to_owned(), 1)].into_iter().collect();
+        assert_eq!(
+            plan_shipment(None, &ordered(), &everything).unwrap_err().code,
+            "nothing_left_to_ship"
+        );
     }
 
     #[test]

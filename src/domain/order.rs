@@ -48,8 +48,8 @@ pub enum StorefrontCommand {
         #[serde(default)]
         reason: Option<String>,
     },
-    /// A merchant shipped its part of an order: a tracking number, and the carrier when known
-    /// (detected from the number otherwise).
+    /// A merchant shipped its part of an order, or some of its lines: a tracking number, and
+    /// the carrier when known (detected from the number otherwise).
     #[serde(rename = "shipment.created")]
     ShipmentCreated {
         version: u32,
@@ -58,6 +58,9 @@ pub enum StorefrontCommand {
         tracking_number: String,
         #[serde(default)]
         carrier: Option<String>,
+        /// What the parcel carries when it is not everything left to ship.
+        #[serde(default)]
+        lines: Option<Vec<super::after_sales::ItemLine>>,
     },
     /// The customer or the storefront cancels an order (before shipment).
     #[serde(rename = "order.cancel")]
@@ -74,7 +77,7 @@ pub enum StorefrontCommand {
         return_id: String,
         storefront_order_id: String,
         merchant_id: String,
-        lines: Vec<super::after_sales::ReturnLine>,
+        lines: Vec<super::after_sales::ItemLine>,
         #[serde(default)]
         reason: Option<String>,
     },

@@ -9,7 +9,7 @@ use super::{adjust_payment, confirm_payment, db, notify_merchant, register_job};
 use crate::{
     app::App,
     domain::{
-        after_sales::{ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
+        after_sales::{ItemLine, ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
         order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
     },
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
@@ -149,6 +149,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             merchant_id,
             tracking_number,
             carrier,
+            lines,
             ..
         } => {
             ship(
@@ -159,6 +160,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                 &merchant_id,
                 &tracking_number,
                 carrier.as_deref(),
+                lines.as_deref(),
             )
             .await
         }
@@ -223,6 +225,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                     &merchant,
                     &tracking_number,
                     carrier.as_deref(),
+                    None,
                     Some(rid),
                 )
                 .await
@@ -336,7 +339,9 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
     }
 }
 
-/// Records a merchant's shipment of its sub-order (accepted ones only) and starts tracking it.
+/// Records a merchant's shipment of its sub-order, or of some of its lines (accepted ones
+/// only), and starts tracking it.
+#[allow(clippy::too_many_arguments)]
 async fn ship(
     app: &App,
     d: &Delivery,
@@ -345,6 +350,7 @@ async fn ship(
     merchant: &str,
     number: &str,
     carrier: Option<&str>,
+    lines: Option<&[ItemLine]>,
 ) -> Result<(), JobError> {
     let Some(sub) = orders::sub_order_by_storefront(&app.pool, sf, merchant)
         .await
@@ -368,7 +374,7 @@ async fn ship(
         };
         return refuse(app, d, raw, Some(sf), r).await;
     }
-    track(app, d, raw, Some(sf), sub, merchant, number, carrier, None).await
+    track(app, d, raw, Some(sf), sub, merchant, number, carrier, lines, None).await
 }
 
 /// Creates a parcel's shipment (once per tracking number) and starts tracking it. The carrier,
@@ -384,6 +390,7 @@ async fn track(
     merchant: &str,
     number: &str,
     carrier: Option<&str>,
+    lines: Option<&[ItemLine]>,
     return_id: Option<i64>,
 ) -> Result<(), JobError> {
     use crate::domain::tracking::carrier::{detect, normalise, Confidence};
@@ -409,18 +416,21 @@ async fn track(
             _ => None,
         },
     };
-    let (id, _) = crate::store::shipments::create(
-        &app.pool,
-        sub,
+    let candidates = serde_json::to_value(&candidates).unwrap_or_default();
+    let n = crate::store::shipments::NewShipment {
+        sub_order_id: sub,
         merchant,
-        &number,
-        chosen.as_deref(),
-        &serde_json::to_value(&candidates).unwrap_or_default(),
-        &app.config.tracking.provider,
+        tracking_number: &number,
+        carrier: chosen.as_deref(),
+        candidates: &candidates,
+        provider: &app.config.tracking.provider,
+        lines,
         return_id,
-    )
-    .await
-    .map_err(db)?;
+    };
+    let id = match crate::store::shipments::create(&app.pool, &n).await.map_err(db)? {
+        Ok((id, _)) => id,
+        Err(r) => return refuse(app, d, raw, sf, r).await,
+    };
     app.push_once(
         super::track_shipment::QUEUE,
         &format!("track:{id}"),

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::orders::{add_event, insert_delivery, Tx};
 use crate::domain::{
-    after_sales::{commission_share, plan_return, refund_of, Author, ReturnLine},
+    after_sales::{commission_share, plan_return, refund_of, Author, ItemLine},
     order::Rejection,
 };
 
@@ -149,7 +149,7 @@ pub struct ReturnRequest<'a> {
     pub return_id: &'a str,
     pub storefront_order_id: &'a str,
     pub merchant_id: &'a str,
-    pub lines: &'a [ReturnLine],
+    pub lines: &'a [ItemLine],
     pub reason: Option<&'a str>,
 }
 

@@ -4,7 +4,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::orders::add_event;
+use std::collections::BTreeMap;
+
+use super::orders::{add_event, Tx};
+use crate::domain::{
+    after_sales::{plan_shipment, ItemLine},
+    order::Rejection,
+    tracking::status::{roll_up as roll_up_statuses, Status},
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Shipment {
@@ -36,79 +43,167 @@ pub async fn load(pool: &PgPool, id: i64) -> Result<Option<Shipment>, sqlx::Erro
         .await
 }
 
-/// Creates the shipment of a sub-order (once per tracking number); returns its id and whether
-/// it is new. The sub-order is marked shipped and the storefront told. A return parcel
-/// (`return_id`) leaves the sub-order's shipping as it is.
-#[allow(clippy::too_many_arguments)]
-pub async fn create(
-    pool: &PgPool,
-    sub_order_id: i64,
-    merchant: &str,
-    tracking_number: &str,
-    carrier: Option<&str>,
-    candidates: &Value,
-    provider: &str,
-    return_id: Option<i64>,
-) -> Result<(i64, bool), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO shipments (sub_order_id, merchant_id, tracking_number, carrier, carrier_candidates, provider, return_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sub_order_id, tracking_number) DO NOTHING RETURNING id",
+/// Whether some of a sub-order's units have not left in any outbound parcel yet.
+async fn unshipped(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM shipments sh WHERE sh.sub_order_id = $1 AND sh.return_id IS NULL
+                              AND NOT EXISTS (SELECT 1 FROM shipment_lines sl WHERE sl.shipment_id = sh.id))
+            AND EXISTS (SELECT 1 FROM order_lines l WHERE l.sub_order_id = $1
+                          AND l.quantity > (SELECT coalesce(sum(sl.quantity), 0) FROM shipment_lines sl
+                                            JOIN shipments sh ON sh.id = sl.shipment_id
+                                            WHERE sh.sub_order_id = $1 AND sh.return_id IS NULL AND sl.sku = l.sku))",
     )
     .bind(sub_order_id)
-    .bind(merchant)
-    .bind(tracking_number)
-    .bind(carrier)
-    .bind(candidates)
-    .bind(provider)
-    .bind(return_id)
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// A sub-order's delivery roll-up: its outbound parcels, and `pending` for what has not left.
+async fn sub_order_roll_up(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<Option<String>, sqlx::Error> {
+    let mut all: Vec<Status> = sqlx::query_scalar::<_, String>(
+        "SELECT status FROM shipments WHERE sub_order_id = $1 AND return_id IS NULL",
+    )
+    .bind(sub_order_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .filter_map(|s| Status::parse(s))
+    .collect();
+    if !all.is_empty() && unshipped(tx, sub_order_id).await? {
+        all.push(Status::Pending);
+    }
+    Ok(roll_up_statuses(&all).map(|s| s.as_str().to_owned()))
+}
+
+/// A parcel to record.
+pub struct NewShipment<'a> {
+    pub sub_order_id: i64,
+    pub merchant: &'a str,
+    pub tracking_number: &'a str,
+    pub carrier: Option<&'a str>,
+    pub candidates: &'a Value,
+    pub provider: &'a str,
+    /// What an outbound parcel carries; None: everything not shipped yet.
+    pub lines: Option<&'a [ItemLine]>,
+    /// Set for a customer's return parcel.
+    pub return_id: Option<i64>,
+}
+
+/// Creates the shipment of a sub-order (once per tracking number); returns its id and whether
+/// it is new, or why the parcel is refused (its lines exceed what is left to ship). The
+/// sub-order is marked shipped, its delivery roll-up updated and the storefront told. A return
+/// parcel (`return_id`) leaves the sub-order's shipping as it is.
+pub async fn create(
+    pool: &PgPool,
+    n: &NewShipment<'_>,
+) -> Result<Result<(i64, bool), Rejection>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The sub-order's row lock serialises parcels claiming its lines.
+    let (order_id, sf): (i64, String) = sqlx::query_as(
+        "SELECT s.order_id, o.storefront_order_id FROM sub_orders s JOIN orders o ON o.id = s.order_id
+         WHERE s.id = $1 FOR UPDATE OF s",
+    )
+    .bind(n.sub_order_id)
+    .fetch_one(&mut *tx)
     .await?;
-    let Some(id) = inserted else {
-        let id =
-            sqlx::query_scalar("SELECT id FROM shipments WHERE sub_order_id = $1 AND tracking_number = $2")
-                .bind(sub_order_id)
-                .bind(tracking_number)
-                .fetch_one(&mut *tx)
-                .await?;
+    let existing: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM shipments WHERE sub_order_id = $1 AND tracking_number = $2")
+            .bind(n.sub_order_id)
+            .bind(n.tracking_number)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(id) = existing {
         tx.commit().await?;
-        return Ok((id, false));
-    };
-    let (order_id, sf): (i64, String) = if return_id.is_some() {
-        sqlx::query_as(
-            "SELECT s.order_id, o.storefront_order_id FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE s.id = $1",
+        return Ok(Ok((id, false)));
+    }
+    let mut carried = Vec::new();
+    if n.return_id.is_none() {
+        if !unshipped(&mut tx, n.sub_order_id).await? {
+            return Ok(Err(Rejection {
+                code: "nothing_left_to_ship",
+                message: "every line of the sub-order has shipped already".into(),
+            }));
+        }
+        let ordered: BTreeMap<String, (i64, i64)> = sqlx::query_as::<_, (String, i32, i64)>(
+            "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE sub_order_id = $1",
         )
-        .bind(sub_order_id)
-        .fetch_one(&mut *tx)
+        .bind(n.sub_order_id)
+        .fetch_all(&mut *tx)
         .await?
-    } else {
-        sqlx::query_as(
-            "UPDATE sub_orders s SET shipped_at = coalesce(s.shipped_at, now()), delivery_status = coalesce(s.delivery_status, 'pending'),
-                    updated_at = now()
-             FROM orders o WHERE s.id = $1 AND o.id = s.order_id RETURNING s.order_id, o.storefront_order_id",
+        .into_iter()
+        .map(|(s, q, p)| (s, (q as i64, p)))
+        .collect();
+        let shipped: BTreeMap<String, i64> = sqlx::query_as(
+            "SELECT sl.sku, sum(sl.quantity)::bigint FROM shipment_lines sl JOIN shipments sh ON sh.id = sl.shipment_id
+             WHERE sh.sub_order_id = $1 AND sh.return_id IS NULL GROUP BY sl.sku",
         )
-        .bind(sub_order_id)
-        .fetch_one(&mut *tx)
+        .bind(n.sub_order_id)
+        .fetch_all(&mut *tx)
         .await?
-    };
-    let (kind, actor) = match return_id {
+        .into_iter()
+        .collect();
+        carried = match plan_shipment(n.lines, &ordered, &shipped) {
+            Ok(l) => l,
+            Err(r) => return Ok(Err(r)),
+        };
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO shipments (sub_order_id, merchant_id, tracking_number, carrier, carrier_candidates, provider, return_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(n.sub_order_id)
+    .bind(n.merchant)
+    .bind(n.tracking_number)
+    .bind(n.carrier)
+    .bind(n.candidates)
+    .bind(n.provider)
+    .bind(n.return_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let skus: Vec<&str> = carried.iter().map(|l| l.sku.as_str()).collect();
+    let qty: Vec<i32> = carried.iter().map(|l| l.quantity as i32).collect();
+    sqlx::query(
+        "INSERT INTO shipment_lines (shipment_id, sku, quantity)
+         SELECT $1, u.sku, u.q FROM UNNEST($2::text[], $3::int4[]) AS u(sku, q)",
+    )
+    .bind(id)
+    .bind(&skus)
+    .bind(&qty)
+    .execute(&mut *tx)
+    .await?;
+    if n.return_id.is_none() {
+        let rolled = sub_order_roll_up(&mut tx, n.sub_order_id).await?;
+        sqlx::query(
+            "UPDATE sub_orders SET shipped_at = coalesce(shipped_at, now()), delivery_status = $2, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(n.sub_order_id)
+        .bind(&rolled)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let (kind, actor) = match n.return_id {
         Some(_) => ("return.shipped", "customer".to_owned()),
-        None => ("shipment.created", format!("merchant:{merchant}")),
+        None => ("shipment.created", format!("merchant:{}", n.merchant)),
     };
+    let lines: Vec<Value> = carried
+        .iter()
+        .map(|l| json!({"sku": l.sku, "quantity": l.quantity}))
+        .collect();
     add_event(
         &mut tx,
         Some(order_id),
-        Some(sub_order_id),
+        Some(n.sub_order_id),
         Some(&sf),
         kind,
         &actor,
         None,
-        json!({"shipment_id": id, "merchant_id": merchant, "tracking_number": tracking_number, "carrier": carrier,
-               "return_id": return_id}),
+        json!({"shipment_id": id, "merchant_id": n.merchant, "tracking_number": n.tracking_number,
+               "carrier": n.carrier, "return_id": n.return_id, "lines": lines}),
     )
     .await?;
     tx.commit().await?;
-    Ok((id, true))
+    Ok(Ok((id, true)))
 }
 
 /// Open shipments (not at their end) with this tracking number: what a provider's push is about.
@@ -242,12 +337,7 @@ pub async fn record_poll(
             .await?;
         }
     } else if changed {
-        let all: Vec<String> =
-            sqlx::query_scalar("SELECT status FROM shipments WHERE sub_order_id = $1 AND return_id IS NULL")
-                .bind(s.sub_order_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let sub_status = roll_up(&all);
+        let sub_status = sub_order_roll_up(&mut tx, s.sub_order_id).await?;
         sqlx::query(
             "UPDATE sub_orders SET delivery_status = $2,
                     delivered_at = CASE WHEN $2 = 'delivered' THEN coalesce(delivered_at, now()) ELSE delivered_at END,
@@ -305,6 +395,8 @@ pub async fn story(pool: &PgPool, order_id: i64) -> Result<Vec<Value>, sqlx::Err
         "SELECT json_build_object('id', s.id, 'sub_order_id', s.sub_order_id, 'merchant_id', s.merchant_id,
                 'tracking_number', s.tracking_number, 'carrier', s.carrier, 'provider', s.provider, 'status', s.status,
                 'return_id', s.return_id,
+                'lines', (SELECT coalesce(json_agg(json_build_object('sku', l.sku, 'quantity', l.quantity) ORDER BY l.sku), '[]')
+                          FROM shipment_lines l WHERE l.shipment_id = s.id),
                 'polls', s.polls, 'last_event_at', s.last_event_at, 'delivered_at', s.delivered_at,
                 'events', (SELECT coalesce(json_agg(json_build_object('at', e.occurred_at, 'status', e.status,
                             'raw_status', e.raw_status, 'location', e.location, 'message', e.message) ORDER BY e.occurred_at, e.id), '[]')

@@ -580,3 +580,88 @@ async fn an_unanswered_complaint_escalates_an_answered_one_does_not_and_both_hol
     assert_eq!((k.complaint_rate, k.return_rate), (Some(1.0), Some(0.0)));
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_sub_order_shipped_in_two_parcels_is_delivered_and_completes_only_when_both_arrive() {
+    let p = start(&[("SOUK_TRACKING__COMPLETE_AFTER_DELIVERY_S", "1")]).await;
+    p.merchant("m-split", "auto", "accept", 3600).await;
+    p.stock("m-split", "A", 5).await;
+    p.stock("m-split", "B", 5).await;
+    accepted_order(&p, "SF-SPLIT", "m-split", &[("A", 2, 1000), ("B", 1, 500)]).await;
+    let parcel = |n: &str, lines: Option<Value>| {
+        let mut m = json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-SPLIT",
+                           "merchant_id": "m-split", "tracking_number": n, "carrier": "ups"});
+        if let Some(l) = lines {
+            m["lines"] = l;
+        }
+        m
+    };
+    let first = delivered_number("PA");
+    p.send(&parcel(&first, Some(json!([{"sku": "A", "quantity": 2}]))))
+        .await;
+    let delivery = || async {
+        sqlx::query_as::<_, (Option<String>, String)>(
+            "SELECT s.delivery_status, s.status FROM sub_orders s JOIN orders o ON o.id = s.order_id
+             WHERE o.storefront_order_id = 'SF-SPLIT'",
+        )
+        .fetch_one(&p.env.app.pool)
+        .await
+        .unwrap()
+    };
+    eventually(Duration::from_secs(30), "the first parcel delivered", || async {
+        p.scalar(
+            "SELECT count(*) FROM shipments WHERE tracking_number = $1 AND status = 'delivered'",
+            &first,
+        )
+        .await
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    p.sweep().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        delivery().await,
+        (Some("pending".to_owned()), "accepted".to_owned()),
+        "B has not left: not delivered, not completed"
+    );
+    // More B than was bought; then the rest (no lines: everything left).
+    p.send(&parcel(
+        "PB0000000001",
+        Some(json!([{"sku": "B", "quantity": 2}])),
+    ))
+    .await;
+    eventually(Duration::from_secs(10), "too many units refused", || async {
+        refusals(&p, "invalid_shipment_lines").await == 1
+    })
+    .await;
+    let second = delivered_number("PB");
+    p.send(&parcel(&second, None)).await;
+    eventually(Duration::from_secs(30), "both parcels delivered", || async {
+        delivery().await.0.as_deref() == Some("delivered")
+    })
+    .await;
+    let carried: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT l.sku, l.quantity FROM shipment_lines l JOIN shipments s ON s.id = l.shipment_id
+         WHERE s.tracking_number = $1",
+    )
+    .bind(&second)
+    .fetch_all(&p.env.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(carried, [("B".to_owned(), 1)]);
+    p.send(&parcel("PC0000000001", None)).await;
+    eventually(
+        Duration::from_secs(10),
+        "a third parcel has nothing to carry",
+        || async { refusals(&p, "nothing_left_to_ship").await == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    p.sweep().await;
+    eventually(Duration::from_secs(10), "completed", || async {
+        delivery().await.1 == "completed"
+    })
+    .await;
+    p.stop().await;
+}
