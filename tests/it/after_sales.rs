@@ -93,7 +93,9 @@ async fn delivered_webhook(p: &Pipeline, id: &str) -> bool {
         == Some("delivered")
 }
 
-async fn ledger_checks(p: &Pipeline, pi: &str) -> (i64, i64) {
+/// Every journal balances, and the money settled out of clearing equals what the provider kept
+/// over all these payments (captured − refunded); returns the last payment's (captured, refunded).
+async fn ledger_checks(p: &Pipeline, pis: &[&str]) -> (i64, i64) {
     let pool = &p.env.app.pool;
     let unbalanced: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT journal FROM ledger_entries GROUP BY journal HAVING sum(amount_minor) <> 0) j",
@@ -108,12 +110,18 @@ async fn ledger_checks(p: &Pipeline, pi: &str) -> (i64, i64) {
     .fetch_one(pool)
     .await
     .unwrap();
-    let (_, received, refunded) = p.sb.intent_state(pi).unwrap();
+    let kept: i64 = pis
+        .iter()
+        .map(|pi| {
+            let (_, received, refunded) = p.sb.intent_state(pi).unwrap();
+            received - refunded
+        })
+        .sum();
     assert_eq!(
-        settled,
-        received - refunded,
+        settled, kept,
         "settled out of clearing = captured − refunded at the provider"
     );
+    let (_, received, refunded) = p.sb.intent_state(pis.last().unwrap()).unwrap();
     (received, refunded)
 }
 
@@ -267,6 +275,16 @@ async fn a_return_is_approved_tracked_back_refunded_once_restocked_once_and_sett
             "{t} once in {types:?}"
         );
     }
+    // Another order, captured then cancelled by the storefront before shipping: refunded in
+    // full, nothing settled.
+    let cancelled_pi = accepted_order(&p, "SF-RET-CANCEL", "m-ret", &[("B", 2, 700)]).await;
+    p.send(&json!({"type": "order.cancel", "version": 1, "storefront_order_id": "SF-RET-CANCEL", "reason": "changed my mind"}))
+        .await;
+    eventually(Duration::from_secs(20), "cancelled and refunded", || async {
+        p.sb.intent_state(&cancelled_pi)
+            .is_some_and(|s| s.1 == 1400 && s.2 == 1400)
+    })
+    .await;
     // Completion settles what was kept: 2,200 less its commission (520 − 300 given back).
     sqlx::query(
         "UPDATE sub_orders SET delivered_at = now() - interval '31 days' WHERE merchant_id = 'm-ret'",
@@ -280,7 +298,7 @@ async fn a_return_is_approved_tracked_back_refunded_once_restocked_once_and_sett
     })
     .await;
     assert_eq!(p.sb.transfers()[0].1, 2200 - 220);
-    ledger_checks(&p, &pi).await;
+    ledger_checks(&p, &[&pi, &cancelled_pi]).await;
     // Late for another return: the window closed 30 days after delivery.
     p.send(&json!({"type": "return.requested", "version": 1, "return_id": "RMA-LATE", "storefront_order_id": "SF-RET",
                    "merchant_id": "m-ret", "lines": [{"sku": "B", "quantity": 1}]}))
@@ -378,7 +396,7 @@ async fn a_refund_after_payout_takes_the_merchants_share_back_from_the_transfer_
             == "done"
     })
     .await;
-    let (_, refunded) = ledger_checks(&p, &pi).await;
+    let (_, refunded) = ledger_checks(&p, &[&pi]).await;
     assert_eq!(refunded, 1000);
     let account = |a: &'static str| async move {
         sqlx::query_scalar::<_, i64>(
