@@ -1618,3 +1618,76 @@ async fn kuaidi100_and_17track_pushes_are_verified_and_only_hint_a_poll() {
     assert_eq!(polls().await, 3, "forged pushes polled nothing");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn worker_processes_share_the_tracking_providers_rate_limit() {
+    // souk may call 5 times a second across the fleet; the provider refuses a 7th call in a
+    // second. Two more `souk run` processes track alongside this one: a limit kept per process
+    // would allow 15 a second and be refused.
+    let polls: [(&str, &str); 4] = [
+        ("SOUK_TRACKING__POLL_IMMINENT_S", "1"),
+        ("SOUK_TRACKING__POLL_MOVING_S", "1"),
+        ("SOUK_TRACKING__POLL_UNSCANNED_S", "1"),
+        ("SOUK_TRACKING__RATE_PER_S", "5"),
+    ];
+    let p = Pipeline::start(&polls).await;
+    *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(300);
+    *p.sb.couriers.rate_per_s.lock().unwrap() = 6;
+    let tracking = format!("{}/aftership", p.base);
+    let mut child: Vec<(&str, &str)> = polls.to_vec();
+    child.extend_from_slice(&[
+        ("SOUK_TRACKING__BASE_URL", tracking.as_str()),
+        ("SOUK_TRACKING__API_KEY", KEY),
+        ("SOUK_PAYMENT__BASE_URL", p.base.as_str()),
+        ("SOUK_PAYMENT__API_KEY", KEY),
+        ("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
+    ]);
+    let args = ["run", "--queues", souk::jobs::track_shipment::QUEUE, "--no-cron"];
+    let _others = crate::support::Reaper(vec![
+        p.env.spawn_souk(&args, &child),
+        p.env.spawn_souk(&args, &child),
+    ]);
+    p.merchant("m-fleet", "auto", "accept", 3600).await;
+    p.stock("m-fleet", "A", 100).await;
+    let n = 24;
+    for i in 0..n {
+        p.send(&p.order(
+            &format!("SF-FLEET-{i}"),
+            &[("m-fleet", "A", 1, 100)],
+            "requires_capture",
+        ))
+        .await;
+    }
+    eventually(Duration::from_secs(30), "all accepted", || async {
+        p.scalar(
+            "SELECT count(*) FROM sub_orders WHERE merchant_id = $1 AND status = 'accepted'",
+            "m-fleet",
+        )
+        .await
+            == n
+    })
+    .await;
+    let mut numbers = (0..10_000)
+        .map(|i| format!("FLEET{i:05}"))
+        .filter(|x| souk::sandbox::tracking::script(x).last().map(|s| s.0) == Some("Delivered"));
+    for i in 0..n {
+        p.send(&json!({"type": "shipment.created", "version": 1, "storefront_order_id": format!("SF-FLEET-{i}"),
+                       "merchant_id": "m-fleet", "tracking_number": numbers.next().unwrap(), "carrier": "ups"}))
+            .await;
+    }
+    eventually(Duration::from_secs(120), "every parcel delivered", || async {
+        p.scalar(
+            "SELECT count(*) FROM shipments WHERE merchant_id = $1 AND status = 'delivered'",
+            "m-fleet",
+        )
+        .await
+            == n
+    })
+    .await;
+    let c = p.sb.counters();
+    let calls =
+        c.get("tracking_get").copied().unwrap_or(0) + c.get("tracking_register").copied().unwrap_or(0);
+    assert!(calls >= 2 * n as u64, "{c:?}");
+    assert_eq!(c.get("tracking_rate_limited").copied().unwrap_or(0), 0, "{c:?}");
+    p.stop().await;
+}
