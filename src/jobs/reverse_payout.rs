@@ -38,9 +38,9 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     if r.status != "pending" {
         return Ok(());
     }
-    match (r.payout_status.as_str(), r.transfer_id.as_deref()) {
+    let transfer = match (r.payout_status.as_str(), r.transfer_id.as_deref()) {
         ("pending", _) => return Err(JobError::Snooze(Duration::from_secs(30))),
-        ("paid", Some(_)) => {}
+        ("paid", Some(t)) => t,
         (status, _) => {
             return settlement::reversal_failed(
                 &app.pool,
@@ -50,8 +50,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             .await
             .map_err(db)
         }
-    }
-    let transfer = r.transfer_id.as_deref().unwrap_or_default();
+    };
     let key = format!("reversal:{}", r.return_id);
     match app
         .payments

@@ -38,6 +38,8 @@ struct Case {
     sub_order_id: i64,
     merchant_id: String,
     storefront_order_id: String,
+    /// The storefront's id of the return or complaint.
+    storefront_id: String,
     status: String,
 }
 
@@ -106,8 +108,8 @@ async fn tell(
 // ---------------------------------------------------------------------------------------------
 // Returns
 
-const RETURN_CASE: &str =
-    "SELECT r.id, r.order_id, r.sub_order_id, r.merchant_id, o.storefront_order_id, r.status
+const RETURN_CASE: &str = "SELECT r.id, r.order_id, r.sub_order_id, r.merchant_id, o.storefront_order_id,
+            r.storefront_return_id AS storefront_id, r.status
      FROM returns r JOIN orders o ON o.id = r.order_id";
 
 async fn return_case(tx: &mut Tx<'_>, storefront_return_id: &str) -> Result<Option<Case>, sqlx::Error> {
@@ -136,7 +138,6 @@ struct Returnable {
 struct DueRefund {
     #[sqlx(flatten)]
     case: Case,
-    storefront_return_id: String,
     refund_minor: i64,
     commission_minor: i64,
     currency: String,
@@ -238,33 +239,31 @@ pub async fn request_return(
     .into_iter()
     .map(|(s, q, p)| (s, (q as i64, p)))
     .collect();
-    let (claimed_rows, commission_given): (Vec<(String, i64)>, i64) = {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT l.sku, sum(l.quantity)::bigint FROM return_lines l JOIN returns r ON r.id = l.return_id
-             WHERE r.sub_order_id = $1 AND r.status <> 'refused' GROUP BY l.sku",
-        )
-        .bind(sub)
-        .fetch_all(&mut *tx)
-        .await?;
-        let given: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(commission_minor), 0)::bigint FROM returns WHERE sub_order_id = $1 AND status <> 'refused'",
-        )
-        .bind(sub)
-        .fetch_one(&mut *tx)
-        .await?;
-        (rows, given)
-    };
-    let claimed: BTreeMap<String, i64> = claimed_rows.into_iter().collect();
+    let claimed: BTreeMap<String, i64> = sqlx::query_as(
+        "SELECT l.sku, sum(l.quantity)::bigint FROM return_lines l JOIN returns r ON r.id = l.return_id
+         WHERE r.sub_order_id = $1 AND r.status <> 'refused' GROUP BY l.sku",
+    )
+    .bind(sub)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let commission_given: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(commission_minor), 0)::bigint FROM returns WHERE sub_order_id = $1 AND status <> 'refused'",
+    )
+    .bind(sub)
+    .fetch_one(&mut *tx)
+    .await?;
     let lines = match plan_return(r.lines, &ordered, &claimed) {
         Ok(l) => l,
         Err(e) => return Ok(Err(e)),
     };
     let refund = refund_of(&lines);
     let share = commission_share(commission, subtotal, refund, commission - commission_given);
-    let id: i64 = sqlx::query_scalar(
+    let (id, respond_by): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
         "INSERT INTO returns (storefront_return_id, order_id, sub_order_id, merchant_id, reason, refund_minor,
                 commission_minor, respond_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING id, respond_by",
     )
     .bind(r.return_id)
     .bind(order_id)
@@ -299,17 +298,13 @@ pub async fn request_return(
         Some(job_id),
     )
     .await?;
-    let respond_by: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT respond_by FROM returns WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
     let c = Case {
         id,
         order_id,
         sub_order_id: sub,
         merchant_id: r.merchant_id.to_owned(),
         storefront_order_id: r.storefront_order_id.to_owned(),
+        storefront_id: r.return_id.to_owned(),
         status: "requested".into(),
     };
     let lines_json: Vec<Value> = lines
@@ -333,7 +328,6 @@ pub async fn request_return(
 async fn apply_return_decision(
     tx: &mut Tx<'_>,
     c: &Case,
-    storefront_return_id: &str,
     approve: bool,
     actor: &str,
     reason: Option<&str>,
@@ -374,7 +368,7 @@ async fn apply_return_decision(
         &event,
         actor,
         reason,
-        json!({"return_id": storefront_return_id}),
+        json!({"return_id": c.storefront_id}),
     )
     .await
 }
@@ -406,7 +400,7 @@ pub async fn decide_return(
         });
     }
     let actor = format!("merchant:{}", c.merchant_id);
-    apply_return_decision(&mut tx, &c, storefront_return_id, approve, &actor, reason, false).await?;
+    apply_return_decision(&mut tx, &c, approve, &actor, reason, false).await?;
     tx.commit().await?;
     Ok(Ok(c.order_id))
 }
@@ -427,14 +421,9 @@ pub async fn expire_return_requests(
     .fetch_all(&mut *tx)
     .await?;
     for c in &due {
-        let sf_id: String = sqlx::query_scalar("SELECT storefront_return_id FROM returns WHERE id = $1")
-            .bind(c.id)
-            .fetch_one(&mut *tx)
-            .await?;
         apply_return_decision(
             &mut tx,
             c,
-            &sf_id,
             approve,
             "souk:deadline",
             Some("no answer from the merchant by the deadline"),
@@ -503,7 +492,7 @@ pub async fn mark_received(
         "return.received",
         actor,
         Some(how),
-        json!({"return_id": c.id}),
+        json!({"return_id": c.storefront_id}),
     )
     .await?;
     Ok(true)
@@ -535,16 +524,7 @@ pub async fn receive(
             )))
         }
         "requested" => {
-            apply_return_decision(
-                &mut tx,
-                &c,
-                storefront_return_id,
-                true,
-                &actor,
-                Some("goods received"),
-                false,
-            )
-            .await?
+            apply_return_decision(&mut tx, &c, true, &actor, Some("goods received"), false).await?
         }
         _ => {}
     }
@@ -620,8 +600,8 @@ pub async fn receive(
 pub async fn mark_refunded(pool: &PgPool, order_id: i64) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<DueRefund> = sqlx::query_as(
-        "SELECT r.id, r.order_id, r.sub_order_id, r.merchant_id, o.storefront_order_id, r.status,
-                r.storefront_return_id, r.refund_minor, r.commission_minor, o.currency,
+        "SELECT r.id, r.order_id, r.sub_order_id, r.merchant_id, o.storefront_order_id,
+                r.storefront_return_id AS storefront_id, r.status, r.refund_minor, r.commission_minor, o.currency,
                 s.status = 'completed' AS settled, p.status AS payout_status
          FROM returns r JOIN orders o ON o.id = r.order_id JOIN sub_orders s ON s.id = r.sub_order_id
          LEFT JOIN payouts p ON p.sub_order_id = r.sub_order_id
@@ -676,7 +656,7 @@ pub async fn mark_refunded(pool: &PgPool, order_id: i64) -> Result<Vec<i64>, sql
             "return.refunded",
             "souk:payment",
             None,
-            json!({"return_id": d.storefront_return_id, "refund_minor": refund, "after_settlement": settled}),
+            json!({"return_id": c.storefront_id, "refund_minor": refund, "after_settlement": settled}),
         )
         .await?;
     }
@@ -687,8 +667,8 @@ pub async fn mark_refunded(pool: &PgPool, order_id: i64) -> Result<Vec<i64>, sql
 // ---------------------------------------------------------------------------------------------
 // Complaints
 
-const COMPLAINT_CASE: &str =
-    "SELECT c.id, c.order_id, c.sub_order_id, c.merchant_id, o.storefront_order_id, c.status
+const COMPLAINT_CASE: &str = "SELECT c.id, c.order_id, c.sub_order_id, c.merchant_id, o.storefront_order_id,
+            c.storefront_complaint_id AS storefront_id, c.status
      FROM complaints c JOIN orders o ON o.id = c.order_id";
 
 async fn complaint_case(tx: &mut Tx<'_>, storefront_complaint_id: &str) -> Result<Option<Case>, sqlx::Error> {
@@ -783,6 +763,7 @@ pub async fn open_complaint(
         sub_order_id: sub,
         merchant_id: n.merchant_id.to_owned(),
         storefront_order_id: n.storefront_order_id.to_owned(),
+        storefront_id: n.complaint_id.to_owned(),
         status: "open".into(),
     };
     tell(
@@ -930,9 +911,9 @@ pub async fn escalate_overdue(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sql
     .fetch_all(&mut *tx)
     .await?;
     for c in &due {
-        let (sf_id, reply_by): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        let reply_by: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "UPDATE complaints SET status = 'escalated', escalated_at = now(), updated_at = now()
-             WHERE id = $1 RETURNING storefront_complaint_id, reply_by",
+             WHERE id = $1 RETURNING reply_by",
         )
         .bind(c.id)
         .fetch_one(&mut *tx)
@@ -955,7 +936,7 @@ pub async fn escalate_overdue(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sql
             "complaint.escalated",
             "souk:deadline",
             Some(&why),
-            json!({"complaint_id": sf_id}),
+            json!({"complaint_id": c.storefront_id}),
         )
         .await?;
     }

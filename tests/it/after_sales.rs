@@ -259,6 +259,14 @@ async fn a_return_is_approved_tracked_back_refunded_once_restocked_once_and_sett
         })
         .await;
     }
+    // Merchants see the storefront's return id in every return webhook.
+    let ids: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload->'details'->'return_id' FROM webhook_deliveries WHERE id LIKE 'msg_ret%' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(ids, vec![json!("RMA-1"); 3]);
     let types = p.outcome_types("SF-RET").await;
     for t in [
         "return.requested",
