@@ -19,6 +19,7 @@ use crate::{
     },
     jobs,
     queue::{backend::QueueContext, cron, Producer},
+    store::{batch::Batcher, pipeline},
 };
 
 /// Connections and configuration shared by everything in a process.
@@ -32,6 +33,50 @@ pub struct App {
     pub payments: Arc<dyn PaymentProvider>,
     pub tracking: Arc<dyn crate::integrations::tracking::TrackingProvider>,
     pub webhooks: WebhookSender,
+    /// Group commit of the order pipeline's hot writes (see `store::batch`).
+    pub batches: Arc<Batches>,
+}
+
+/// The batchers of the order pipeline, one per kind of write; each runs one batch at a time.
+pub struct Batches {
+    pub insert_orders: Batcher<pipeline::NewOrder, crate::store::orders::Stored>,
+    pub reserve: Batcher<i64, pipeline::Reserved>,
+    pub hand_over: Batcher<i64, ()>,
+    pub delivered: Batcher<pipeline::Delivered, bool>,
+}
+
+impl Batches {
+    /// Starts the batch tasks on `pool`; needs a running tokio runtime.
+    pub fn start(pool: &PgPool, config: &Config) -> Self {
+        let max = config.database.batch_size;
+        let ttl = config.marketplace.reservation_ttl_s;
+        let p = pool.clone();
+        let insert_orders = Batcher::spawn("insert_orders", max, move |reqs| {
+            let p = p.clone();
+            async move { pipeline::insert_orders(&p, reqs).await }
+        });
+        let p = pool.clone();
+        let reserve = Batcher::spawn("reserve", max, move |subs| {
+            let p = p.clone();
+            async move { pipeline::reserve_sub_orders(&p, subs, ttl).await }
+        });
+        let p = pool.clone();
+        let hand_over = Batcher::spawn("hand_over", max, move |orders| {
+            let p = p.clone();
+            async move { pipeline::hand_over(&p, orders, jobs::notify_merchant::delivery_id).await }
+        });
+        let p = pool.clone();
+        let delivered = Batcher::spawn("delivered", max, move |reqs| {
+            let p = p.clone();
+            async move { pipeline::record_delivered(&p, reqs).await }
+        });
+        Self {
+            insert_orders,
+            reserve,
+            hand_over,
+            delivered,
+        }
+    }
 }
 
 impl App {
@@ -65,7 +110,9 @@ impl App {
             config.webhooks.allow_private_targets,
         )
         .context("building the webhook client")?;
+        let batches = Arc::new(Batches::start(&pool, &config));
         Ok(Self {
+            batches,
             config,
             redis,
             conn,

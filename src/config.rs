@@ -191,6 +191,7 @@ pub struct RedisConfig {
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -423,6 +424,9 @@ impl Config {
         }
         if !(f.warn_probability > 0.0 && f.warn_probability < 1.0) {
             return bad("forecast.warn_probability", "must be between 0 and 1 (exclusive)");
+        }
+        if self.database.batch_size == 0 {
+            return bad("database.batch_size", "must be at least 1");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");

@@ -200,62 +200,20 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
 
 /// Moves reserved sub-orders on to their merchants (webhook + deadline), idempotently.
 async fn hand_to_merchants(app: &App, order_id: i64) -> Result<(), JobError> {
-    let (currency, shipping): (String, serde_json::Value) =
-        sqlx::query_as("SELECT currency, shipping_address FROM orders WHERE id = $1")
-            .bind(order_id)
-            .fetch_one(&app.pool)
-            .await
-            .map_err(db)?;
-    for sub in orders::sub_order_ids(&app.pool, order_id, "reserved")
-        .await
-        .map_err(db)?
-    {
-        let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? else {
-            continue;
-        };
-        let lines: Vec<serde_json::Value> = orders::lines(&app.pool, sub)
-            .await
-            .map_err(db)?
-            .into_iter()
-            .map(|(sku, q, p)| json!({"sku": sku, "quantity": q, "unit_price_minor": p}))
-            .collect();
-        let data = json!({
-            "storefront_order_id": s.storefront_order_id,
-            "sub_order_id": s.id,
-            "merchant_id": s.merchant_id,
-            "currency": currency,
-            "lines": lines,
-            "subtotal_minor": s.subtotal_minor,
-            "commission_minor": s.commission_minor,
-            "shipping_address": shipping,
-            "acceptance": if s.acceptance_mode == "auto" { "accepted" } else { "awaiting_decision" },
-        });
-        orders::hand_to_merchant(
-            &app.pool,
-            &s,
-            &notify_merchant::delivery_id(sub, "sub_order.created"),
-            &data,
-        )
-        .await
-        .map_err(db)?;
-    }
+    app.batches.hand_over.call(order_id).await.map_err(db)?;
     // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed.
-    for sub in orders::sub_order_ids(&app.pool, order_id, "awaiting_acceptance")
+    for (sub, at) in orders::awaiting_acceptance(&app.pool, order_id)
         .await
         .map_err(db)?
     {
-        if let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? {
-            if let Some(at) = s.accept_by {
-                let a = expire_acceptance::Args { sub_order_id: sub };
-                app.push_once(
-                    expire_acceptance::QUEUE,
-                    &format!("expire:{sub}"),
-                    &a,
-                    Some(at.timestamp_millis()),
-                )
-                .await?;
-            }
-        }
+        let a = expire_acceptance::Args { sub_order_id: sub };
+        app.push_once(
+            expire_acceptance::QUEUE,
+            &format!("expire:{sub}"),
+            &a,
+            Some(at.timestamp_millis()),
+        )
+        .await?;
     }
     notify_merchant::push_pending_for_order(app, order_id).await
 }

@@ -53,23 +53,19 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        orders::set_payment_status(&app.pool, order.id, &status)
-            .await
-            .map_err(db)?;
         if view.status.lets_order_proceed() {
-            orders::transition_order(
+            orders::authorise(
                 &app.pool,
                 order.id,
-                &["received"],
-                "authorised",
-                "order.paid",
-                "souk:payment",
-                None,
+                &status,
                 serde_json::json!({"payment_status": status, "amount": view.amount}),
             )
             .await
             .map_err(db)?;
         } else if view.status.is_pending() {
+            orders::set_payment_status(&app.pool, order.id, &status)
+                .await
+                .map_err(db)?;
             let waited = chrono::Utc::now() - order.enqueued_at;
             if waited.num_seconds() as u64 >= app.config.marketplace.unpaid_timeout_s {
                 let why = format!("unpaid after {} s (payment {status})", waited.num_seconds());
@@ -79,16 +75,16 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
                 app.config.marketplace.payment_recheck_ms,
             )));
         } else {
+            orders::set_payment_status(&app.pool, order.id, &status)
+                .await
+                .map_err(db)?;
             return intake_storefront::cancel(&app, order.id, "souk:payment", &format!("payment {status}"))
                 .await;
         }
     }
-    // Authorised (now or by an earlier run that stopped before pushing): reserve every sub-order.
-    let order = orders::order(&app.pool, args.order_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| JobError::abort("order vanished"))?;
-    if order.status == "authorised" {
+    // Authorised (now or by an earlier run that stopped before pushing): reserve every
+    // sub-order. An order that moved on has no pending sub-order left, so nothing is pushed.
+    if order.status == "received" || order.status == "authorised" {
         for sub in orders::sub_order_ids(&app.pool, order.id, "pending")
             .await
             .map_err(db)?

@@ -46,7 +46,14 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                 Ok(p) => p,
                 Err(r) => return refuse(&app, &d, &raw, Some(&order.id), r).await,
             };
-            let stored = orders::insert_order(&app.pool, &order, &plan, d.enqueued_at_ms)
+            let stored = app
+                .batches
+                .insert_orders
+                .call(crate::store::pipeline::NewOrder {
+                    order: order.clone(),
+                    plan,
+                    enqueued_at_ms: d.enqueued_at_ms,
+                })
                 .await
                 .map_err(db)?;
             if !stored.created {

@@ -174,6 +174,18 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
         .arg(&row.id)
         .query_async(&mut conn)
         .await;
+    if let (true, Some(status)) = (result.is_success(), result.status) {
+        // The common case goes through the group commit: attempt, delivered and event at once.
+        let d = crate::store::pipeline::Delivered {
+            delivery_id: row.id.clone(),
+            merchant_id: row.merchant_id.clone(),
+            status,
+            latency_ms: result.latency.as_millis() as i64,
+            excerpt: result.response_excerpt.clone(),
+        };
+        app.batches.delivered.call(d).await.map_err(db)?;
+        return Ok(());
+    }
     deliveries::record_attempt(
         &app.pool,
         &row.id,

@@ -8,7 +8,7 @@ use super::{adjust_payment, db, register_job};
 use crate::{
     app::App,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::orders::{self, Reserve},
+    store::orders::Reserve,
 };
 
 pub const QUEUE: &str = "souk.reserve_stock.v1";
@@ -20,13 +20,7 @@ pub struct Args {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let (outcome, order_id, all_decided) = orders::reserve_sub_order(
-        &app.pool,
-        args.sub_order_id,
-        app.config.marketplace.reservation_ttl_s,
-    )
-    .await
-    .map_err(db)?;
+    let (outcome, order_id, all_decided) = app.batches.reserve.call(args.sub_order_id).await.map_err(db)?;
     if let Reserve::OutOfStock(short) = &outcome {
         tracing::info!(sub_order_id = args.sub_order_id, ?short, "sub-order out of stock");
     }

@@ -3,12 +3,14 @@
 //! Queries use bound parameters only. Handlers call the functions here; they never build SQL.
 
 pub mod after_sales;
+pub mod batch;
 pub mod deliveries;
 pub mod forecasts;
 pub mod kpis;
 pub mod merchants;
 pub mod orders;
 pub mod outbox;
+pub mod pipeline;
 pub mod samples;
 pub mod settlement;
 pub mod shipments;

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use crate::domain::order::{commission, OrderMessage, OrderPlan};
+use crate::domain::order::OrderMessage;
 
 pub type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -49,16 +49,24 @@ pub async fn catalogue(
 ) -> Result<(BTreeSet<String>, BTreeSet<(String, String)>), sqlx::Error> {
     let merchant_ids: Vec<String> = o.lines.iter().map(|l| l.merchant_id.clone()).collect();
     let skus: Vec<String> = o.lines.iter().map(|l| l.sku.clone()).collect();
-    let merchants: Vec<String> = sqlx::query_scalar("SELECT id FROM merchants WHERE id = ANY($1)")
-        .bind(&merchant_ids)
-        .fetch_all(pool)
-        .await?;
-    let pairs: Vec<(String, String)> =
-        sqlx::query_as("SELECT merchant_id, sku FROM stock WHERE merchant_id = ANY($1) AND sku = ANY($2)")
-            .bind(&merchant_ids)
-            .bind(&skus)
-            .fetch_all(pool)
-            .await?;
+    // One round trip: the known merchants ('m') and the known (merchant, SKU) pairs ('s').
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT 'm', id, '' FROM merchants WHERE id = ANY($1)
+         UNION ALL SELECT 's', merchant_id, sku FROM stock WHERE merchant_id = ANY($1) AND sku = ANY($2)",
+    )
+    .bind(&merchant_ids)
+    .bind(&skus)
+    .fetch_all(pool)
+    .await?;
+    let mut merchants = Vec::new();
+    let mut pairs = Vec::new();
+    for (kind, a, b) in rows {
+        if kind == "m" {
+            merchants.push(a);
+        } else {
+            pairs.push((a, b));
+        }
+    }
     Ok((merchants.into_iter().collect(), pairs.into_iter().collect()))
 }
 
@@ -108,105 +116,6 @@ pub struct Stored {
     pub created: bool,
 }
 
-/// Stores a validated order once, with its sub-orders and lines, in one transaction.
-pub async fn insert_order(
-    pool: &PgPool,
-    o: &OrderMessage,
-    plan: &OrderPlan,
-    enqueued_at_ms: i64,
-) -> Result<Stored, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO orders (storefront_order_id, customer, currency, total_minor, status, payment_provider,
-                             payment_id, shipping_address, metadata, placed_at, enqueued_at)
-         VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, to_timestamp($10::float8 / 1000))
-         ON CONFLICT (storefront_order_id) DO NOTHING RETURNING id",
-    )
-    .bind(&o.id)
-    .bind(serde_json::to_value(&o.customer).unwrap_or(Value::Null))
-    .bind(&o.currency)
-    .bind(plan.total_minor)
-    .bind(&o.payment.provider)
-    .bind(&o.payment.payment_id)
-    .bind(&o.shipping_address)
-    .bind(if o.metadata.is_null() {
-        json!({})
-    } else {
-        o.metadata.clone()
-    })
-    .bind(o.placed_at)
-    .bind(enqueued_at_ms as f64)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(order_id) = id else {
-        tx.rollback().await?;
-        let existing: i64 = sqlx::query_scalar("SELECT id FROM orders WHERE storefront_order_id = $1")
-            .bind(&o.id)
-            .fetch_one(pool)
-            .await?;
-        return Ok(Stored {
-            order_id: existing,
-            created: false,
-        });
-    };
-    add_event(
-        &mut tx,
-        Some(order_id),
-        None,
-        Some(&o.id),
-        "order.accepted",
-        "souk:intake",
-        None,
-        json!({"total_minor": plan.total_minor, "sub_orders": plan.sub_orders.len()}),
-    )
-    .await?;
-    for s in &plan.sub_orders {
-        let bps: i32 = sqlx::query_scalar("SELECT commission_bps FROM merchants WHERE id = $1")
-            .bind(&s.merchant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let sub_id: i64 = sqlx::query_scalar(
-            "INSERT INTO sub_orders (order_id, merchant_id, status, subtotal_minor, commission_minor)
-             VALUES ($1, $2, 'pending', $3, $4) RETURNING id",
-        )
-        .bind(order_id)
-        .bind(&s.merchant_id)
-        .bind(s.subtotal_minor)
-        .bind(commission(s.subtotal_minor, bps))
-        .fetch_one(&mut *tx)
-        .await?;
-        let skus: Vec<&str> = s.lines.iter().map(|l| l.0.as_str()).collect();
-        let qtys: Vec<i32> = s.lines.iter().map(|l| l.1 as i32).collect();
-        let prices: Vec<i64> = s.lines.iter().map(|l| l.2).collect();
-        sqlx::query(
-            "INSERT INTO order_lines (sub_order_id, sku, quantity, unit_price_minor)
-             SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])",
-        )
-        .bind(sub_id)
-        .bind(&skus)
-        .bind(&qtys)
-        .bind(&prices)
-        .execute(&mut *tx)
-        .await?;
-        add_event(
-            &mut tx,
-            Some(order_id),
-            Some(sub_id),
-            Some(&o.id),
-            "sub_order.created",
-            "souk:intake",
-            None,
-            json!({"merchant_id": s.merchant_id, "subtotal_minor": s.subtotal_minor}),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Stored {
-        order_id,
-        created: true,
-    })
-}
-
 /// An order as the payment steps need it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrderRow {
@@ -249,24 +158,47 @@ pub async fn transition_order(
     reason: Option<&str>,
     data: Value,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let sf: Option<String> = sqlx::query_scalar(
-        "UPDATE orders SET status = $3, status_reason = $4, updated_at = now()
-         WHERE id = $1 AND status = ANY($2) RETURNING storefront_order_id",
+    // One statement: the compare-and-set and its event commit together.
+    let moved: Option<i32> = sqlx::query_scalar(
+        "WITH u AS (
+            UPDATE orders SET status = $3, status_reason = $4, updated_at = now()
+            WHERE id = $1 AND status = ANY($2) RETURNING id, storefront_order_id)
+         INSERT INTO order_events (order_id, storefront_order_id, type, actor, reason, data)
+         SELECT id, storefront_order_id, $5, $6, $4, $7 FROM u RETURNING 1",
     )
     .bind(id)
     .bind(from)
     .bind(to)
     .bind(reason)
-    .fetch_optional(&mut *tx)
+    .bind(event)
+    .bind(actor)
+    .bind(data)
+    .fetch_optional(pool)
     .await?;
-    let Some(sf) = sf else {
-        tx.rollback().await?;
-        return Ok(false);
-    };
-    add_event(&mut tx, Some(id), None, Some(&sf), event, actor, reason, data).await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(moved.is_some())
+}
+
+/// An order authorised by its payment provider: `received` → `authorised` with the provider's
+/// status and an `order.paid` event, in one statement. False if it was not `received`.
+pub async fn authorise(
+    pool: &PgPool,
+    id: i64,
+    payment_status: &str,
+    data: Value,
+) -> Result<bool, sqlx::Error> {
+    let moved: Option<i32> = sqlx::query_scalar(
+        "WITH u AS (
+            UPDATE orders SET status = 'authorised', status_reason = NULL, payment_status = $2, updated_at = now()
+            WHERE id = $1 AND status = 'received' RETURNING id, storefront_order_id)
+         INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
+         SELECT id, storefront_order_id, 'order.paid', 'souk:payment', $3 FROM u RETURNING 1",
+    )
+    .bind(id)
+    .bind(payment_status)
+    .bind(data)
+    .fetch_optional(pool)
+    .await?;
+    Ok(moved.is_some())
 }
 
 /// Records the provider's payment status on the order.
@@ -288,6 +220,20 @@ pub async fn sub_order_ids(pool: &PgPool, order_id: i64, status: &str) -> Result
         .await
 }
 
+/// The sub-orders of an order awaiting their merchant's decision, with their deadline.
+pub async fn awaiting_acceptance(
+    pool: &PgPool,
+    order_id: i64,
+) -> Result<Vec<(i64, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, accept_by FROM sub_orders
+         WHERE order_id = $1 AND status = 'awaiting_acceptance' AND accept_by IS NOT NULL ORDER BY id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+}
+
 /// Outcome of a reservation attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reserve {
@@ -297,137 +243,6 @@ pub enum Reserve {
     OutOfStock(Vec<(String, i64, i64)>),
     /// The sub-order was no longer pending (already decided, cancelled): nothing done.
     NotPending,
-}
-
-/// Reserves a sub-order's lines all together or not at all, and says whether every sub-order of
-/// its order now has its stock decision.
-///
-/// Locks: the order row first (so the "all decided" check of two sibling sub-orders cannot
-/// both miss each other), then the sub-order, then the stock rows in SKU order.
-pub async fn reserve_sub_order(
-    pool: &PgPool,
-    sub_order_id: i64,
-    ttl_s: u64,
-) -> Result<(Reserve, i64, bool), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let row = sqlx::query("SELECT order_id, merchant_id, status FROM sub_orders WHERE id = $1")
-        .bind(sub_order_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let order_id: i64 = row.get("order_id");
-    let merchant: String = row.get("merchant_id");
-    let sf: String = sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let status: String = sqlx::query_scalar("SELECT status FROM sub_orders WHERE id = $1 FOR UPDATE")
-        .bind(sub_order_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if status != "pending" {
-        let all = all_decided(&mut tx, order_id).await?;
-        tx.commit().await?;
-        return Ok((Reserve::NotPending, order_id, all));
-    }
-    let lines: Vec<(String, i32)> =
-        sqlx::query_as("SELECT sku, quantity FROM order_lines WHERE sub_order_id = $1 ORDER BY sku")
-            .bind(sub_order_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let skus: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
-    let stock: Vec<(String, i32, i32)> = sqlx::query_as(
-        "SELECT sku, on_hand, reserved FROM stock WHERE merchant_id = $1 AND sku = ANY($2) ORDER BY sku FOR UPDATE",
-    )
-    .bind(&merchant)
-    .bind(&skus)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut short = Vec::new();
-    for (sku, qty) in &lines {
-        let available = stock
-            .iter()
-            .find(|s| &s.0 == sku)
-            .map(|s| (s.1 - s.2) as i64)
-            .unwrap_or(0);
-        if available < *qty as i64 {
-            short.push((sku.clone(), *qty as i64, available));
-        }
-    }
-    let outcome = if short.is_empty() {
-        let qtys: Vec<i32> = lines.iter().map(|l| l.1).collect();
-        sqlx::query(
-            "UPDATE stock s SET reserved = s.reserved + l.q, updated_at = now()
-             FROM unnest($2::text[], $3::int[]) AS l(sku, q) WHERE s.merchant_id = $1 AND s.sku = l.sku",
-        )
-        .bind(&merchant)
-        .bind(&skus)
-        .bind(&qtys)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO reservations (sub_order_id, merchant_id, sku, quantity, status, expires_at)
-             SELECT $1, $2, l.sku, l.q, 'held', now() + make_interval(secs => $5)
-             FROM unnest($3::text[], $4::int[]) AS l(sku, q)",
-        )
-        .bind(sub_order_id)
-        .bind(&merchant)
-        .bind(&skus)
-        .bind(&qtys)
-        .bind(ttl_s as f64)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE sub_orders SET status = 'reserved', updated_at = now() WHERE id = $1")
-            .bind(sub_order_id)
-            .execute(&mut *tx)
-            .await?;
-        add_event(
-            &mut tx,
-            Some(order_id),
-            Some(sub_order_id),
-            Some(&sf),
-            "sub_order.reserved",
-            "souk:stock",
-            None,
-            json!({"merchant_id": merchant}),
-        )
-        .await?;
-        Reserve::Reserved
-    } else {
-        let reason = short
-            .iter()
-            .map(|(s, w, a)| format!("{s}: wanted {w}, available {a}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        sqlx::query("UPDATE sub_orders SET status = 'out_of_stock', status_reason = $2, updated_at = now() WHERE id = $1")
-            .bind(sub_order_id)
-            .bind(&reason)
-            .execute(&mut *tx)
-            .await?;
-        add_event(
-            &mut tx,
-            Some(order_id),
-            Some(sub_order_id),
-            Some(&sf),
-            "sub_order.out_of_stock",
-            "souk:stock",
-            Some(&reason),
-            json!({"merchant_id": merchant}),
-        )
-        .await?;
-        Reserve::OutOfStock(short)
-    };
-    let all = all_decided(&mut tx, order_id).await?;
-    tx.commit().await?;
-    Ok((outcome, order_id, all))
-}
-
-async fn all_decided(tx: &mut Tx<'_>, order_id: i64) -> Result<bool, sqlx::Error> {
-    let pending: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sub_orders WHERE order_id = $1 AND status = 'pending'")
-            .bind(order_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok(pending == 0)
 }
 
 /// Releases a sub-order's held reservations (stock becomes available again).
@@ -491,39 +306,34 @@ pub async fn record_payment(
     payment_status: &str,
     event: Option<(&str, Value)>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO payment_operations (order_id, kind, idempotency_key, amount_minor, outcome) VALUES ($1, $2, $3, $4, $5)")
-        .bind(order_id)
-        .bind(kind)
-        .bind(key)
-        .bind(amount)
-        .bind(outcome)
-        .execute(&mut *tx)
-        .await?;
-    let sf: String = sqlx::query_scalar(
-        "UPDATE orders SET captured_minor = $2, refunded_minor = $3, payment_status = $4, updated_at = now()
-         WHERE id = $1 RETURNING storefront_order_id",
+    let (event, data) = match event {
+        Some((k, d)) => (Some(k), d),
+        None => (None, Value::Null),
+    };
+    // One statement: the operation, the order's amounts and the event commit together.
+    sqlx::query(
+        "WITH op AS (
+            INSERT INTO payment_operations (order_id, kind, idempotency_key, amount_minor, outcome)
+            VALUES ($1, $2, $3, $4, $5)),
+         u AS (
+            UPDATE orders SET captured_minor = $6, refunded_minor = $7, payment_status = $8, updated_at = now()
+            WHERE id = $1 RETURNING id, storefront_order_id)
+         INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
+         SELECT id, storefront_order_id, $9, 'souk:payment', $10 FROM u WHERE $9::text IS NOT NULL",
     )
     .bind(order_id)
+    .bind(kind)
+    .bind(key)
+    .bind(amount)
+    .bind(outcome)
     .bind(captured)
     .bind(refunded)
     .bind(payment_status)
-    .fetch_one(&mut *tx)
+    .bind(event)
+    .bind(data)
+    .execute(pool)
     .await?;
-    if let Some((kind, data)) = event {
-        add_event(
-            &mut tx,
-            Some(order_id),
-            None,
-            Some(&sf),
-            kind,
-            "souk:payment",
-            None,
-            data,
-        )
-        .await?;
-    }
-    tx.commit().await
+    Ok(())
 }
 
 /// A sub-order with what notifying and deciding need.
@@ -577,74 +387,6 @@ pub async fn lines(pool: &PgPool, sub_order_id: i64) -> Result<Vec<(String, i32,
     .bind(sub_order_id)
     .fetch_all(pool)
     .await
-}
-
-/// Moves a reserved sub-order on to the merchant: awaiting its decision until `accept_by`, or
-/// accepted at once for merchants in auto mode. Creates the webhook delivery in the same
-/// transaction (its id is fixed, so a rerun finds it). Returns the delivery id if created now.
-pub async fn hand_to_merchant(
-    pool: &PgPool,
-    s: &SubOrderRow,
-    delivery_id: &str,
-    payload: &Value,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let auto = s.acceptance_mode == "auto";
-    let to = if auto { "accepted" } else { "awaiting_acceptance" };
-    let moved = sqlx::query(
-        "UPDATE sub_orders SET status = $2,
-                accept_by = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $4) END, updated_at = now()
-         WHERE id = $1 AND status = 'reserved'",
-    )
-    .bind(s.id)
-    .bind(to)
-    .bind(auto)
-    .bind(s.acceptance_deadline_s as f64)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved == 0 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    if auto {
-        confirm_reservations(&mut tx, s.id).await?;
-        add_event(
-            &mut tx,
-            Some(s.order_id),
-            Some(s.id),
-            Some(&s.storefront_order_id),
-            "sub_order.accepted",
-            "souk:auto-accept",
-            None,
-            json!({"merchant_id": s.merchant_id}),
-        )
-        .await?;
-    } else {
-        add_event(
-            &mut tx,
-            Some(s.order_id),
-            Some(s.id),
-            Some(&s.storefront_order_id),
-            "sub_order.awaiting_acceptance",
-            "souk:pipeline",
-            None,
-            json!({"merchant_id": s.merchant_id}),
-        )
-        .await?;
-    }
-    insert_delivery(
-        &mut tx,
-        delivery_id,
-        &s.merchant_id,
-        Some(s.order_id),
-        Some(s.id),
-        "sub_order.created",
-        payload,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 /// Creates a webhook delivery unless one with this id exists.

@@ -1,0 +1,679 @@
+//! The order pipeline's hot writes in set-based form: each function takes the requests of many
+//! jobs and runs them as one transaction of a few statements over arrays (see [`super::batch`]).
+//!
+//! Each keeps the guarantees of the per-job code it replaced: compare-and-set on status, `ON
+//! CONFLICT DO NOTHING` on fixed ids, so running it again with any request changes nothing
+//! more; and the same lock order as every other writer (orders by id, then sub-orders by id,
+//! then stock by merchant and SKU), so batches never deadlock each other. Requests are
+//! answered in the order given, duplicates included.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use super::orders::{Reserve, Stored, Tx};
+use crate::domain::order::{commission, OrderMessage, OrderPlan};
+
+/// One row of `order_events`, for [`add_events`].
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub order_id: Option<i64>,
+    pub sub_order_id: Option<i64>,
+    pub storefront_order_id: Option<String>,
+    pub kind: &'static str,
+    pub actor: &'static str,
+    pub reason: Option<String>,
+    pub data: Value,
+}
+
+/// Appends events in one statement, in the order given (so a timeline read by id keeps it).
+pub async fn add_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let order_ids: Vec<Option<i64>> = events.iter().map(|e| e.order_id).collect();
+    let sub_ids: Vec<Option<i64>> = events.iter().map(|e| e.sub_order_id).collect();
+    let sfs: Vec<Option<String>> = events.iter().map(|e| e.storefront_order_id.clone()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.actor).collect();
+    let reasons: Vec<Option<String>> = events.iter().map(|e| e.reason.clone()).collect();
+    let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
+    sqlx::query(
+        "INSERT INTO order_events (order_id, sub_order_id, storefront_order_id, type, actor, reason, data)
+         SELECT o, s, sf, t, a, r, d
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+         WITH ORDINALITY AS e(o, s, sf, t, a, r, d, n) ORDER BY n",
+    )
+    .bind(&order_ids)
+    .bind(&sub_ids)
+    .bind(&sfs)
+    .bind(&kinds)
+    .bind(&actors)
+    .bind(&reasons)
+    .bind(&data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A validated order to store.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub order: OrderMessage,
+    pub plan: OrderPlan,
+    pub enqueued_at_ms: i64,
+}
+
+/// Stores validated orders once each, with their sub-orders, lines and events. An order whose
+/// storefront id is already stored (or appears earlier in the batch) answers `created: false`.
+pub async fn insert_orders(pool: &PgPool, reqs: Vec<NewOrder>) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The first request of each storefront id is the one inserted.
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in reqs.iter().enumerate() {
+        first.entry(r.order.id.as_str()).or_insert(i);
+    }
+    let mut uniq: Vec<usize> = first.values().copied().collect();
+    uniq.sort_unstable();
+    let merchants: Vec<&str> = {
+        let set: HashSet<&str> = uniq
+            .iter()
+            .flat_map(|&i| reqs[i].plan.sub_orders.iter().map(|s| s.merchant_id.as_str()))
+            .collect();
+        set.into_iter().collect()
+    };
+    let bps: HashMap<String, i32> =
+        sqlx::query_as::<_, (String, i32)>("SELECT id, commission_bps FROM merchants WHERE id = ANY($1)")
+            .bind(&merchants)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let o = |i: &usize| &reqs[*i].order;
+    let sf: Vec<&str> = uniq.iter().map(|i| o(i).id.as_str()).collect();
+    let customer: Vec<Value> = uniq
+        .iter()
+        .map(|i| serde_json::to_value(&o(i).customer).unwrap_or(Value::Null))
+        .collect();
+    let currency: Vec<&str> = uniq.iter().map(|i| o(i).currency.as_str()).collect();
+    let total: Vec<i64> = uniq.iter().map(|&i| reqs[i].plan.total_minor).collect();
+    let provider: Vec<&str> = uniq.iter().map(|i| o(i).payment.provider.as_str()).collect();
+    let payment: Vec<&str> = uniq.iter().map(|i| o(i).payment.payment_id.as_str()).collect();
+    let shipping: Vec<Value> = uniq.iter().map(|i| o(i).shipping_address.clone()).collect();
+    let metadata: Vec<Value> = uniq
+        .iter()
+        .map(|i| match &o(i).metadata {
+            Value::Null => json!({}),
+            m => m.clone(),
+        })
+        .collect();
+    let placed: Vec<chrono::DateTime<chrono::Utc>> = uniq.iter().map(|i| o(i).placed_at).collect();
+    let enqueued: Vec<f64> = uniq.iter().map(|&i| reqs[i].enqueued_at_ms as f64).collect();
+    let inserted: Vec<(i64, String)> = sqlx::query_as(
+        "INSERT INTO orders (storefront_order_id, customer, currency, total_minor, status, payment_provider,
+                             payment_id, shipping_address, metadata, placed_at, enqueued_at)
+         SELECT sf, c, cur, t, 'received', p, pid, sh, m, pl, to_timestamp(e / 1000)
+         FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[],
+                     $8::jsonb[], $9::timestamptz[], $10::float8[]) WITH ORDINALITY AS x(sf, c, cur, t, p, pid, sh, m, pl, e, n)
+         ORDER BY n
+         ON CONFLICT (storefront_order_id) DO NOTHING RETURNING id, storefront_order_id",
+    )
+    .bind(&sf)
+    .bind(&customer)
+    .bind(&currency)
+    .bind(&total)
+    .bind(&provider)
+    .bind(&payment)
+    .bind(&shipping)
+    .bind(&metadata)
+    .bind(&placed)
+    .bind(&enqueued)
+    .fetch_all(&mut *tx)
+    .await?;
+    let created: HashMap<String, i64> = inserted.into_iter().map(|(id, s)| (s, id)).collect();
+    let missing: Vec<&str> = sf.iter().copied().filter(|s| !created.contains_key(*s)).collect();
+    let existing: HashMap<String, i64> = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, storefront_order_id FROM orders WHERE storefront_order_id = ANY($1)",
+        )
+        .bind(&missing)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, s)| (s, id))
+        .collect()
+    };
+
+    // Sub-orders of the orders created now, in request order.
+    let (mut so_order, mut so_merchant, mut so_subtotal, mut so_commission) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut events = Vec::new();
+    for &i in &uniq {
+        let r = &reqs[i];
+        let Some(&order_id) = created.get(&r.order.id) else {
+            continue;
+        };
+        events.push(NewEvent {
+            order_id: Some(order_id),
+            sub_order_id: None,
+            storefront_order_id: Some(r.order.id.clone()),
+            kind: "order.accepted",
+            actor: "souk:intake",
+            reason: None,
+            data: json!({"total_minor": r.plan.total_minor, "sub_orders": r.plan.sub_orders.len()}),
+        });
+        for s in &r.plan.sub_orders {
+            let rate = *bps.get(&s.merchant_id).ok_or(sqlx::Error::RowNotFound)?;
+            so_order.push(order_id);
+            so_merchant.push(s.merchant_id.as_str());
+            so_subtotal.push(s.subtotal_minor);
+            so_commission.push(commission(s.subtotal_minor, rate));
+        }
+    }
+    let sub_ids: HashMap<(i64, String), i64> = if so_order.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (i64, i64, String)>(
+            "INSERT INTO sub_orders (order_id, merchant_id, status, subtotal_minor, commission_minor)
+             SELECT o, m, 'pending', s, c FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+             WITH ORDINALITY AS x(o, m, s, c, n) ORDER BY n
+             RETURNING id, order_id, merchant_id",
+        )
+        .bind(&so_order)
+        .bind(&so_merchant)
+        .bind(&so_subtotal)
+        .bind(&so_commission)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, o, m)| ((o, m), id))
+        .collect()
+    };
+    let (mut l_sub, mut l_sku, mut l_qty, mut l_price) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &i in &uniq {
+        let r = &reqs[i];
+        let Some(&order_id) = created.get(&r.order.id) else {
+            continue;
+        };
+        for s in &r.plan.sub_orders {
+            let sub = sub_ids[&(order_id, s.merchant_id.clone())];
+            for (sku, q, p) in &s.lines {
+                l_sub.push(sub);
+                l_sku.push(sku.as_str());
+                l_qty.push(*q as i32);
+                l_price.push(*p);
+            }
+            events.push(NewEvent {
+                order_id: Some(order_id),
+                sub_order_id: Some(sub),
+                storefront_order_id: Some(r.order.id.clone()),
+                kind: "sub_order.created",
+                actor: "souk:intake",
+                reason: None,
+                data: json!({"merchant_id": s.merchant_id, "subtotal_minor": s.subtotal_minor}),
+            });
+        }
+    }
+    if !l_sub.is_empty() {
+        sqlx::query(
+            "INSERT INTO order_lines (sub_order_id, sku, quantity, unit_price_minor)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[])",
+        )
+        .bind(&l_sub)
+        .bind(&l_sku)
+        .bind(&l_qty)
+        .bind(&l_price)
+        .execute(&mut *tx)
+        .await?;
+    }
+    add_events(&mut tx, &events).await?;
+    tx.commit().await?;
+    reqs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let id = r.order.id.as_str();
+            match created.get(id) {
+                Some(&order_id) if first[id] == i => Ok(Stored {
+                    order_id,
+                    created: true,
+                }),
+                Some(&order_id) => Ok(Stored {
+                    order_id,
+                    created: false,
+                }),
+                None => existing
+                    .get(id)
+                    .map(|&order_id| Stored {
+                        order_id,
+                        created: false,
+                    })
+                    .ok_or(sqlx::Error::RowNotFound),
+            }
+        })
+        .collect()
+}
+
+/// What a reservation request answers: the outcome, the sub-order's order, and whether every
+/// sub-order of that order now has its stock decision.
+pub type Reserved = (Reserve, i64, bool);
+
+/// Reserves sub-orders, each all its lines or none, and never beyond what is on hand less what
+/// is reserved. Sub-orders are decided in the order given; one that is no longer `pending`
+/// (decided before, or earlier in this batch) answers `NotPending`.
+pub async fn reserve_sub_orders(
+    pool: &PgPool,
+    subs: Vec<i64>,
+    ttl_s: u64,
+) -> Result<Vec<Reserved>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let owners: HashMap<i64, i64> =
+        sqlx::query_as::<_, (i64, i64)>("SELECT id, order_id FROM sub_orders WHERE id = ANY($1)")
+            .bind(&subs)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    if subs.iter().any(|s| !owners.contains_key(s)) {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    let mut order_ids: Vec<i64> = owners.values().copied().collect();
+    order_ids.sort_unstable();
+    order_ids.dedup();
+    // Lock order: the orders (so two sibling sub-orders' "all decided" checks see each other),
+    // then the sub-orders, then the stock rows, each sorted.
+    let sf: HashMap<i64, String> = sqlx::query_as::<_, (i64, String)>(
+        "SELECT id, storefront_order_id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&order_ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let state: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
+        "SELECT id, merchant_id, status FROM sub_orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&subs)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(id, m, s)| (id, (m, s)))
+    .collect();
+    let pending: Vec<i64> = state
+        .iter()
+        .filter(|(_, (_, s))| s == "pending")
+        .map(|(id, _)| *id)
+        .collect();
+    let mut lines: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    for (sub, sku, q) in sqlx::query_as::<_, (i64, String, i32)>(
+        "SELECT sub_order_id, sku, quantity FROM order_lines WHERE sub_order_id = ANY($1) ORDER BY sub_order_id, sku",
+    )
+    .bind(&pending)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        lines.entry(sub).or_default().push((sku, q as i64));
+    }
+    let mut pairs: Vec<(String, String)> = lines
+        .iter()
+        .flat_map(|(sub, ls)| ls.iter().map(|(sku, _)| (state[sub].0.clone(), sku.clone())))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let (pm, ps): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+    let mut available: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i32, i32)>(
+        "SELECT s.merchant_id, s.sku, s.on_hand, s.reserved FROM stock s
+         JOIN unnest($1::text[], $2::text[]) AS p(m, sku) ON s.merchant_id = p.m AND s.sku = p.sku
+         ORDER BY s.merchant_id, s.sku FOR UPDATE OF s",
+    )
+    .bind(&pm)
+    .bind(&ps)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(m, sku, on_hand, reserved)| ((m, sku), (on_hand - reserved) as i64))
+    .collect();
+
+    let mut decided: HashSet<i64> = HashSet::new();
+    let mut outcomes = Vec::with_capacity(subs.len());
+    let mut taken: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let (mut r_sub, mut r_merchant, mut r_sku, mut r_qty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut u_id, mut u_status, mut u_reason) = (Vec::new(), Vec::new(), Vec::new());
+    let mut events = Vec::new();
+    for &sub in &subs {
+        let (merchant, status) = &state[&sub];
+        if status != "pending" || !decided.insert(sub) {
+            outcomes.push(Reserve::NotPending);
+            continue;
+        }
+        let want = lines.get(&sub).map(Vec::as_slice).unwrap_or_default();
+        let short: Vec<(String, i64, i64)> = want
+            .iter()
+            .filter_map(|(sku, q)| {
+                let a = available
+                    .get(&(merchant.clone(), sku.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (a < *q).then(|| (sku.clone(), *q, a))
+            })
+            .collect();
+        let order_id = owners[&sub];
+        if short.is_empty() {
+            for (sku, q) in want {
+                let key = (merchant.clone(), sku.clone());
+                *available.entry(key.clone()).or_default() -= q;
+                *taken.entry(key).or_default() += q;
+                r_sub.push(sub);
+                r_merchant.push(merchant.clone());
+                r_sku.push(sku.clone());
+                r_qty.push(*q as i32);
+            }
+            u_id.push(sub);
+            u_status.push("reserved");
+            u_reason.push(None);
+            events.push(NewEvent {
+                order_id: Some(order_id),
+                sub_order_id: Some(sub),
+                storefront_order_id: Some(sf[&order_id].clone()),
+                kind: "sub_order.reserved",
+                actor: "souk:stock",
+                reason: None,
+                data: json!({"merchant_id": merchant}),
+            });
+            outcomes.push(Reserve::Reserved);
+        } else {
+            let reason = short
+                .iter()
+                .map(|(s, w, a)| format!("{s}: wanted {w}, available {a}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            u_id.push(sub);
+            u_status.push("out_of_stock");
+            u_reason.push(Some(reason.clone()));
+            events.push(NewEvent {
+                order_id: Some(order_id),
+                sub_order_id: Some(sub),
+                storefront_order_id: Some(sf[&order_id].clone()),
+                kind: "sub_order.out_of_stock",
+                actor: "souk:stock",
+                reason: Some(reason),
+                data: json!({"merchant_id": merchant}),
+            });
+            outcomes.push(Reserve::OutOfStock(short));
+        }
+    }
+    if !taken.is_empty() {
+        let (keys, qs): (Vec<(String, String)>, Vec<i64>) = taken.into_iter().unzip();
+        let (tm, ts): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        sqlx::query(
+            "UPDATE stock s SET reserved = s.reserved + l.q, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS l(m, sku, q) WHERE s.merchant_id = l.m AND s.sku = l.sku",
+        )
+        .bind(&tm)
+        .bind(&ts)
+        .bind(&qs)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO reservations (sub_order_id, merchant_id, sku, quantity, status, expires_at)
+             SELECT s, m, sku, q, 'held', now() + make_interval(secs => $5)
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS l(s, m, sku, q)",
+        )
+        .bind(&r_sub)
+        .bind(&r_merchant)
+        .bind(&r_sku)
+        .bind(&r_qty)
+        .bind(ttl_s as f64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !u_id.is_empty() {
+        sqlx::query(
+            "UPDATE sub_orders s SET status = u.st, status_reason = u.why, updated_at = now()
+             FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, st, why) WHERE s.id = u.id",
+        )
+        .bind(&u_id)
+        .bind(&u_status)
+        .bind(&u_reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    add_events(&mut tx, &events).await?;
+    let undecided: HashSet<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT order_id FROM sub_orders WHERE order_id = ANY($1) AND status = 'pending'",
+    )
+    .bind(&order_ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    tx.commit().await?;
+    Ok(subs
+        .iter()
+        .zip(outcomes)
+        .map(|(sub, outcome)| {
+            let order_id = owners[sub];
+            (outcome, order_id, !undecided.contains(&order_id))
+        })
+        .collect())
+}
+
+/// Moves the reserved sub-orders of orders on to their merchants: accepted at once for
+/// merchants in auto mode (their stock leaves on hand), else awaiting a decision until the
+/// merchant's deadline; with the `sub_order.created` webhook delivery (`delivery_id` names it,
+/// so a rerun finds it) and an event each. Sub-orders already handed over are left alone.
+pub async fn hand_over(
+    pool: &PgPool,
+    order_ids: Vec<i64>,
+    delivery_id: fn(i64, &str) -> String,
+) -> Result<Vec<()>, sqlx::Error> {
+    type Row = (i64, i64, String, String, i64, i64, String, i32, String, Value);
+    let mut tx = pool.begin().await?;
+    let subs: Vec<Row> = sqlx::query_as(
+        "SELECT s.id, s.order_id, o.storefront_order_id, s.merchant_id, s.subtotal_minor, s.commission_minor,
+                m.acceptance_mode, m.acceptance_deadline_s, o.currency, o.shipping_address
+         FROM sub_orders s JOIN orders o ON o.id = s.order_id JOIN merchants m ON m.id = s.merchant_id
+         WHERE s.order_id = ANY($1) AND s.status = 'reserved' ORDER BY s.id FOR UPDATE OF s",
+    )
+    .bind(&order_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    if subs.is_empty() {
+        tx.rollback().await?;
+        return Ok(vec![(); order_ids.len()]);
+    }
+    let ids: Vec<i64> = subs.iter().map(|r| r.0).collect();
+    let mut lines: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for (sub, sku, q, p) in sqlx::query_as::<_, (i64, String, i32, i64)>(
+        "SELECT sub_order_id, sku, quantity, unit_price_minor FROM order_lines WHERE sub_order_id = ANY($1)
+         ORDER BY sub_order_id, sku",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        lines
+            .entry(sub)
+            .or_default()
+            .push(json!({"sku": sku, "quantity": q, "unit_price_minor": p}));
+    }
+    let auto: Vec<i64> = subs.iter().filter(|r| r.6 == "auto").map(|r| r.0).collect();
+    if !auto.is_empty() {
+        // Stock rows in the same order as every other writer, before changing them.
+        sqlx::query(
+            "SELECT 1 FROM stock s WHERE (s.merchant_id, s.sku) IN
+                (SELECT merchant_id, sku FROM reservations WHERE sub_order_id = ANY($1) AND status = 'held')
+             ORDER BY s.merchant_id, s.sku FOR UPDATE",
+        )
+        .bind(&auto)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "WITH r AS (
+                UPDATE reservations SET status = 'confirmed', settled_at = now()
+                WHERE sub_order_id = ANY($1) AND status = 'held' RETURNING merchant_id, sku, quantity),
+             t AS (SELECT merchant_id, sku, sum(quantity) AS q FROM r GROUP BY 1, 2)
+             UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - t.q, updated_at = now()
+             FROM t WHERE s.merchant_id = t.merchant_id AND s.sku = t.sku",
+        )
+        .bind(&auto)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let to: Vec<&str> = subs
+        .iter()
+        .map(|r| {
+            if r.6 == "auto" {
+                "accepted"
+            } else {
+                "awaiting_acceptance"
+            }
+        })
+        .collect();
+    let secs: Vec<f64> = subs.iter().map(|r| r.7 as f64).collect();
+    sqlx::query(
+        "UPDATE sub_orders s SET status = u.st,
+                accept_by = CASE WHEN u.st = 'accepted' THEN NULL ELSE now() + make_interval(secs => u.secs) END,
+                updated_at = now()
+         FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS u(id, st, secs) WHERE s.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&to)
+    .bind(&secs)
+    .execute(&mut *tx)
+    .await?;
+    let mut events = Vec::with_capacity(subs.len());
+    let (mut d_id, mut d_merchant, mut d_order, mut d_sub, mut d_payload) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, order_id, sf, merchant, subtotal, commission, mode, _, currency, shipping) in &subs {
+        let auto = mode == "auto";
+        events.push(NewEvent {
+            order_id: Some(*order_id),
+            sub_order_id: Some(*id),
+            storefront_order_id: Some(sf.clone()),
+            kind: if auto {
+                "sub_order.accepted"
+            } else {
+                "sub_order.awaiting_acceptance"
+            },
+            actor: if auto { "souk:auto-accept" } else { "souk:pipeline" },
+            reason: None,
+            data: json!({"merchant_id": merchant}),
+        });
+        d_id.push(delivery_id(*id, "sub_order.created"));
+        d_merchant.push(merchant.as_str());
+        d_order.push(*order_id);
+        d_sub.push(*id);
+        d_payload.push(json!({
+            "storefront_order_id": sf,
+            "sub_order_id": id,
+            "merchant_id": merchant,
+            "currency": currency,
+            "lines": lines.remove(id).unwrap_or_default(),
+            "subtotal_minor": subtotal,
+            "commission_minor": commission,
+            "shipping_address": shipping,
+            "acceptance": if auto { "accepted" } else { "awaiting_decision" },
+        }));
+    }
+    add_events(&mut tx, &events).await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, merchant_id, order_id, sub_order_id, event_type, payload)
+         SELECT i, m, o, s, 'sub_order.created', p FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::jsonb[])
+         AS d(i, m, o, s, p)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&d_id)
+    .bind(&d_merchant)
+    .bind(&d_order)
+    .bind(&d_sub)
+    .bind(&d_payload)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(vec![(); order_ids.len()])
+}
+
+/// One successful webhook attempt to record.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub delivery_id: String,
+    pub merchant_id: String,
+    pub status: u16,
+    pub latency_ms: i64,
+    pub excerpt: Option<String>,
+}
+
+/// Records successful attempts: each attempt logged, its delivery marked delivered (once, with
+/// a `merchant.notified` event), the merchant's failing streak cleared. Answers whether the
+/// delivery was marked now.
+pub async fn record_delivered(pool: &PgPool, reqs: Vec<Delivered>) -> Result<Vec<bool>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<&str> = reqs.iter().map(|r| r.delivery_id.as_str()).collect();
+    let codes: Vec<i32> = reqs.iter().map(|r| r.status as i32).collect();
+    let lat: Vec<i32> = reqs
+        .iter()
+        .map(|r| r.latency_ms.min(i32::MAX as i64) as i32)
+        .collect();
+    let excerpts: Vec<Option<&str>> = reqs.iter().map(|r| r.excerpt.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_excerpt)
+         SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[])",
+    )
+    .bind(&ids)
+    .bind(&codes)
+    .bind(&lat)
+    .bind(&excerpts)
+    .execute(&mut *tx)
+    .await?;
+    let mut counts: BTreeMap<&str, i32> = BTreeMap::new();
+    for id in &ids {
+        *counts.entry(id).or_default() += 1;
+    }
+    let (cid, cn): (Vec<&str>, Vec<i32>) = counts.into_iter().unzip();
+    let marked: HashSet<String> = sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now()
+         WHERE id = ANY($1) AND status = 'pending' RETURNING id",
+    )
+    .bind(&cid)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    sqlx::query(
+        "UPDATE webhook_deliveries d SET attempts = d.attempts + c.n
+         FROM unnest($1::text[], $2::int[]) AS c(id, n) WHERE d.id = c.id",
+    )
+    .bind(&cid)
+    .bind(&cn)
+    .execute(&mut *tx)
+    .await?;
+    if !marked.is_empty() {
+        let m: Vec<&str> = marked.iter().map(String::as_str).collect();
+        sqlx::query(
+            "INSERT INTO order_events (order_id, sub_order_id, storefront_order_id, type, actor, data)
+             SELECT d.order_id, d.sub_order_id, o.storefront_order_id, 'merchant.notified', 'souk:webhooks',
+                    jsonb_build_object('merchant_id', d.merchant_id, 'webhook_id', d.id, 'event_type', d.event_type)
+             FROM webhook_deliveries d LEFT JOIN orders o ON o.id = d.order_id
+             WHERE d.id = ANY($1) ORDER BY d.id",
+        )
+        .bind(&m)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut merchants: Vec<&str> = reqs.iter().map(|r| r.merchant_id.as_str()).collect();
+    merchants.sort_unstable();
+    merchants.dedup();
+    sqlx::query("UPDATE merchants SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL")
+        .bind(&merchants)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut answered: HashSet<&str> = HashSet::new();
+    Ok(reqs
+        .iter()
+        .map(|r| marked.contains(&r.delivery_id) && answered.insert(r.delivery_id.as_str()))
+        .collect())
+}
