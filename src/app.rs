@@ -25,7 +25,7 @@ use crate::{
 /// Connections and configuration shared by everything in a process.
 #[derive(Clone)]
 pub struct App {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub redis: redis::Client,
     pub conn: ConnectionManager,
     pub pool: PgPool,
@@ -37,12 +37,15 @@ pub struct App {
     pub batches: Arc<Batches>,
 }
 
-/// The batchers of the order pipeline, one per kind of write; each runs one batch at a time.
+/// The batchers of the order pipeline, one per kind of write (and the two hottest reads); each
+/// runs one batch at a time.
 pub struct Batches {
     pub insert_orders: Batcher<pipeline::NewOrder, crate::store::orders::Stored>,
     pub reserve: Batcher<i64, pipeline::Reserved>,
-    pub hand_over: Batcher<i64, ()>,
+    pub hand_over: Batcher<i64, pipeline::HandedOver>,
     pub delivered: Batcher<pipeline::Delivered, bool>,
+    pub catalogue: Batcher<Vec<(String, String)>, pipeline::Known>,
+    pub deliveries: Batcher<String, Option<crate::store::deliveries::DeliveryRow>>,
 }
 
 impl Batches {
@@ -70,11 +73,23 @@ impl Batches {
             let p = p.clone();
             async move { pipeline::record_delivered(&p, reqs).await }
         });
+        let p = pool.clone();
+        let catalogue = Batcher::spawn("catalogue", max, move |reqs| {
+            let p = p.clone();
+            async move { pipeline::catalogue(&p, reqs).await }
+        });
+        let p = pool.clone();
+        let deliveries = Batcher::spawn("deliveries", max, move |ids| {
+            let p = p.clone();
+            async move { pipeline::load_deliveries(&p, ids).await }
+        });
         Self {
             insert_orders,
             reserve,
             hand_over,
             delivered,
+            catalogue,
+            deliveries,
         }
     }
 }
@@ -113,7 +128,8 @@ impl App {
         let batches = Arc::new(Batches::start(&pool, &config));
         Ok(Self {
             batches,
-            config,
+            // Shared, not copied: every job gets its own handle on the App.
+            config: Arc::new(config),
             redis,
             conn,
             pool,

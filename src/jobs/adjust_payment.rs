@@ -63,14 +63,17 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
 
 async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
     let args = Args { order_id };
-    let Some(order) = orders::order(&app.pool, args.order_id).await.map_err(db)? else {
+    let Some((order, target)) = orders::order_with_target(&app.pool, args.order_id)
+        .await
+        .map_err(db)?
+    else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
     if order.status == "received" {
         // Not authorised yet: confirm_payment decides first.
         return Ok(());
     }
-    let Some((shipping, returned)) = orders::charge_target(&app.pool, order.id).await.map_err(db)? else {
+    let Some((shipping, returned)) = target else {
         return Ok(()); // a sub-order still waits for stock; its reservation will call again
     };
     let target = shipping - returned;
@@ -200,12 +203,9 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
 
 /// Moves reserved sub-orders on to their merchants (webhook + deadline), idempotently.
 async fn hand_to_merchants(app: &App, order_id: i64) -> Result<(), JobError> {
-    app.batches.hand_over.call(order_id).await.map_err(db)?;
+    let next = app.batches.hand_over.call(order_id).await.map_err(db)?;
     // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed.
-    for (sub, at) in orders::awaiting_acceptance(&app.pool, order_id)
-        .await
-        .map_err(db)?
-    {
+    for (sub, at) in next.awaiting {
         let a = expire_acceptance::Args { sub_order_id: sub };
         app.push_once(
             expire_acceptance::QUEUE,
@@ -215,7 +215,10 @@ async fn hand_to_merchants(app: &App, order_id: i64) -> Result<(), JobError> {
         )
         .await?;
     }
-    notify_merchant::push_pending_for_order(app, order_id).await
+    for id in next.pending_deliveries {
+        notify_merchant::push(app, id).await?;
+    }
+    Ok(())
 }
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {

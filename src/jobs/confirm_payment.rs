@@ -7,7 +7,7 @@ use std::time::Duration;
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{db, intake_storefront, register_job, reserve_stock};
+use super::{adjust_payment, db, intake_storefront, register_job, reserve_stock};
 use crate::{
     app::App,
     integrations::payment::ProviderError,
@@ -35,6 +35,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     let Some(order) = orders::order(&app.pool, args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
+    let mut pending = None;
     if order.status == "received" {
         let view = match app.payments.retrieve(&order.payment_id).await {
             Ok(v) => v,
@@ -54,7 +55,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         if view.status.lets_order_proceed() {
-            orders::authorise(
+            let subs = orders::authorise(
                 &app.pool,
                 order.id,
                 &status,
@@ -62,6 +63,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             )
             .await
             .map_err(db)?;
+            pending = Some(subs);
         } else if view.status.is_pending() {
             orders::set_payment_status(&app.pool, order.id, &status)
                 .await
@@ -82,17 +84,32 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
                 .await;
         }
     }
-    // Authorised (now or by an earlier run that stopped before pushing): reserve every
-    // sub-order. An order that moved on has no pending sub-order left, so nothing is pushed.
+    // Authorised (now or by an earlier run that stopped): reserve every pending sub-order here,
+    // through the reservation group commit, instead of a `reserve_stock` job each (two queue
+    // hops fewer per order). A rerun finds them decided and only pushes the next step again.
+    // An order that moved on (captured, cancelled) has no pending sub-order and needs nothing.
     if order.status == "received" || order.status == "authorised" {
-        for sub in orders::sub_order_ids(&app.pool, order.id, "pending")
+        let pending = match pending {
+            Some(p) => p,
+            None => orders::sub_order_ids(&app.pool, order.id, "pending")
+                .await
+                .map_err(db)?,
+        };
+        let results = futures::future::try_join_all(pending.iter().map(|s| app.batches.reserve.call(*s)))
             .await
-            .map_err(db)?
-        {
+            .map_err(db)?;
+        for (sub, (outcome, _, _)) in pending.iter().zip(&results) {
+            if let orders::Reserve::OutOfStock(short) = outcome {
+                tracing::info!(sub_order_id = sub, ?short, "sub-order out of stock");
+            }
+        }
+        // An answer that saw no sub-order of the order pending is final: pending ones only go.
+        let all_decided = pending.is_empty() || results.iter().any(|r| r.2);
+        if all_decided {
             app.push_once(
-                reserve_stock::QUEUE,
-                &format!("reserve:{sub}"),
-                &reserve_stock::Args { sub_order_id: sub },
+                adjust_payment::QUEUE,
+                &reserve_stock::adjust_key(order.id),
+                &adjust_payment::Args { order_id: order.id },
                 None,
             )
             .await?;

@@ -34,7 +34,12 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
     };
     match cmd {
         StorefrontCommand::OrderPlaced { order, .. } => {
-            let (m, s) = orders::catalogue(&app.pool, &order).await.map_err(db)?;
+            let pairs = order
+                .lines
+                .iter()
+                .map(|l| (l.merchant_id.clone(), l.sku.clone()))
+                .collect();
+            let (m, s) = app.batches.catalogue.call(pairs).await.map_err(db)?;
             let providers = [app.config.payment.provider.as_str()];
             let cat = Catalogue {
                 currency: &app.config.marketplace.currency,

@@ -86,17 +86,20 @@ pub async fn push_pending_for_order(app: &App, order_id: i64) -> Result<(), JobE
     .await
     .map_err(db)?;
     for id in ids {
-        app.push_once(
-            QUEUE,
-            &format!("notify:{id}"),
-            &Args {
-                delivery_id: id.clone(),
-            },
-            None,
-        )
-        .await?;
+        push(app, id).await?;
     }
     Ok(())
+}
+
+/// Pushes the job of one delivery (idempotent by delivery id).
+pub async fn push(app: &App, delivery_id: String) -> Result<(), JobError> {
+    app.push_once(
+        QUEUE,
+        &format!("notify:{delivery_id}"),
+        &Args { delivery_id },
+        None,
+    )
+    .await
 }
 
 /// Takes a slot of the merchant's fleet-wide in-flight limit; slots expire on their own, so a
@@ -116,7 +119,13 @@ return 0
 });
 
 pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let Some(row) = deliveries::load(&app.pool, &args.delivery_id).await.map_err(db)? else {
+    let Some(row) = app
+        .batches
+        .deliveries
+        .call(args.delivery_id.clone())
+        .await
+        .map_err(db)?
+    else {
         return Err(JobError::abort(format!(
             "no webhook delivery {}",
             args.delivery_id

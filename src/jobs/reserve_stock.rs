@@ -1,5 +1,8 @@
 //! `souk.reserve_stock.v1`: reserves one sub-order's lines all together or not at all. Once
 //! every sub-order of the order has its stock decision, the payment is adjusted.
+//!
+//! The pipeline itself reserves from `confirm_payment` (same group commit, same next step);
+//! this job re-drives one sub-order (`souk push`), e.g. after an operator fixed its stock.
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -19,6 +22,11 @@ pub struct Args {
     pub sub_order_id: i64,
 }
 
+/// The idempotency key of the `adjust_payment` run that follows an order's stock decisions.
+pub fn adjust_key(order_id: i64) -> String {
+    format!("adjust:{order_id}:stock")
+}
+
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let (outcome, order_id, all_decided) = app.batches.reserve.call(args.sub_order_id).await.map_err(db)?;
     if let Reserve::OutOfStock(short) = &outcome {
@@ -26,13 +34,8 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     }
     if all_decided {
         let a = adjust_payment::Args { order_id };
-        app.push_once(
-            adjust_payment::QUEUE,
-            &format!("adjust:{order_id}:stock"),
-            &a,
-            None,
-        )
-        .await?;
+        app.push_once(adjust_payment::QUEUE, &adjust_key(order_id), &a, None)
+            .await?;
     }
     Ok(())
 }

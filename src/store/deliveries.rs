@@ -22,17 +22,6 @@ pub struct DeliveryRow {
     pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-pub async fn load(pool: &PgPool, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.id, d.merchant_id, d.order_id, d.sub_order_id, d.event_type, d.payload, d.status, d.created_at,
-                m.webhook_url, m.signing_secrets, m.endpoint_disabled_at, m.failing_since
-         FROM webhook_deliveries d JOIN merchants m ON m.id = d.merchant_id WHERE d.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-}
-
 /// Records one attempt (time, status, latency, excerpt, error).
 pub async fn record_attempt(
     pool: &PgPool,

@@ -66,6 +66,20 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Drops the database named in `url` (closing its other sessions), if it exists.
+pub async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
+    let opts: PgConnectOptions = url.parse()?;
+    let name = opts.get_database().unwrap_or("postgres").to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+    // Identifiers cannot be bound parameters; quote it as an identifier instead.
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(())
+}
+
 /// Creates the database if needed and applies pending migrations.
 pub async fn migrate(url: &str) -> Result<PgPool, anyhow::Error> {
     use anyhow::Context;

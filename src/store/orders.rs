@@ -5,12 +5,8 @@
 //! second time. Rows are locked in a fixed order (order, then sub-order, then stock by SKU) so
 //! concurrent transactions never deadlock.
 
-use std::collections::BTreeSet;
-
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Row, Transaction};
-
-use crate::domain::order::OrderMessage;
 
 pub type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -40,34 +36,6 @@ pub async fn add_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// The merchants and (merchant, SKU) pairs among those an order names.
-pub async fn catalogue(
-    pool: &PgPool,
-    o: &OrderMessage,
-) -> Result<(BTreeSet<String>, BTreeSet<(String, String)>), sqlx::Error> {
-    let merchant_ids: Vec<String> = o.lines.iter().map(|l| l.merchant_id.clone()).collect();
-    let skus: Vec<String> = o.lines.iter().map(|l| l.sku.clone()).collect();
-    // One round trip: the known merchants ('m') and the known (merchant, SKU) pairs ('s').
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT 'm', id, '' FROM merchants WHERE id = ANY($1)
-         UNION ALL SELECT 's', merchant_id, sku FROM stock WHERE merchant_id = ANY($1) AND sku = ANY($2)",
-    )
-    .bind(&merchant_ids)
-    .bind(&skus)
-    .fetch_all(pool)
-    .await?;
-    let mut merchants = Vec::new();
-    let mut pairs = Vec::new();
-    for (kind, a, b) in rows {
-        if kind == "m" {
-            merchants.push(a);
-        } else {
-            pairs.push((a, b));
-        }
-    }
-    Ok((merchants.into_iter().collect(), pairs.into_iter().collect()))
 }
 
 /// Records a refused storefront message once per stream entry, with an outcome event.
@@ -179,26 +147,28 @@ pub async fn transition_order(
 }
 
 /// An order authorised by its payment provider: `received` → `authorised` with the provider's
-/// status and an `order.paid` event, in one statement. False if it was not `received`.
+/// status and an `order.paid` event, in one statement. Returns the order's sub-orders still
+/// `pending` (to reserve), whether or not this call was the one that authorised it.
 pub async fn authorise(
     pool: &PgPool,
     id: i64,
     payment_status: &str,
     data: Value,
-) -> Result<bool, sqlx::Error> {
-    let moved: Option<i32> = sqlx::query_scalar(
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
         "WITH u AS (
             UPDATE orders SET status = 'authorised', status_reason = NULL, payment_status = $2, updated_at = now()
-            WHERE id = $1 AND status = 'received' RETURNING id, storefront_order_id)
-         INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
-         SELECT id, storefront_order_id, 'order.paid', 'souk:payment', $3 FROM u RETURNING 1",
+            WHERE id = $1 AND status = 'received' RETURNING id, storefront_order_id),
+         e AS (
+            INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
+            SELECT id, storefront_order_id, 'order.paid', 'souk:payment', $3 FROM u)
+         SELECT id FROM sub_orders WHERE order_id = $1 AND status = 'pending' ORDER BY id",
     )
     .bind(id)
     .bind(payment_status)
     .bind(data)
-    .fetch_optional(pool)
-    .await?;
-    Ok(moved.is_some())
+    .fetch_all(pool)
+    .await
 }
 
 /// Records the provider's payment status on the order.
@@ -218,20 +188,6 @@ pub async fn sub_order_ids(pool: &PgPool, order_id: i64, status: &str) -> Result
         .bind(status)
         .fetch_all(pool)
         .await
-}
-
-/// The sub-orders of an order awaiting their merchant's decision, with their deadline.
-pub async fn awaiting_acceptance(
-    pool: &PgPool,
-    order_id: i64,
-) -> Result<Vec<(i64, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, accept_by FROM sub_orders
-         WHERE order_id = $1 AND status = 'awaiting_acceptance' AND accept_by IS NOT NULL ORDER BY id",
-    )
-    .bind(order_id)
-    .fetch_all(pool)
-    .await
 }
 
 /// Outcome of a reservation attempt.
@@ -275,21 +231,41 @@ pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<
     Ok(done.rows_affected())
 }
 
-/// What should be charged: (the sub-orders that will ship, may still ship or were delivered and
+/// An order with what should be charged, in one read: (the sub-orders that will ship, may still ship or were delivered and
 /// completed; the goods returned and received back, whose refund is due). The charge is the
 /// first less the second. None while any sub-order still waits for its stock decision.
-pub async fn charge_target(pool: &PgPool, order_id: i64) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    let (pending, shipping, returned): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending'),
-                coalesce(sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')), 0)::bigint,
+pub async fn order_with_target(
+    pool: &PgPool,
+    id: i64,
+) -> Result<Option<(OrderRow, Option<(i64, i64)>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT o.id, o.storefront_order_id, o.status, o.payment_id, o.total_minor, o.captured_minor,
+                o.refunded_minor, o.enqueued_at, t.pending, t.shipping,
                 (SELECT coalesce(sum(refund_minor), 0) FROM returns
-                 WHERE order_id = $1 AND status IN ('received', 'refunded'))::bigint
-         FROM sub_orders WHERE order_id = $1",
+                 WHERE order_id = o.id AND status IN ('received', 'refunded'))::bigint AS returned
+         FROM orders o,
+              LATERAL (SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                              coalesce(sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')), 0)::bigint AS shipping
+                       FROM sub_orders WHERE order_id = o.id) t
+         WHERE o.id = $1",
     )
-    .bind(order_id)
-    .fetch_one(pool)
+    .bind(id)
+    .fetch_optional(pool)
     .await?;
-    Ok((pending == 0).then_some((shipping, returned)))
+    let Some(r) = row else { return Ok(None) };
+    let order = OrderRow {
+        id: r.try_get("id")?,
+        storefront_order_id: r.try_get("storefront_order_id")?,
+        status: r.try_get("status")?,
+        payment_id: r.try_get("payment_id")?,
+        total_minor: r.try_get("total_minor")?,
+        captured_minor: r.try_get("captured_minor")?,
+        refunded_minor: r.try_get("refunded_minor")?,
+        enqueued_at: r.try_get("enqueued_at")?,
+    };
+    let pending: i64 = r.try_get("pending")?;
+    let target = (pending == 0).then_some((r.try_get("shipping")?, r.try_get("returned")?));
+    Ok(Some((order, target)))
 }
 
 /// Records a payment call and the order's resulting amounts and status.
@@ -427,7 +403,8 @@ pub async fn decide(
     let mut tx = pool.begin().await?;
     let to = if accept { "accepted" } else { "rejected" };
     let row = sqlx::query(
-        "UPDATE sub_orders s SET status = $2, status_reason = $3, updated_at = now()
+        "UPDATE sub_orders s SET status = $2, status_reason = $3, updated_at = now(),
+                accepted_at = CASE WHEN $2 = 'accepted' THEN now() END
          FROM orders o WHERE s.id = $1 AND s.status = 'awaiting_acceptance' AND o.id = s.order_id
          RETURNING s.order_id, s.merchant_id, o.storefront_order_id",
     )

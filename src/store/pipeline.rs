@@ -7,7 +7,7 @@
 //! then stock by merchant and SKU), so batches never deadlock each other. Requests are
 //! answered in the order given, duplicates included.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -468,7 +468,7 @@ pub async fn hand_over(
     pool: &PgPool,
     order_ids: Vec<i64>,
     delivery_id: fn(i64, &str) -> String,
-) -> Result<Vec<()>, sqlx::Error> {
+) -> Result<Vec<HandedOver>, sqlx::Error> {
     type Row = (i64, i64, String, String, i64, i64, String, i32, String, Value);
     let mut tx = pool.begin().await?;
     let subs: Vec<Row> = sqlx::query_as(
@@ -481,8 +481,9 @@ pub async fn hand_over(
     .fetch_all(&mut *tx)
     .await?;
     if subs.is_empty() {
-        tx.rollback().await?;
-        return Ok(vec![(); order_ids.len()]);
+        let next = next_steps(&mut tx, &order_ids).await?;
+        tx.commit().await?;
+        return Ok(next);
     }
     let ids: Vec<i64> = subs.iter().map(|r| r.0).collect();
     let mut lines: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
@@ -536,6 +537,7 @@ pub async fn hand_over(
     sqlx::query(
         "UPDATE sub_orders s SET status = u.st,
                 accept_by = CASE WHEN u.st = 'accepted' THEN NULL ELSE now() + make_interval(secs => u.secs) END,
+                accepted_at = CASE WHEN u.st = 'accepted' THEN now() END,
                 updated_at = now()
          FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS u(id, st, secs) WHERE s.id = u.id",
     )
@@ -592,8 +594,47 @@ pub async fn hand_over(
     .bind(&d_payload)
     .execute(&mut *tx)
     .await?;
+    let next = next_steps(&mut tx, &order_ids).await?;
     tx.commit().await?;
-    Ok(vec![(); order_ids.len()])
+    Ok(next)
+}
+
+/// What an order needs pushed once handed over (also when an earlier run handed it over and
+/// stopped before pushing): a deadline job per sub-order awaiting a decision, a webhook job per
+/// pending delivery.
+#[derive(Debug, Clone, Default)]
+pub struct HandedOver {
+    /// Sub-orders awaiting their merchant's decision, with the deadline.
+    pub awaiting: Vec<(i64, chrono::DateTime<chrono::Utc>)>,
+    /// Webhook deliveries of the order not delivered yet.
+    pub pending_deliveries: Vec<String>,
+}
+
+async fn next_steps(tx: &mut Tx<'_>, order_ids: &[i64]) -> Result<Vec<HandedOver>, sqlx::Error> {
+    let mut by_order: HashMap<i64, HandedOver> = HashMap::new();
+    for (id, order_id, at) in sqlx::query_as::<_, (i64, i64, chrono::DateTime<chrono::Utc>)>(
+        "SELECT id, order_id, accept_by FROM sub_orders
+         WHERE order_id = ANY($1) AND status = 'awaiting_acceptance' AND accept_by IS NOT NULL ORDER BY id",
+    )
+    .bind(order_ids)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        by_order.entry(order_id).or_default().awaiting.push((id, at));
+    }
+    for (id, order_id) in sqlx::query_as::<_, (String, i64)>(
+        "SELECT id, order_id FROM webhook_deliveries WHERE order_id = ANY($1) AND status = 'pending' ORDER BY id",
+    )
+    .bind(order_ids)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        by_order.entry(order_id).or_default().pending_deliveries.push(id);
+    }
+    Ok(order_ids
+        .iter()
+        .map(|o| by_order.get(o).cloned().unwrap_or_default())
+        .collect())
 }
 
 /// One successful webhook attempt to record.
@@ -675,5 +716,73 @@ pub async fn record_delivered(pool: &PgPool, reqs: Vec<Delivered>) -> Result<Vec
     Ok(reqs
         .iter()
         .map(|r| marked.contains(&r.delivery_id) && answered.insert(r.delivery_id.as_str()))
+        .collect())
+}
+
+/// The merchants and (merchant, SKU) pairs of an order's lines that exist.
+pub type Known = (BTreeSet<String>, BTreeSet<(String, String)>);
+
+/// For each order's (merchant, SKU) pairs, those merchants and pairs that exist: one read for
+/// the whole batch.
+pub async fn catalogue(pool: &PgPool, reqs: Vec<Vec<(String, String)>>) -> Result<Vec<Known>, sqlx::Error> {
+    let mut pairs: Vec<&(String, String)> = reqs.iter().flatten().collect();
+    pairs.sort();
+    pairs.dedup();
+    let pm: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let ps: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let mut merchants = pm.clone();
+    merchants.dedup();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT 'm', id, '' FROM merchants WHERE id = ANY($1)
+         UNION ALL
+         SELECT 's', s.merchant_id, s.sku FROM stock s
+         JOIN unnest($2::text[], $3::text[]) AS p(m, sku) ON s.merchant_id = p.m AND s.sku = p.sku",
+    )
+    .bind(&merchants)
+    .bind(&pm)
+    .bind(&ps)
+    .fetch_all(pool)
+    .await?;
+    let mut known_m = HashSet::new();
+    let mut known_p = HashSet::new();
+    for (kind, a, b) in rows {
+        if kind == "m" {
+            known_m.insert(a);
+        } else {
+            known_p.insert((a, b));
+        }
+    }
+    Ok(reqs
+        .into_iter()
+        .map(|lines| {
+            let m = lines
+                .iter()
+                .filter(|p| known_m.contains(&p.0))
+                .map(|p| p.0.clone())
+                .collect();
+            let p = lines.into_iter().filter(|p| known_p.contains(p)).collect();
+            (m, p)
+        })
+        .collect())
+}
+
+/// Webhook deliveries with their merchants' endpoints, by id: one read for the whole batch.
+pub async fn load_deliveries(
+    pool: &PgPool,
+    ids: Vec<String>,
+) -> Result<Vec<Option<super::deliveries::DeliveryRow>>, sqlx::Error> {
+    let rows: Vec<super::deliveries::DeliveryRow> = sqlx::query_as(
+        "SELECT d.id, d.merchant_id, d.order_id, d.sub_order_id, d.event_type, d.payload, d.status, d.created_at,
+                m.webhook_url, m.signing_secrets, m.endpoint_disabled_at, m.failing_since
+         FROM webhook_deliveries d JOIN merchants m ON m.id = d.merchant_id WHERE d.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let by_id: HashMap<&str, &super::deliveries::DeliveryRow> =
+        rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    Ok(ids
+        .iter()
+        .map(|id| by_id.get(id.as_str()).map(|r| (*r).clone()))
         .collect())
 }

@@ -461,9 +461,10 @@ pub async fn flag_late(
          WHERE s.id IN (
              SELECT so.id FROM sub_orders so JOIN merchants m ON m.id = so.merchant_id
              WHERE so.status = 'accepted' AND so.shipped_at IS NULL AND so.late_at IS NULL
-               AND (SELECT min(e.created_at) FROM order_events e WHERE e.sub_order_id = so.id AND e.type = 'sub_order.accepted')
-                   < now() - make_interval(secs => coalesce(m.ship_by_s, $1)::float8)
-             ORDER BY so.id LIMIT $2 FOR UPDATE OF so SKIP LOCKED)
+               -- the shortest ship-by of any merchant bounds the index range read
+               AND so.accepted_at < now() - make_interval(secs => (SELECT least(min(ship_by_s), $1) FROM merchants)::float8)
+               AND so.accepted_at < now() - make_interval(secs => coalesce(m.ship_by_s, $1)::float8)
+             ORDER BY so.accepted_at LIMIT $2 FOR UPDATE OF so SKIP LOCKED)
            AND o.id = s.order_id
          RETURNING s.order_id, s.id, s.merchant_id, o.storefront_order_id",
     )
