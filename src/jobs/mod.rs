@@ -1,8 +1,8 @@
 //! The jobs souk runs: one file per job with its arguments, stable queue name, handler and
 //! registration. [`ALL`] lists them for `souk run --queues`.
 //!
-//! The order pipeline: `intake_storefront` (storefront commands) → `confirm_payment` →
-//! `reserve_stock` (one per sub-order) → `adjust_payment` (capture, cancel or refund what will
+//! The order pipeline: `intake_storefront` (storefront commands) → `confirm_payment` (which
+//! reserves every sub-order through the group commit; `reserve_stock` re-drives one) → `adjust_payment` (capture, cancel or refund what will
 //! not ship) → `notify_merchant` (one per webhook) and `expire_acceptance` (merchant deadline).
 //! `sweep_orders` runs from cron as a safety net.
 //!
