@@ -53,45 +53,39 @@ impl Batches {
     pub fn start(pool: &PgPool, config: &Config) -> Self {
         let max = config.database.batch_size;
         let ttl = config.marketplace.reservation_ttl_s;
-        let p = pool.clone();
-        let insert_orders = Batcher::spawn("insert_orders", max, move |reqs| {
-            let p = p.clone();
-            async move { pipeline::insert_orders(&p, reqs).await }
-        });
-        let p = pool.clone();
-        let reserve = Batcher::spawn("reserve", max, move |subs| {
-            let p = p.clone();
-            async move { pipeline::reserve_sub_orders(&p, subs, ttl).await }
-        });
-        let p = pool.clone();
-        let hand_over = Batcher::spawn("hand_over", max, move |orders| {
-            let p = p.clone();
-            async move { pipeline::hand_over(&p, orders, jobs::notify_merchant::delivery_id).await }
-        });
-        let p = pool.clone();
-        let delivered = Batcher::spawn("delivered", max, move |reqs| {
-            let p = p.clone();
-            async move { pipeline::record_delivered(&p, reqs).await }
-        });
-        let p = pool.clone();
-        let catalogue = Batcher::spawn("catalogue", max, move |reqs| {
-            let p = p.clone();
-            async move { pipeline::catalogue(&p, reqs).await }
-        });
-        let p = pool.clone();
-        let deliveries = Batcher::spawn("deliveries", max, move |ids| {
-            let p = p.clone();
-            async move { pipeline::load_deliveries(&p, ids).await }
-        });
         Self {
-            insert_orders,
-            reserve,
-            hand_over,
-            delivered,
-            catalogue,
-            deliveries,
+            insert_orders: on_pool(pool, "insert_orders", max, |p, reqs| async move {
+                pipeline::insert_orders(&p, &reqs).await
+            }),
+            reserve: on_pool(pool, "reserve", max, move |p, subs| async move {
+                pipeline::reserve_sub_orders(&p, &subs, ttl).await
+            }),
+            hand_over: on_pool(pool, "hand_over", max, |p, orders| async move {
+                pipeline::hand_over(&p, &orders, jobs::notify_merchant::delivery_id).await
+            }),
+            delivered: on_pool(pool, "delivered", max, |p, reqs| async move {
+                pipeline::record_delivered(&p, &reqs).await
+            }),
+            catalogue: on_pool(pool, "catalogue", max, |p, reqs| async move {
+                pipeline::catalogue(&p, &reqs).await
+            }),
+            deliveries: on_pool(pool, "deliveries", max, |p, ids| async move {
+                pipeline::load_deliveries(&p, &ids).await
+            }),
         }
     }
+}
+
+/// A batcher whose batch function gets its own handle on the pool.
+fn on_pool<Q, R, F, Fut>(pool: &PgPool, name: &'static str, max: usize, run: F) -> Batcher<Q, R>
+where
+    Q: Clone + Send + Sync + 'static,
+    R: Send + 'static,
+    F: Fn(PgPool, Arc<[Q]>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<R>, sqlx::Error>> + Send + 'static,
+{
+    let pool = pool.clone();
+    Batcher::spawn(name, max, move |reqs| run(pool.clone(), reqs))
 }
 
 impl App {

@@ -51,18 +51,19 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                 Ok(p) => p,
                 Err(r) => return refuse(&app, &d, &raw, Some(&order.id), r).await,
             };
+            let sf = order.id.clone();
             let stored = app
                 .batches
                 .insert_orders
                 .call(crate::store::pipeline::NewOrder {
-                    order: order.clone(),
+                    order,
                     plan,
                     enqueued_at_ms: d.enqueued_at_ms,
                 })
                 .await
                 .map_err(db)?;
             if !stored.created {
-                tracing::info!(storefront_order_id = %order.id, order_id = stored.order_id, "duplicate order message; already stored");
+                tracing::info!(storefront_order_id = %sf, order_id = stored.order_id, "duplicate order message; already stored");
             }
             // Also on a duplicate: the first run may have stopped before this push.
             let args = confirm_payment::Args {

@@ -2,8 +2,9 @@
 //! registration. [`ALL`] lists them for `souk run --queues`.
 //!
 //! The order pipeline: `intake_storefront` (storefront commands) → `confirm_payment` (which
-//! reserves every sub-order through the group commit; `reserve_stock` re-drives one) → `adjust_payment` (capture, cancel or refund what will
-//! not ship) → `notify_merchant` (one per webhook) and `expire_acceptance` (merchant deadline).
+//! reserves every sub-order through the group commit; `reserve_stock` re-drives one) →
+//! `adjust_payment` (capture, cancel or refund what will not ship) → `notify_merchant` (one per
+//! webhook) and `expire_acceptance` (merchant deadline).
 //! `sweep_orders` runs from cron as a safety net.
 //!
 //! Shipping: `shipment.created` on the storefront channel → `track_shipment` (polls until the

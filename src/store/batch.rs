@@ -23,18 +23,19 @@ use tokio::sync::{mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, sqlx::Error>>;
 type BatchFn<Q, R> =
-    dyn Fn(Vec<Q>) -> Pin<Box<dyn Future<Output = Result<Vec<R>, sqlx::Error>> + Send>> + Send + Sync;
+    dyn Fn(Arc<[Q]>) -> Pin<Box<dyn Future<Output = Result<Vec<R>, sqlx::Error>> + Send>> + Send + Sync;
 
 /// Collects requests of one kind and runs them in batches (see the module docs).
 pub struct Batcher<Q, R> {
     tx: mpsc::UnboundedSender<(Q, Reply<R>)>,
 }
 
-impl<Q: Clone + Send + 'static, R: Send + 'static> Batcher<Q, R> {
-    /// Starts the batch task. `run` gets up to `max` requests and must answer each, in order.
+impl<Q: Clone + Send + Sync + 'static, R: Send + 'static> Batcher<Q, R> {
+    /// Starts the batch task. `run` gets up to `max` requests (shared, not copied: a failed
+    /// batch runs them again one by one) and must answer each, in order.
     pub fn spawn<F, Fut>(name: &'static str, max: usize, run: F) -> Self
     where
-        F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<[Q]>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, sqlx::Error>> + Send + 'static,
     {
         let run: Arc<BatchFn<Q, R>> = Arc::new(move |qs| Box::pin(run(qs)));
@@ -61,6 +62,7 @@ async fn batch_loop<Q: Clone, R>(
     while rx.recv_many(&mut buf, max).await > 0 {
         let (reqs, replies): (Vec<Q>, Vec<Reply<R>>) = buf.drain(..).unzip();
         let n = reqs.len();
+        let reqs: Arc<[Q]> = reqs.into();
         match run(reqs.clone()).await {
             Ok(answers) if answers.len() == n => {
                 for (reply, a) in replies.into_iter().zip(answers) {
@@ -79,8 +81,8 @@ async fn batch_loop<Q: Clone, R>(
             Err(e) => {
                 // Isolate the request that broke the batch: each runs again on its own.
                 tracing::warn!(batch = name, requests = n, error = %e, "batch failed; running its requests one by one");
-                for (req, reply) in reqs.into_iter().zip(replies) {
-                    let one = run(vec![req]).await.and_then(|mut a| {
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let one = run(Arc::from([reqs[i].clone()])).await.and_then(|mut a| {
                         a.pop()
                             .ok_or_else(|| sqlx::Error::Protocol(format!("batch {name} gave no answer")))
                     });
@@ -99,7 +101,7 @@ mod tests {
     async fn requests_waiting_together_share_a_batch_and_a_bad_one_fails_alone() {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let b = Arc::new(Batcher::spawn("test", 64, move |qs: Vec<i64>| {
+        let b = Arc::new(Batcher::spawn("test", 64, move |qs: Arc<[i64]>| {
             let seen = seen.clone();
             async move {
                 seen.lock().unwrap().push(qs.len());

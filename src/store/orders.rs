@@ -355,16 +355,6 @@ pub async fn sub_order_by_storefront(
     .await
 }
 
-/// The lines of a sub-order (SKU, quantity, unit price).
-pub async fn lines(pool: &PgPool, sub_order_id: i64) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE sub_order_id = $1 ORDER BY sku",
-    )
-    .bind(sub_order_id)
-    .fetch_all(pool)
-    .await
-}
-
 /// Creates a webhook delivery unless one with this id exists.
 pub async fn insert_delivery(
     tx: &mut Tx<'_>,

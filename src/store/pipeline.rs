@@ -67,7 +67,7 @@ pub struct NewOrder {
 
 /// Stores validated orders once each, with their sub-orders, lines and events. An order whose
 /// storefront id is already stored (or appears earlier in the batch) answers `created: false`.
-pub async fn insert_orders(pool: &PgPool, reqs: Vec<NewOrder>) -> Result<Vec<Stored>, sqlx::Error> {
+pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Stored>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The first request of each storefront id is the one inserted.
     let mut first: HashMap<&str, usize> = HashMap::new();
@@ -265,13 +265,13 @@ pub type Reserved = (Reserve, i64, bool);
 /// (decided before, or earlier in this batch) answers `NotPending`.
 pub async fn reserve_sub_orders(
     pool: &PgPool,
-    subs: Vec<i64>,
+    subs: &[i64],
     ttl_s: u64,
 ) -> Result<Vec<Reserved>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let owners: HashMap<i64, i64> =
         sqlx::query_as::<_, (i64, i64)>("SELECT id, order_id FROM sub_orders WHERE id = ANY($1)")
-            .bind(&subs)
+            .bind(subs)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -295,7 +295,7 @@ pub async fn reserve_sub_orders(
     let state: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
         "SELECT id, merchant_id, status FROM sub_orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
-    .bind(&subs)
+    .bind(subs)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
@@ -342,7 +342,7 @@ pub async fn reserve_sub_orders(
     let (mut r_sub, mut r_merchant, mut r_sku, mut r_qty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut u_id, mut u_status, mut u_reason) = (Vec::new(), Vec::new(), Vec::new());
     let mut events = Vec::new();
-    for &sub in &subs {
+    for &sub in subs {
         let (merchant, status) = &state[&sub];
         if status != "pending" || !decided.insert(sub) {
             outcomes.push(Reserve::NotPending);
@@ -466,7 +466,7 @@ pub async fn reserve_sub_orders(
 /// so a rerun finds it) and an event each. Sub-orders already handed over are left alone.
 pub async fn hand_over(
     pool: &PgPool,
-    order_ids: Vec<i64>,
+    order_ids: &[i64],
     delivery_id: fn(i64, &str) -> String,
 ) -> Result<Vec<HandedOver>, sqlx::Error> {
     type Row = (i64, i64, String, String, i64, i64, String, i32, String, Value);
@@ -477,11 +477,11 @@ pub async fn hand_over(
          FROM sub_orders s JOIN orders o ON o.id = s.order_id JOIN merchants m ON m.id = s.merchant_id
          WHERE s.order_id = ANY($1) AND s.status = 'reserved' ORDER BY s.id FOR UPDATE OF s",
     )
-    .bind(&order_ids)
+    .bind(order_ids)
     .fetch_all(&mut *tx)
     .await?;
     if subs.is_empty() {
-        let next = next_steps(&mut tx, &order_ids).await?;
+        let next = next_steps(&mut tx, order_ids).await?;
         tx.commit().await?;
         return Ok(next);
     }
@@ -594,7 +594,7 @@ pub async fn hand_over(
     .bind(&d_payload)
     .execute(&mut *tx)
     .await?;
-    let next = next_steps(&mut tx, &order_ids).await?;
+    let next = next_steps(&mut tx, order_ids).await?;
     tx.commit().await?;
     Ok(next)
 }
@@ -650,7 +650,7 @@ pub struct Delivered {
 /// Records successful attempts: each attempt logged, its delivery marked delivered (once, with
 /// a `merchant.notified` event), the merchant's failing streak cleared. Answers whether the
 /// delivery was marked now.
-pub async fn record_delivered(pool: &PgPool, reqs: Vec<Delivered>) -> Result<Vec<bool>, sqlx::Error> {
+pub async fn record_delivered(pool: &PgPool, reqs: &[Delivered]) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let ids: Vec<&str> = reqs.iter().map(|r| r.delivery_id.as_str()).collect();
     let codes: Vec<i32> = reqs.iter().map(|r| r.status as i32).collect();
@@ -724,7 +724,7 @@ pub type Known = (BTreeSet<String>, BTreeSet<(String, String)>);
 
 /// For each order's (merchant, SKU) pairs, those merchants and pairs that exist: one read for
 /// the whole batch.
-pub async fn catalogue(pool: &PgPool, reqs: Vec<Vec<(String, String)>>) -> Result<Vec<Known>, sqlx::Error> {
+pub async fn catalogue(pool: &PgPool, reqs: &[Vec<(String, String)>]) -> Result<Vec<Known>, sqlx::Error> {
     let mut pairs: Vec<&(String, String)> = reqs.iter().flatten().collect();
     pairs.sort();
     pairs.dedup();
@@ -753,14 +753,14 @@ pub async fn catalogue(pool: &PgPool, reqs: Vec<Vec<(String, String)>>) -> Resul
         }
     }
     Ok(reqs
-        .into_iter()
+        .iter()
         .map(|lines| {
             let m = lines
                 .iter()
                 .filter(|p| known_m.contains(&p.0))
                 .map(|p| p.0.clone())
                 .collect();
-            let p = lines.into_iter().filter(|p| known_p.contains(p)).collect();
+            let p = lines.iter().filter(|p| known_p.contains(*p)).cloned().collect();
             (m, p)
         })
         .collect())
@@ -769,14 +769,14 @@ pub async fn catalogue(pool: &PgPool, reqs: Vec<Vec<(String, String)>>) -> Resul
 /// Webhook deliveries with their merchants' endpoints, by id: one read for the whole batch.
 pub async fn load_deliveries(
     pool: &PgPool,
-    ids: Vec<String>,
+    ids: &[String],
 ) -> Result<Vec<Option<super::deliveries::DeliveryRow>>, sqlx::Error> {
     let rows: Vec<super::deliveries::DeliveryRow> = sqlx::query_as(
         "SELECT d.id, d.merchant_id, d.order_id, d.sub_order_id, d.event_type, d.payload, d.status, d.created_at,
                 m.webhook_url, m.signing_secrets, m.endpoint_disabled_at, m.failing_since
          FROM webhook_deliveries d JOIN merchants m ON m.id = d.merchant_id WHERE d.id = ANY($1)",
     )
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(pool)
     .await?;
     let by_id: HashMap<&str, &super::deliveries::DeliveryRow> =

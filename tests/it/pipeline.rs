@@ -1691,3 +1691,106 @@ async fn worker_processes_share_the_tracking_providers_rate_limit() {
     assert_eq!(c.get("tracking_rate_limited").copied().unwrap_or(0), 0, "{c:?}");
     p.stop().await;
 }
+
+/// The group commit against the real database: one bad request in a crowd fails alone, a
+/// duplicate in the same crowd is stored once, and two reservations of one sub-order reserve once.
+#[tokio::test]
+async fn batched_writes_isolate_a_bad_request_and_store_duplicates_once() {
+    use souk::{
+        domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
+        store::{orders::Reserve, pipeline::NewOrder},
+    };
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 1).await;
+    let app = &p.env.app;
+    let new_order = |id: &str, merchant: &str| {
+        let StorefrontCommand::OrderPlaced { order, .. } = parse_command(
+            &p.order(id, &[("m1", "A", 1, 100)], "requires_capture")
+                .to_string(),
+        )
+        .unwrap() else {
+            unreachable!()
+        };
+        // The plan names `merchant` directly, as if it vanished after the catalogue check.
+        let plan = OrderPlan {
+            total_minor: 100,
+            sub_orders: vec![SubOrderPlan {
+                merchant_id: merchant.to_owned(),
+                lines: vec![("A".to_owned(), 1, 100)],
+                subtotal_minor: 100,
+            }],
+        };
+        NewOrder {
+            order,
+            plan,
+            enqueued_at_ms: 0,
+        }
+    };
+    let mut reqs: Vec<NewOrder> = (0..20).map(|i| new_order(&format!("SF-B{i:02}"), "m1")).collect();
+    reqs.push(new_order("SF-B00", "m1")); // a duplicate of the first
+    reqs.push(new_order("SF-GHOST", "ghost")); // breaks any batch it is in
+    let answers =
+        futures::future::join_all(reqs.into_iter().map(|r| app.batches.insert_orders.call(r))).await;
+    let (bad, good) = answers.split_last().unwrap();
+    assert!(
+        matches!(bad, Err(sqlx::Error::RowNotFound)),
+        "{:?}",
+        bad.as_ref().err()
+    );
+    let good: Vec<_> = good
+        .iter()
+        .map(|a| a.as_ref().expect("a good order is stored"))
+        .collect();
+    assert_eq!(
+        good[0].order_id, good[20].order_id,
+        "the duplicate names the same order"
+    );
+    assert_eq!(good.iter().filter(|s| s.created).count(), 20);
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM orders WHERE storefront_order_id LIKE $1",
+            "SF-%"
+        )
+        .await,
+        20
+    );
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM orders WHERE storefront_order_id = $1",
+            "SF-GHOST"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM order_lines l JOIN sub_orders s ON s.id = l.sub_order_id JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id LIKE $1", "SF-B%").await,
+        20
+    );
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM order_events WHERE storefront_order_id = $1",
+            "SF-B00"
+        )
+        .await,
+        2,
+        "order.accepted and sub_order.created, once each"
+    );
+
+    // The same sub-order reserved twice at once: one reservation, one unit held.
+    let sub = p
+        .scalar(
+            "SELECT s.id FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id = $1",
+            "SF-B05",
+        )
+        .await;
+    let (a, b) = tokio::join!(app.batches.reserve.call(sub), app.batches.reserve.call(sub));
+    let mut outcomes = [a.unwrap().0, b.unwrap().0];
+    outcomes.sort_by_key(|o| o == &Reserve::NotPending);
+    assert_eq!(outcomes, [Reserve::Reserved, Reserve::NotPending]);
+    assert_eq!(
+        merchants::stock(&app.pool, "m1", "A").await.unwrap(),
+        Some((1, 1))
+    );
+    p.stop().await;
+}
