@@ -347,8 +347,11 @@ fn main() -> ExitCode {
         }
     };
     let mut log = config.log.clone();
-    if matches!(cli.command, Command::Demo { .. } | Command::Bench { .. }) {
-        // The demo and benchmarks print their own report; keep routine logs out of it.
+    if matches!(cli.command, Command::Demo { .. } | Command::Bench { .. })
+        && std::env::var_os("SOUK_LOG__LEVEL").is_none()
+    {
+        // The demo and benchmarks print their own report; keep routine logs out of it
+        // (unless SOUK_LOG__LEVEL asks for them, e.g. "souk::store::batch=debug").
         log.level = "error".to_owned();
     }
     souk::telemetry::init(&log);

@@ -63,7 +63,16 @@ async fn batch_loop<Q: Clone, R>(
         let (reqs, replies): (Vec<Q>, Vec<Reply<R>>) = buf.drain(..).unzip();
         let n = reqs.len();
         let reqs: Arc<[Q]> = reqs.into();
-        match run(reqs.clone()).await {
+        let started = std::time::Instant::now();
+        let result = run(reqs.clone()).await;
+        tracing::debug!(
+            batch = name,
+            requests = n,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            ok = result.is_ok(),
+            "batch ran"
+        );
+        match result {
             Ok(answers) if answers.len() == n => {
                 for (reply, a) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(a));
