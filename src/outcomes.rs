@@ -1,8 +1,9 @@
 //! The outcome stream: what happened to each order, for the storefront to consume.
 //!
 //! Every state change appends a row to `order_events` in the same transaction as the change
-//! (the outbox); this relay copies unpublished rows to the Redis stream `<prefix>:outcomes`
-//! and marks them published. A crash between the two publishes a row twice, so consumers
+//! (the outbox); this relay copies the events after its cursor whose transactions are final to
+//! the Redis stream `<prefix>:outcomes`, then moves the cursor (`outbox_cursor`, migration
+//! 0009). A crash between the two publishes events twice, so consumers
 //! dedupe on `event_id` (at-least-once, in order of `event_id` per relay batch).
 
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub async fn relay_loop(app: App, mut stop: watch::Receiver<bool>) {
     loop {
         let mut conn = app.conn.clone();
         let key = key.clone();
-        let res = outbox::relay(&app.pool, 500, |events| async move {
+        let res = outbox::relay(&app.pool, "outcomes", 500, |events| async move {
             let mut pipe = redis::pipe();
             for e in &events {
                 pipe.cmd("XADD")

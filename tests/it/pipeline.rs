@@ -1794,3 +1794,98 @@ async fn batched_writes_isolate_a_bad_request_and_store_duplicates_once() {
     );
     p.stop().await;
 }
+
+/// The outcome relay follows a cursor over (writing transaction, id): an event written by a
+/// transaction still open holds back everything after it, and appears once it commits; none is
+/// skipped, none published twice, and a failed publish leaves the events for the next round.
+#[tokio::test]
+async fn the_outcome_relay_waits_for_open_transactions_and_never_skips_an_event() {
+    use souk::store::outbox;
+    let env = TestEnv::with(&[]).await;
+    let pool = &env.app.pool;
+    let insert = "INSERT INTO order_events (storefront_order_id, type, actor) VALUES ($1, 'test.event', 'test') RETURNING id";
+    let relay = |fail: bool| async move {
+        let mut got = Vec::new();
+        let res = outbox::relay(pool, "outcomes", 100, |events| {
+            got = events
+                .iter()
+                .map(|e| e.storefront_order_id.clone().unwrap())
+                .collect();
+            async move {
+                if fail {
+                    anyhow::bail!("redis is down");
+                }
+                Ok(())
+            }
+        })
+        .await;
+        (res.map_err(|e| e.to_string()), got)
+    };
+    // Transactions of tests running beside this one (same server) also hold the stream back
+    // for a moment: a round expected to publish is retried until it does.
+    let publishes = |fail: bool| async move {
+        for _ in 0..200 {
+            let r = relay(fail).await;
+            if r.0 != Ok(0) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        relay(fail).await
+    };
+
+    // A long transaction writes its event first (it has the older transaction id) and stays open.
+    let mut slow = pool.begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar(insert)
+        .bind("slow")
+        .fetch_one(&mut *slow)
+        .await
+        .unwrap();
+    let _: i64 = sqlx::query_scalar(insert)
+        .bind("fast")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (res, got) = relay(false).await;
+    assert_eq!(
+        res,
+        Ok(0),
+        "nothing is final while the older transaction runs: {got:?}"
+    );
+
+    slow.commit().await.unwrap();
+    let (res, got) = publishes(false).await;
+    assert_eq!(res, Ok(2));
+    assert_eq!(
+        got,
+        vec!["slow", "fast"],
+        "in the order of the transactions that wrote them"
+    );
+    assert_eq!(relay(false).await, (Ok(0), vec![]), "published once");
+
+    // A publish that fails moves nothing; the next round publishes the same event.
+    let _: i64 = sqlx::query_scalar(insert)
+        .bind("retry")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (res, got) = publishes(true).await;
+    assert!(res.is_err() && got == vec!["retry"], "{res:?} {got:?}");
+    assert_eq!(publishes(false).await, (Ok(1), vec!["retry".to_owned()]));
+
+    // A rolled-back event never appears and does not hold the stream back.
+    let mut gone = pool.begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar(insert)
+        .bind("gone")
+        .fetch_one(&mut *gone)
+        .await
+        .unwrap();
+    gone.rollback().await.unwrap();
+    let _: i64 = sqlx::query_scalar(insert)
+        .bind("after")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(publishes(false).await, (Ok(1), vec!["after".to_owned()]));
+    env.cleanup().await;
+}
