@@ -203,32 +203,12 @@ pub enum Reserve {
 
 /// Releases a sub-order's held reservations (stock becomes available again).
 pub async fn release_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<u64, sqlx::Error> {
-    let released = sqlx::query(
-        "WITH r AS (
-            UPDATE reservations SET status = 'released', settled_at = now()
-            WHERE sub_order_id = $1 AND status = 'held' RETURNING merchant_id, sku, quantity)
-         UPDATE stock s SET reserved = s.reserved - r.quantity, updated_at = now()
-         FROM r WHERE s.merchant_id = r.merchant_id AND s.sku = r.sku",
-    )
-    .bind(sub_order_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(released.rows_affected())
+    crate::store::pipeline::settle_held(tx, &[sub_order_id], crate::store::pipeline::Settle::Release).await
 }
 
 /// Turns a sub-order's held reservations into a sale: stock leaves on hand.
 pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "WITH r AS (
-            UPDATE reservations SET status = 'confirmed', settled_at = now()
-            WHERE sub_order_id = $1 AND status = 'held' RETURNING merchant_id, sku, quantity)
-         UPDATE stock s SET reserved = s.reserved - r.quantity, on_hand = s.on_hand - r.quantity, updated_at = now()
-         FROM r WHERE s.merchant_id = r.merchant_id AND s.sku = r.sku",
-    )
-    .bind(sub_order_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::pipeline::settle_held(tx, &[sub_order_id], crate::store::pipeline::Settle::Confirm).await
 }
 
 /// An order with what should be charged, in one read: (the sub-orders that will ship, may still ship or were delivered and

@@ -574,22 +574,32 @@ pub async fn hand_over(
     let next = next_steps(&mut tx, order_ids).await?;
     let auto: Vec<i64> = subs.iter().filter(|r| r.6 == "auto").map(|r| r.0).collect();
     if !auto.is_empty() {
-        confirm_held(&mut tx, &auto).await?;
+        settle_held(&mut tx, &auto, Settle::Confirm).await?;
     }
     tx.commit().await?;
     Ok(next)
 }
 
-/// Confirms the held reservations of `subs` (sub-orders locked by the caller): the units leave
-/// both reserved and on hand. Done last in its transaction, just before the commit: the stock
-/// rows are the ones other batches (reservations) wait for, so they are held as briefly as
-/// possible, and locked in the same order as every other writer before they change.
+/// What becomes of held reservations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// A sale: the units leave both reserved and on hand.
+    Confirm,
+    /// Not needed after all: the units are available again.
+    Release,
+}
+
+/// Confirms or releases the held reservations of `subs` (sub-orders locked by the caller);
+/// answers how many reservations it settled. Meant to run last in its transaction, just before
+/// the commit: the stock rows are the ones other batches (reservations) wait for, so they are
+/// held as briefly as possible, and locked in the same order as every other writer (sorted)
+/// before they change.
 ///
 /// The reservations are found by sub-order and checked for `held` here rather than in SQL: with
 /// a `status = 'held'` condition the planner, without fresh statistics (no autovacuum), picks
 /// the partial index of held reservations and walks every reservation ever held (2 ms per call
 /// after a few thousand orders, growing with the history).
-async fn confirm_held(tx: &mut Tx<'_>, subs: &[i64]) -> Result<(), sqlx::Error> {
+pub async fn settle_held(tx: &mut Tx<'_>, subs: &[i64], how: Settle) -> Result<u64, sqlx::Error> {
     let rows: Vec<(i64, String, String, i32, String)> = sqlx::query_as(
         "SELECT id, merchant_id, sku, quantity, status FROM reservations WHERE sub_order_id = ANY($1)
          ORDER BY id FOR UPDATE",
@@ -606,10 +616,15 @@ async fn confirm_held(tx: &mut Tx<'_>, subs: &[i64]) -> Result<(), sqlx::Error> 
         }
     }
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    sqlx::query("UPDATE reservations SET status = 'confirmed', settled_at = now() WHERE id = ANY($1)")
+    let (to, sold) = match how {
+        Settle::Confirm => ("confirmed", 1i64),
+        Settle::Release => ("released", 0i64),
+    };
+    sqlx::query("UPDATE reservations SET status = $2, settled_at = now() WHERE id = ANY($1)")
         .bind(&ids)
+        .bind(to)
         .execute(&mut **tx)
         .await?;
     let (keys, qs): (Vec<(String, String)>, Vec<i64>) = take.into_iter().unzip();
@@ -623,15 +638,16 @@ async fn confirm_held(tx: &mut Tx<'_>, subs: &[i64]) -> Result<(), sqlx::Error> 
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - t.q, updated_at = now()
+        "UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - $4 * t.q, updated_at = now()
          FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(m, sku, q) WHERE s.merchant_id = t.m AND s.sku = t.sku",
     )
     .bind(&ms)
     .bind(&skus)
     .bind(&qs)
+    .bind(sold)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(ids.len() as u64)
 }
 
 /// What an order needs pushed once handed over (also when an earlier run handed it over and
