@@ -4,7 +4,7 @@
 //! (the outbox); this relay copies the events after its cursor whose transactions are final to
 //! the Redis stream `<prefix>:outcomes`, then moves the cursor (`outbox_cursor`, migration
 //! 0009). A crash between the two publishes events twice, so consumers
-//! dedupe on `event_id` (at-least-once, in order of `event_id` per relay batch).
+//! dedupe on `event_id` (at-least-once, in the order of the transactions that wrote them).
 
 use std::time::Duration;
 

@@ -619,8 +619,8 @@ pub async fn settle_held(tx: &mut Tx<'_>, subs: &[i64], how: Settle) -> Result<u
         return Ok(0);
     }
     let (to, sold) = match how {
-        Settle::Confirm => ("confirmed", 1i64),
-        Settle::Release => ("released", 0i64),
+        Settle::Confirm => ("confirmed", true),
+        Settle::Release => ("released", false),
     };
     sqlx::query("UPDATE reservations SET status = $2, settled_at = now() WHERE id = ANY($1)")
         .bind(&ids)
@@ -638,7 +638,7 @@ pub async fn settle_held(tx: &mut Tx<'_>, subs: &[i64], how: Settle) -> Result<u
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - $4 * t.q, updated_at = now()
+        "UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - CASE WHEN $4 THEN t.q ELSE 0 END, updated_at = now()
          FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(m, sku, q) WHERE s.merchant_id = t.m AND s.sku = t.sku",
     )
     .bind(&ms)

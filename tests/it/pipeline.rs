@@ -1822,20 +1822,26 @@ async fn the_outcome_relay_waits_for_open_transactions_and_never_skips_an_event(
         (res.map_err(|e| e.to_string()), got)
     };
     // Transactions of tests running beside this one (same server) also hold the stream back
-    // for a moment, so a round may publish part of what is final: rounds are repeated, and
-    // what they publish gathered, until `last` comes.
-    let until = |last: &'static str| async move {
-        let mut all = Vec::new();
+    // for a moment, so a round may publish nothing, or part of what is final: rounds are
+    // repeated until one publishes (or fails), and what they publish gathered until `last` comes.
+    let next_round = |fail: bool| async move {
         for _ in 0..400 {
-            let (res, got) = relay(false).await;
-            assert_eq!(res, Ok(got.len()));
-            all.extend(got);
-            if all.iter().any(|x| x == last) {
-                return all;
+            let r = relay(fail).await;
+            if r.0 != Ok(0) {
+                return r;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("{last} never published; got {all:?}");
+        panic!("no event became final in 10 s");
+    };
+    let until = |last: &'static str| async move {
+        let mut all = Vec::new();
+        while !all.iter().any(|x| x == last) {
+            let (res, got) = next_round(false).await;
+            assert_eq!(res, Ok(got.len()));
+            all.extend(got);
+        }
+        all
     };
 
     // A long transaction writes its event first (it has the older transaction id) and stays open.
@@ -1878,16 +1884,7 @@ async fn the_outcome_relay_waits_for_open_transactions_and_never_skips_an_event(
         .fetch_one(pool)
         .await
         .unwrap();
-    let mut failed = None;
-    for _ in 0..400 {
-        let r = relay(true).await;
-        if r.0 != Ok(0) {
-            failed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let (res, got) = failed.expect("the failing round never came");
+    let (res, got) = next_round(true).await;
     assert!(res.is_err() && got == vec!["retry"], "{res:?} {got:?}");
     assert_eq!(until("retry").await, vec!["retry"]);
 
