@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{db, notify_merchant, register_job};
@@ -22,10 +21,7 @@ use crate::{
     },
     integrations::tracking::TrackingError,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::{
-        orders,
-        shipments::{self, NewEvent},
-    },
+    store::shipments::{self, NewEvent},
 };
 
 pub const QUEUE: &str = "souk.track_shipment.v1";
@@ -119,9 +115,14 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         let parsed: Vec<Status> = all.iter().filter_map(|x| Status::parse(x)).collect();
         roll_up(&parsed).map(|st| st.as_str().to_owned())
     };
-    let mut outcome = shipments::record_poll(&app.pool, &s, &events, roll)
+    let mut outcome = shipments::record_poll(&app.pool, &s, &events, roll, delivery_id)
         .await
         .map_err(db)?;
+    // Each change stored its webhook delivery with it (record_poll); their jobs are pushed below.
+    let mut changed_to = Vec::new();
+    if outcome.changed {
+        changed_to.push(outcome.status.clone());
+    }
     // Silence is news too: a parcel never scanned expires, one stuck becomes an exception.
     let now = chrono::Utc::now();
     let current = Status::parse(&outcome.status).unwrap_or(Status::Pending);
@@ -154,35 +155,15 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
                 outcome.last_event_at.map_or(0, |t| t.timestamp_millis())
             ),
         };
-        outcome = shipments::record_poll(&app.pool, &s, &[event], roll)
+        outcome = shipments::record_poll(&app.pool, &s, &[event], roll, delivery_id)
             .await
             .map_err(db)?;
+        if outcome.changed {
+            changed_to.push(outcome.status.clone());
+        }
     }
-    if outcome.changed {
-        let id = delivery_id(s.id, &outcome.status);
-        let payload = json!({
-            "storefront_order_id": s.storefront_order_id,
-            "sub_order_id": s.sub_order_id,
-            "merchant_id": s.merchant_id,
-            "shipment_id": s.id,
-            "tracking_number": s.tracking_number,
-            "carrier": s.carrier,
-            "status": outcome.status,
-            "last_event_at": outcome.last_event_at,
-        });
-        let mut tx = app.pool.begin().await.map_err(db)?;
-        orders::insert_delivery(
-            &mut tx,
-            &id,
-            &s.merchant_id,
-            Some(s.order_id),
-            Some(s.sub_order_id),
-            "shipment.status_changed",
-            &payload,
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+    for status in changed_to {
+        let id = delivery_id(s.id, &status);
         app.push_once(
             notify_merchant::QUEUE,
             &format!("notify:{id}"),

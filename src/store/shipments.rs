@@ -251,12 +251,15 @@ pub struct PollOutcome {
 /// Stores the events not seen before and moves the shipment to the status of its latest event
 /// with a known status (events may arrive late or out of order: the latest by carrier time
 /// wins). A change rolls up into the sub-order and the order and is told to the storefront, in
-/// the same transaction.
+/// the same transaction, with the merchant's `shipment.status_changed` webhook delivery
+/// (`delivery_id` names it): stored with the change it tells, so a crash before the webhook job
+/// is pushed cannot lose it (the sweep pushes pending deliveries).
 pub async fn record_poll(
     pool: &PgPool,
     s: &Shipment,
     events: &[NewEvent],
     roll_up: impl Fn(&[String]) -> Option<String>,
+    delivery_id: fn(i64, &str) -> String,
 ) -> Result<PollOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let current: String = sqlx::query_scalar("SELECT status FROM shipments WHERE id = $1 FOR UPDATE")
@@ -376,6 +379,28 @@ pub async fn record_poll(
                    "status": status, "previous": current, "sub_order_delivery_status": sub_status,
                    "order_delivery_status": order_status,
                    "occurred_at": latest.map(|l| l.1)}),
+        )
+        .await?;
+    }
+    if changed {
+        let payload = json!({
+            "storefront_order_id": s.storefront_order_id,
+            "sub_order_id": s.sub_order_id,
+            "merchant_id": s.merchant_id,
+            "shipment_id": s.id,
+            "tracking_number": s.tracking_number,
+            "carrier": s.carrier,
+            "status": status,
+            "last_event_at": last_event_at,
+        });
+        crate::store::orders::insert_delivery(
+            &mut tx,
+            &delivery_id(s.id, &status),
+            &s.merchant_id,
+            Some(s.order_id),
+            Some(s.sub_order_id),
+            "shipment.status_changed",
+            &payload,
         )
         .await?;
     }
