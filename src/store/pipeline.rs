@@ -15,6 +15,25 @@ use sqlx::PgPool;
 use super::orders::{Reserve, Stored, Tx};
 use crate::domain::order::{commission, OrderMessage, OrderPlan};
 
+/// Begins a batch transaction whose lookups use their indexes whatever the statistics say.
+///
+/// Every statement of a batch finds rows by key over the batch's ids (`= ANY($1)`, a join on
+/// `unnest`). Without statistics for a column (a new database; autovacuum off or not yet run)
+/// the planner takes each id to match 0.5% of the table, so a batch of fifty ids looks like a
+/// quarter of it and it scans the whole table instead; a prepared statement's cached plan
+/// then keeps scanning as the table grows, and a batch costs time in proportion to every
+/// order ever stored. Batches therefore run with sequential scans priced out
+/// (`SET LOCAL enable_seqscan = off`): a lookup by key takes its index, and a statement with
+/// no usable index still runs (the setting only prices, it forbids nothing). The setting
+/// ends with the transaction.
+pub async fn begin_keyed(pool: &PgPool) -> Result<Tx<'static>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// One row of `order_events`, for [`add_events`].
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -68,7 +87,7 @@ pub struct NewOrder {
 /// Stores validated orders once each, with their sub-orders, lines and events. An order whose
 /// storefront id is already stored (or appears earlier in the batch) answers `created: false`.
 pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Stored>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_keyed(pool).await?;
     // The first request of each storefront id is the one inserted.
     let mut first: HashMap<&str, usize> = HashMap::new();
     for (i, r) in reqs.iter().enumerate() {
@@ -268,11 +287,18 @@ pub async fn reserve_sub_orders(
     subs: &[i64],
     ttl_s: u64,
 ) -> Result<Vec<Reserved>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_keyed(pool).await?;
+    let answers = reserve_in(&mut tx, subs, ttl_s).await?;
+    tx.commit().await?;
+    Ok(answers)
+}
+
+/// [`reserve_sub_orders`] inside the caller's transaction (begun with [`begin_keyed`]).
+pub async fn reserve_in(tx: &mut Tx<'_>, subs: &[i64], ttl_s: u64) -> Result<Vec<Reserved>, sqlx::Error> {
     let owners: HashMap<i64, i64> =
         sqlx::query_as::<_, (i64, i64)>("SELECT id, order_id FROM sub_orders WHERE id = ANY($1)")
             .bind(subs)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
             .into_iter()
             .collect();
@@ -288,7 +314,7 @@ pub async fn reserve_sub_orders(
         "SELECT id, storefront_order_id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&order_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .collect();
@@ -296,7 +322,7 @@ pub async fn reserve_sub_orders(
         "SELECT id, merchant_id, status FROM sub_orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(subs)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|(id, m, s)| (id, (m, s)))
@@ -311,7 +337,7 @@ pub async fn reserve_sub_orders(
         "SELECT sub_order_id, sku, quantity FROM order_lines WHERE sub_order_id = ANY($1) ORDER BY sub_order_id, sku",
     )
     .bind(&pending)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     {
         lines.entry(sub).or_default().push((sku, q as i64));
@@ -330,7 +356,7 @@ pub async fn reserve_sub_orders(
     )
     .bind(&pm)
     .bind(&ps)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|(m, sku, on_hand, reserved)| ((m, sku), (on_hand - reserved) as i64))
@@ -414,7 +440,7 @@ pub async fn reserve_sub_orders(
         .bind(&tm)
         .bind(&ts)
         .bind(&qs)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO reservations (sub_order_id, merchant_id, sku, quantity, status, expires_at)
@@ -426,7 +452,7 @@ pub async fn reserve_sub_orders(
         .bind(&r_sku)
         .bind(&r_qty)
         .bind(ttl_s as f64)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     if !u_id.is_empty() {
@@ -437,19 +463,18 @@ pub async fn reserve_sub_orders(
         .bind(&u_id)
         .bind(&u_status)
         .bind(&u_reason)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    add_events(&mut tx, &events).await?;
+    add_events(tx, &events).await?;
     let undecided: HashSet<i64> = sqlx::query_scalar(
         "SELECT DISTINCT order_id FROM sub_orders WHERE order_id = ANY($1) AND status = 'pending'",
     )
     .bind(&order_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .collect();
-    tx.commit().await?;
     Ok(subs
         .iter()
         .zip(outcomes)
@@ -469,8 +494,19 @@ pub async fn hand_over(
     order_ids: &[i64],
     delivery_id: fn(i64, &str) -> String,
 ) -> Result<Vec<HandedOver>, sqlx::Error> {
+    let mut tx = begin_keyed(pool).await?;
+    let next = hand_over_in(&mut tx, order_ids, delivery_id).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// [`hand_over`] inside the caller's transaction (begun with [`begin_keyed`]).
+pub async fn hand_over_in(
+    tx: &mut Tx<'_>,
+    order_ids: &[i64],
+    delivery_id: fn(i64, &str) -> String,
+) -> Result<Vec<HandedOver>, sqlx::Error> {
     type Row = (i64, i64, String, String, i64, i64, String, i32, String, Value);
-    let mut tx = pool.begin().await?;
     let subs: Vec<Row> = sqlx::query_as(
         "SELECT s.id, s.order_id, o.storefront_order_id, s.merchant_id, s.subtotal_minor, s.commission_minor,
                 m.acceptance_mode, m.acceptance_deadline_s, o.currency, o.shipping_address
@@ -478,12 +514,10 @@ pub async fn hand_over(
          WHERE s.order_id = ANY($1) AND s.status = 'reserved' ORDER BY s.id FOR UPDATE OF s",
     )
     .bind(order_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     if subs.is_empty() {
-        let next = next_steps(&mut tx, order_ids).await?;
-        tx.commit().await?;
-        return Ok(next);
+        return next_steps(tx, order_ids).await;
     }
     let ids: Vec<i64> = subs.iter().map(|r| r.0).collect();
     let mut lines: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
@@ -492,7 +526,7 @@ pub async fn hand_over(
          ORDER BY sub_order_id, sku",
     )
     .bind(&ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     {
         lines
@@ -521,7 +555,7 @@ pub async fn hand_over(
     .bind(&ids)
     .bind(&to)
     .bind(&secs)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let mut events = Vec::with_capacity(subs.len());
     let (mut d_id, mut d_merchant, mut d_order, mut d_sub, mut d_payload) =
@@ -557,7 +591,7 @@ pub async fn hand_over(
             "acceptance": if auto { "accepted" } else { "awaiting_decision" },
         }));
     }
-    add_events(&mut tx, &events).await?;
+    add_events(tx, &events).await?;
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, merchant_id, order_id, sub_order_id, event_type, payload)
          SELECT i, m, o, s, 'sub_order.created', p FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::jsonb[])
@@ -569,14 +603,13 @@ pub async fn hand_over(
     .bind(&d_order)
     .bind(&d_sub)
     .bind(&d_payload)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    let next = next_steps(&mut tx, order_ids).await?;
+    let next = next_steps(tx, order_ids).await?;
     let auto: Vec<i64> = subs.iter().filter(|r| r.6 == "auto").map(|r| r.0).collect();
     if !auto.is_empty() {
-        settle_held(&mut tx, &auto, Settle::Confirm).await?;
+        settle_held(tx, &auto, Settle::Confirm).await?;
     }
-    tx.commit().await?;
     Ok(next)
 }
 
@@ -702,7 +735,7 @@ pub struct Delivered {
 /// a `merchant.notified` event), the merchant's failing streak cleared. Answers whether the
 /// delivery was marked now.
 pub async fn record_delivered(pool: &PgPool, reqs: &[Delivered]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_keyed(pool).await?;
     let ids: Vec<&str> = reqs.iter().map(|r| r.delivery_id.as_str()).collect();
     let codes: Vec<i32> = reqs.iter().map(|r| r.status as i32).collect();
     let lat: Vec<i32> = reqs

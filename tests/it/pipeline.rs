@@ -1904,3 +1904,87 @@ async fn the_outcome_relay_waits_for_open_transactions_and_never_skips_an_event(
     assert_eq!(until("after").await, vec!["after"]);
     env.cleanup().await;
 }
+
+/// The batch writes find their rows through indexes even where the planner has no statistics
+/// (a new database, autovacuum off or not run yet): with thousands of sub-orders stored and
+/// none analysed, reserving and handing over fifty of them scans no table whole. Without
+/// `begin_keyed` the planner takes fifty ids to match a quarter of each table and scans it,
+/// so every batch costs time in proportion to every order ever stored.
+#[tokio::test]
+async fn batch_writes_use_indexes_without_statistics() {
+    use souk::{
+        domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
+        store::{
+            orders::Reserve,
+            pipeline::{begin_keyed, hand_over_in, reserve_in, NewOrder},
+        },
+    };
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 1_000_000).await;
+    let pool = &p.env.app.pool;
+    for t in ["orders", "sub_orders", "order_lines", "reservations"] {
+        // No statistics for the whole test, whatever this server's autovacuum does.
+        sqlx::query(&format!("ALTER TABLE {t} SET (autovacuum_enabled = false)"))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let new_order = |i: usize| {
+        let msg = json!({"type": "order.placed", "version": 1, "order": {
+            "id": format!("SF-IX{i:05}"), "customer": {"id": "c-1"}, "currency": "EUR",
+            "lines": [{"merchant_id": "m1", "sku": "A", "quantity": 1, "unit_price_minor": 100}],
+            "shipping_address": {"country": "FR", "city": "Lyon"},
+            "payment": {"provider": "stripe", "payment_id": format!("pi_ix{i}")},
+            "placed_at": "2026-11-24T10:00:00Z"
+        }});
+        let StorefrontCommand::OrderPlaced { order, .. } = parse_command(&msg.to_string()).unwrap() else {
+            unreachable!()
+        };
+        let plan = OrderPlan {
+            total_minor: 100,
+            sub_orders: vec![SubOrderPlan {
+                merchant_id: "m1".to_owned(),
+                lines: vec![("A".to_owned(), 1, 100)],
+                subtotal_minor: 100,
+            }],
+        };
+        NewOrder {
+            order,
+            plan,
+            enqueued_at_ms: 0,
+        }
+    };
+    let all: Vec<NewOrder> = (0..3000).map(new_order).collect();
+    for chunk in all.chunks(500) {
+        souk::store::pipeline::insert_orders(pool, chunk).await.unwrap();
+    }
+    let subs: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, order_id FROM sub_orders ORDER BY id DESC LIMIT 50")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let (sub_ids, order_ids): (Vec<i64>, Vec<i64>) = subs.into_iter().unzip();
+
+    let mut tx = begin_keyed(pool).await.unwrap();
+    let reserved = reserve_in(&mut tx, &sub_ids, 600).await.unwrap();
+    assert!(reserved.iter().all(|r| r.0 == Reserve::Reserved), "{reserved:?}");
+    let handed = hand_over_in(&mut tx, &order_ids, |sub, kind| format!("ix_{sub}_{kind}"))
+        .await
+        .unwrap();
+    assert_eq!(handed.len(), 50);
+    let scans: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
+         WHERE relname IN ('orders', 'sub_orders', 'order_lines', 'reservations') ORDER BY relname",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(scans.len(), 4, "{scans:?}");
+    assert!(
+        scans.iter().all(|(_, n)| *n == 0),
+        "tables scanned whole: {scans:?}"
+    );
+    tx.rollback().await.unwrap();
+    p.stop().await;
+}
