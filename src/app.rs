@@ -42,7 +42,7 @@ pub struct App {
 pub struct Batches {
     pub insert_orders: Batcher<pipeline::NewOrder, crate::store::orders::Stored>,
     pub reserve: Batcher<i64, pipeline::Reserved>,
-    pub hand_over: Batcher<i64, pipeline::HandedOver>,
+    pub hand_over: Batcher<pipeline::HandOver, pipeline::HandedOver>,
     pub delivered: Batcher<pipeline::Delivered, bool>,
     pub catalogue: Batcher<Vec<(String, String)>, pipeline::Known>,
     pub deliveries: Batcher<String, Option<crate::store::deliveries::DeliveryRow>>,
@@ -60,8 +60,8 @@ impl Batches {
             reserve: on_pool(pool, "reserve", max, move |p, subs| async move {
                 pipeline::reserve_sub_orders(&p, &subs, ttl).await
             }),
-            hand_over: on_pool(pool, "hand_over", max, |p, orders| async move {
-                pipeline::hand_over(&p, &orders, jobs::notify_merchant::delivery_id).await
+            hand_over: on_pool(pool, "hand_over", max, |p, reqs| async move {
+                pipeline::hand_over(&p, &reqs, jobs::notify_merchant::delivery_id).await
             }),
             delivered: on_pool(pool, "delivered", max, |p, reqs| async move {
                 pipeline::record_delivered(&p, &reqs).await

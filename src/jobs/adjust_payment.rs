@@ -184,26 +184,18 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         }
         return Ok(());
     }
-    if order.status == "authorised" {
-        orders::transition_order(
-            &app.pool,
-            order.id,
-            &["authorised"],
-            "captured",
-            "order.processing",
-            "souk:payment",
-            None,
-            json!({"charged_minor": target}),
-        )
-        .await
-        .map_err(db)?;
-    }
-    hand_to_merchants(app, order.id).await
+    // `authorised` → `captured` and the reserved sub-orders to their merchants, in one batch.
+    hand_to_merchants(app, order.id, target).await
 }
 
-/// Moves reserved sub-orders on to their merchants (webhook + deadline), idempotently.
-async fn hand_to_merchants(app: &App, order_id: i64) -> Result<(), JobError> {
-    let next = app.batches.hand_over.call(order_id).await.map_err(db)?;
+/// Moves the order on and its reserved sub-orders to their merchants (webhook + deadline),
+/// idempotently.
+async fn hand_to_merchants(app: &App, order_id: i64, charged_minor: i64) -> Result<(), JobError> {
+    let req = crate::store::pipeline::HandOver {
+        order_id,
+        charged_minor,
+    };
+    let next = app.batches.hand_over.call(req).await.map_err(db)?;
     // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed.
     for (sub, at) in next.awaiting {
         let a = expire_acceptance::Args { sub_order_id: sub };

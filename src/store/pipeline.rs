@@ -485,17 +485,26 @@ pub async fn reserve_in(tx: &mut Tx<'_>, subs: &[i64], ttl_s: u64) -> Result<Vec
         .collect())
 }
 
-/// Moves the reserved sub-orders of orders on to their merchants: accepted at once for
-/// merchants in auto mode (their stock leaves on hand), else awaiting a decision until the
-/// merchant's deadline; with the `sub_order.created` webhook delivery (`delivery_id` names it,
-/// so a rerun finds it) and an event each. Sub-orders already handed over are left alone.
+/// An order whose charge matches what will ship, to hand to its merchants.
+#[derive(Debug, Clone, Copy)]
+pub struct HandOver {
+    pub order_id: i64,
+    /// What the order is charged (for the `order.processing` event).
+    pub charged_minor: i64,
+}
+
+/// Moves paid orders on: `authorised` → `captured` with an `order.processing` event, and
+/// their reserved sub-orders on to their merchants: accepted at once for merchants in auto
+/// mode (their stock leaves on hand), else awaiting a decision until the merchant's deadline;
+/// with the `sub_order.created` webhook delivery (`delivery_id` names it, so a rerun finds it)
+/// and an event each. Orders and sub-orders already moved on are left alone.
 pub async fn hand_over(
     pool: &PgPool,
-    order_ids: &[i64],
+    reqs: &[HandOver],
     delivery_id: fn(i64, &str) -> String,
 ) -> Result<Vec<HandedOver>, sqlx::Error> {
     let mut tx = begin_keyed(pool).await?;
-    let next = hand_over_in(&mut tx, order_ids, delivery_id).await?;
+    let next = hand_over_in(&mut tx, reqs, delivery_id).await?;
     tx.commit().await?;
     Ok(next)
 }
@@ -503,10 +512,40 @@ pub async fn hand_over(
 /// [`hand_over`] inside the caller's transaction (begun with [`begin_keyed`]).
 pub async fn hand_over_in(
     tx: &mut Tx<'_>,
-    order_ids: &[i64],
+    reqs: &[HandOver],
     delivery_id: fn(i64, &str) -> String,
 ) -> Result<Vec<HandedOver>, sqlx::Error> {
     type Row = (i64, i64, String, String, i64, i64, String, i32, String, Value);
+    let order_ids: Vec<i64> = reqs.iter().map(|r| r.order_id).collect();
+    let order_ids = order_ids.as_slice();
+    // The orders first, locked by id like every writer locks them, then moved on once each.
+    let mut sorted = order_ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let moved: Vec<(i64, String)> = sqlx::query_as(
+        "WITH l AS (SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+         UPDATE orders o SET status = 'captured', status_reason = NULL, updated_at = now()
+         FROM l WHERE o.id = l.id AND o.status = 'authorised' RETURNING o.id, o.storefront_order_id",
+    )
+    .bind(&sorted)
+    .fetch_all(&mut **tx)
+    .await?;
+    if !moved.is_empty() {
+        let charged: HashMap<i64, i64> = reqs.iter().map(|r| (r.order_id, r.charged_minor)).collect();
+        let events: Vec<NewEvent> = moved
+            .into_iter()
+            .map(|(id, sf)| NewEvent {
+                order_id: Some(id),
+                sub_order_id: None,
+                storefront_order_id: Some(sf),
+                kind: "order.processing",
+                actor: "souk:payment",
+                reason: None,
+                data: json!({"charged_minor": charged[&id]}),
+            })
+            .collect();
+        add_events(tx, &events).await?;
+    }
     let subs: Vec<Row> = sqlx::query_as(
         "SELECT s.id, s.order_id, o.storefront_order_id, s.merchant_id, s.subtotal_minor, s.commission_minor,
                 m.acceptance_mode, m.acceptance_deadline_s, o.currency, o.shipping_address

@@ -268,6 +268,7 @@ async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
             "order.paid",
             "sub_order.reserved",
             "order.captured",
+            "order.processing",
             "sub_order.accepted",
             "merchant.notified",
         ]
@@ -319,7 +320,8 @@ async fn every_step_run_again_leaves_the_same_state() {
                     'subs', (SELECT json_agg(json_build_object('id', id, 's', status) ORDER BY id) FROM sub_orders),
                     'reservations', (SELECT json_agg(json_build_object('sku', sku, 'q', quantity, 's', status) ORDER BY id) FROM reservations),
                     'stock', (SELECT json_agg(json_build_object('sku', sku, 'h', on_hand, 'r', reserved) ORDER BY sku) FROM stock),
-                    'deliveries', (SELECT json_agg(json_build_object('id', id, 's', status) ORDER BY id) FROM webhook_deliveries))",
+                    'deliveries', (SELECT json_agg(json_build_object('id', id, 's', status) ORDER BY id) FROM webhook_deliveries),
+                    'events', (SELECT json_agg(type ORDER BY id) FROM order_events))",
             )
             .fetch_one(&pool)
             .await
@@ -1916,7 +1918,7 @@ async fn batch_writes_use_indexes_without_statistics() {
         domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
         store::{
             orders::Reserve,
-            pipeline::{begin_keyed, hand_over_in, reserve_in, NewOrder},
+            pipeline::{begin_keyed, hand_over_in, reserve_in, HandOver, NewOrder},
         },
     };
     let p = Pipeline::start(&[]).await;
@@ -1969,7 +1971,14 @@ async fn batch_writes_use_indexes_without_statistics() {
     let mut tx = begin_keyed(pool).await.unwrap();
     let reserved = reserve_in(&mut tx, &sub_ids, 600).await.unwrap();
     assert!(reserved.iter().all(|r| r.0 == Reserve::Reserved), "{reserved:?}");
-    let handed = hand_over_in(&mut tx, &order_ids, |sub, kind| format!("ix_{sub}_{kind}"))
+    let reqs: Vec<HandOver> = order_ids
+        .iter()
+        .map(|&order_id| HandOver {
+            order_id,
+            charged_minor: 100,
+        })
+        .collect();
+    let handed = hand_over_in(&mut tx, &reqs, |sub, kind| format!("ix_{sub}_{kind}"))
         .await
         .unwrap();
     assert_eq!(handed.len(), 50);
