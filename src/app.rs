@@ -41,7 +41,7 @@ pub struct App {
 /// runs one batch at a time.
 pub struct Batches {
     pub insert_orders: Batcher<pipeline::NewOrder, crate::store::orders::Stored>,
-    pub reserve: Batcher<i64, pipeline::Reserved>,
+    pub reserve: Batcher<pipeline::ReserveReq, pipeline::Reserved>,
     pub hand_over: Batcher<pipeline::HandOver, pipeline::HandedOver>,
     pub delivered: Batcher<pipeline::Delivered, bool>,
     pub catalogue: Batcher<Vec<(String, String)>, pipeline::Known>,
@@ -57,8 +57,8 @@ impl Batches {
             insert_orders: on_pool(pool, "insert_orders", max, |p, reqs| async move {
                 pipeline::insert_orders(&p, &reqs).await
             }),
-            reserve: on_pool(pool, "reserve", max, move |p, subs| async move {
-                pipeline::reserve_sub_orders(&p, &subs, ttl).await
+            reserve: on_pool(pool, "reserve", max, move |p, reqs| async move {
+                pipeline::reserve_sub_orders(&p, &reqs, ttl).await
             }),
             hand_over: on_pool(pool, "hand_over", max, |p, reqs| async move {
                 pipeline::hand_over(&p, &reqs, jobs::notify_merchant::delivery_id).await

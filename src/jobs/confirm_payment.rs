@@ -12,7 +12,7 @@ use crate::{
     app::App,
     integrations::payment::ProviderError,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::orders,
+    store::{orders, pipeline::ReserveReq},
 };
 
 pub const QUEUE: &str = "souk.confirm_payment.v1";
@@ -35,7 +35,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     let Some(order) = orders::order(&app.pool, args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
-    let mut pending = None;
+    let mut authorised = None;
     if order.status == "received" {
         let view = match app.payments.retrieve(&order.payment_id).await {
             Ok(v) => v,
@@ -55,15 +55,9 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         if view.status.lets_order_proceed() {
-            let subs = orders::authorise(
-                &app.pool,
-                order.id,
-                &status,
-                serde_json::json!({"payment_status": status, "amount": view.amount}),
-            )
-            .await
-            .map_err(db)?;
-            pending = Some(subs);
+            // Recorded by the reservation batch below, in the same transaction.
+            let data = serde_json::json!({"payment_status": status, "amount": view.amount});
+            authorised = Some((status, data));
         } else if view.status.is_pending() {
             orders::set_payment_status(&app.pool, order.id, &status)
                 .await
@@ -84,28 +78,27 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
                 .await;
         }
     }
-    // Authorised (now or by an earlier run that stopped): reserve every pending sub-order here,
-    // through the reservation group commit, instead of a `reserve_stock` job each (two queue
-    // hops fewer per order). A rerun finds them decided and only pushes the next step again.
-    // An order that moved on (captured, cancelled) has no pending sub-order and needs nothing.
+    // Authorised (now or by an earlier run that stopped): the order is recorded as authorised
+    // and every pending sub-order reserved in one request to the reservation group commit,
+    // instead of a transaction for the payment and a `reserve_stock` job per sub-order. A rerun
+    // finds them decided and only pushes the next step again. An order that moved on
+    // (captured, cancelled) has no pending sub-order and needs nothing.
     if order.status == "received" || order.status == "authorised" {
-        let pending = match pending {
-            Some(p) => p,
-            None => orders::sub_order_ids(&app.pool, order.id, "pending")
-                .await
-                .map_err(db)?,
-        };
-        let results = futures::future::try_join_all(pending.iter().map(|s| app.batches.reserve.call(*s)))
+        let answer = app
+            .batches
+            .reserve
+            .call(ReserveReq::Order {
+                order_id: order.id,
+                authorised,
+            })
             .await
             .map_err(db)?;
-        for (sub, (outcome, _, _)) in pending.iter().zip(&results) {
+        for (sub_order_id, outcome) in &answer.outcomes {
             if let orders::Reserve::OutOfStock(short) = outcome {
-                tracing::info!(sub_order_id = sub, ?short, "sub-order out of stock");
+                tracing::info!(sub_order_id, ?short, "sub-order out of stock");
             }
         }
-        // An answer that saw no sub-order of the order pending is final: pending ones only go.
-        let all_decided = pending.is_empty() || results.iter().any(|r| r.2);
-        if all_decided {
+        if answer.all_decided {
             app.push_once(
                 adjust_payment::QUEUE,
                 &reserve_stock::adjust_key(order.id),

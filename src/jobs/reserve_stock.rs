@@ -11,7 +11,7 @@ use super::{adjust_payment, db, register_job};
 use crate::{
     app::App,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::orders::Reserve,
+    store::{orders::Reserve, pipeline::ReserveReq},
 };
 
 pub const QUEUE: &str = "souk.reserve_stock.v1";
@@ -28,11 +28,19 @@ pub fn adjust_key(order_id: i64) -> String {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let (outcome, order_id, all_decided) = app.batches.reserve.call(args.sub_order_id).await.map_err(db)?;
-    if let Reserve::OutOfStock(short) = &outcome {
-        tracing::info!(sub_order_id = args.sub_order_id, ?short, "sub-order out of stock");
+    let answer = app
+        .batches
+        .reserve
+        .call(ReserveReq::Sub(args.sub_order_id))
+        .await
+        .map_err(db)?;
+    let order_id = answer.order_id;
+    for (sub_order_id, outcome) in &answer.outcomes {
+        if let Reserve::OutOfStock(short) = outcome {
+            tracing::info!(sub_order_id, ?short, "sub-order out of stock");
+        }
     }
-    if all_decided {
+    if answer.all_decided {
         let a = adjust_payment::Args { order_id };
         app.push_once(adjust_payment::QUEUE, &adjust_key(order_id), &a, None)
             .await?;

@@ -146,31 +146,6 @@ pub async fn transition_order(
     Ok(moved.is_some())
 }
 
-/// An order authorised by its payment provider: `received` → `authorised` with the provider's
-/// status and an `order.paid` event, in one statement. Returns the order's sub-orders still
-/// `pending` (to reserve), whether or not this call was the one that authorised it.
-pub async fn authorise(
-    pool: &PgPool,
-    id: i64,
-    payment_status: &str,
-    data: Value,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH u AS (
-            UPDATE orders SET status = 'authorised', status_reason = NULL, payment_status = $2, updated_at = now()
-            WHERE id = $1 AND status = 'received' RETURNING id, storefront_order_id),
-         e AS (
-            INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
-            SELECT id, storefront_order_id, 'order.paid', 'souk:payment', $3 FROM u)
-         SELECT id FROM sub_orders WHERE order_id = $1 AND status = 'pending' ORDER BY id",
-    )
-    .bind(id)
-    .bind(payment_status)
-    .bind(data)
-    .fetch_all(pool)
-    .await
-}
-
 /// Records the provider's payment status on the order.
 pub async fn set_payment_status(pool: &PgPool, id: i64, status: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET payment_status = $2, updated_at = now() WHERE id = $1")
@@ -179,15 +154,6 @@ pub async fn set_payment_status(pool: &PgPool, id: i64, status: &str) -> Result<
         .execute(pool)
         .await?;
     Ok(())
-}
-
-/// The ids of an order's sub-orders in a status.
-pub async fn sub_order_ids(pool: &PgPool, order_id: i64, status: &str) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM sub_orders WHERE order_id = $1 AND status = $2 ORDER BY id")
-        .bind(order_id)
-        .bind(status)
-        .fetch_all(pool)
-        .await
 }
 
 /// Outcome of a reservation attempt.

@@ -275,49 +275,151 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
         .collect()
 }
 
-/// What a reservation request answers: the outcome, the sub-order's order, and whether every
+/// A reservation request.
+#[derive(Debug, Clone)]
+pub enum ReserveReq {
+    /// One sub-order (re-driven by an operator).
+    Sub(i64),
+    /// Every pending sub-order of an order. With `authorised` (the provider's payment status
+    /// and the event's data) the same transaction first moves the order `received` →
+    /// `authorised` with an `order.paid` event, so a paid order costs no commit of its own.
+    Order {
+        order_id: i64,
+        authorised: Option<(String, Value)>,
+    },
+}
+
+/// What a reservation request answers: its order, the outcome of each sub-order it covered
+/// (one for [`ReserveReq::Sub`]; the pending ones, by id, for an order), and whether every
 /// sub-order of that order now has its stock decision.
-pub type Reserved = (Reserve, i64, bool);
+#[derive(Debug)]
+pub struct Reserved {
+    pub order_id: i64,
+    pub outcomes: Vec<(i64, Reserve)>,
+    pub all_decided: bool,
+}
 
 /// Reserves sub-orders, each all its lines or none, and never beyond what is on hand less what
 /// is reserved. Sub-orders are decided in the order given; one that is no longer `pending`
-/// (decided before, or earlier in this batch) answers `NotPending`.
+/// (decided before, or earlier in this batch) answers `NotPending`. A sub-order that does not
+/// exist fails the batch (`RowNotFound`; the batcher then runs each request alone).
 pub async fn reserve_sub_orders(
     pool: &PgPool,
-    subs: &[i64],
+    reqs: &[ReserveReq],
     ttl_s: u64,
 ) -> Result<Vec<Reserved>, sqlx::Error> {
     let mut tx = begin_keyed(pool).await?;
-    let answers = reserve_in(&mut tx, subs, ttl_s).await?;
+    let answers = reserve_in(&mut tx, reqs, ttl_s).await?;
     tx.commit().await?;
     Ok(answers)
 }
 
 /// [`reserve_sub_orders`] inside the caller's transaction (begun with [`begin_keyed`]).
-pub async fn reserve_in(tx: &mut Tx<'_>, subs: &[i64], ttl_s: u64) -> Result<Vec<Reserved>, sqlx::Error> {
-    let owners: HashMap<i64, i64> =
-        sqlx::query_as::<_, (i64, i64)>("SELECT id, order_id FROM sub_orders WHERE id = ANY($1)")
-            .bind(subs)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-    if subs.iter().any(|s| !owners.contains_key(s)) {
+pub async fn reserve_in(
+    tx: &mut Tx<'_>,
+    reqs: &[ReserveReq],
+    ttl_s: u64,
+) -> Result<Vec<Reserved>, sqlx::Error> {
+    let asked_subs: Vec<i64> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            ReserveReq::Sub(s) => Some(*s),
+            ReserveReq::Order { .. } => None,
+        })
+        .collect();
+    let asked_orders: Vec<i64> = reqs
+        .iter()
+        .filter_map(|r| match r {
+            ReserveReq::Order { order_id, .. } => Some(*order_id),
+            ReserveReq::Sub(_) => None,
+        })
+        .collect();
+    // The sub-orders asked for and the pending ones of the orders asked for (read before the
+    // locks; each is checked for `pending` again once locked).
+    let mut owners: HashMap<i64, i64> = HashMap::new();
+    let mut of_order: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (id, order_id, pending) in sqlx::query_as::<_, (i64, i64, bool)>(
+        "SELECT id, order_id, status = 'pending' FROM sub_orders
+         WHERE id = ANY($1) OR (order_id = ANY($2) AND status = 'pending') ORDER BY id",
+    )
+    .bind(&asked_subs)
+    .bind(&asked_orders)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        owners.insert(id, order_id);
+        if pending {
+            of_order.entry(order_id).or_default().push(id);
+        }
+    }
+    if asked_subs.iter().any(|s| !owners.contains_key(s)) {
         return Err(sqlx::Error::RowNotFound);
     }
-    let mut order_ids: Vec<i64> = owners.values().copied().collect();
+    let mut order_ids: Vec<i64> = owners
+        .values()
+        .copied()
+        .chain(asked_orders.iter().copied())
+        .collect();
     order_ids.sort_unstable();
     order_ids.dedup();
     // Lock order: the orders (so two sibling sub-orders' "all decided" checks see each other),
     // then the sub-orders, then the stock rows, each sorted.
-    let sf: HashMap<i64, String> = sqlx::query_as::<_, (i64, String)>(
-        "SELECT id, storefront_order_id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    let locked: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, storefront_order_id, status FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&order_ids)
     .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    let sf: HashMap<i64, String> = locked.iter().map(|(id, sf, _)| (*id, sf.clone())).collect();
+    // Paid orders still `received` are authorised, each once.
+    let received: HashSet<i64> = locked
+        .iter()
+        .filter(|(_, _, st)| st == "received")
+        .map(|(id, _, _)| *id)
+        .collect();
+    let mut authorised: HashSet<i64> = HashSet::new();
+    let (mut a_id, mut a_status) = (Vec::new(), Vec::new());
+    let mut events = Vec::new();
+    for r in reqs {
+        if let ReserveReq::Order {
+            order_id,
+            authorised: Some((status, data)),
+        } = r
+        {
+            if received.contains(order_id) && authorised.insert(*order_id) {
+                a_id.push(*order_id);
+                a_status.push(status.clone());
+                events.push(NewEvent {
+                    order_id: Some(*order_id),
+                    sub_order_id: None,
+                    storefront_order_id: Some(sf[order_id].clone()),
+                    kind: "order.paid",
+                    actor: "souk:payment",
+                    reason: None,
+                    data: data.clone(),
+                });
+            }
+        }
+    }
+    if !a_id.is_empty() {
+        sqlx::query(
+            "UPDATE orders o SET status = 'authorised', status_reason = NULL, payment_status = u.ps, updated_at = now()
+             FROM unnest($1::bigint[], $2::text[]) AS u(id, ps) WHERE o.id = u.id AND o.status = 'received'",
+        )
+        .bind(&a_id)
+        .bind(&a_status)
+        .execute(&mut **tx)
+        .await?;
+    }
+    // Every sub-order to decide, in the order asked.
+    let subs: Vec<i64> = reqs
+        .iter()
+        .flat_map(|r| match r {
+            ReserveReq::Sub(s) => vec![*s],
+            ReserveReq::Order { order_id, .. } => of_order.get(order_id).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let subs = subs.as_slice();
     let state: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
         "SELECT id, merchant_id, status FROM sub_orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
@@ -367,7 +469,6 @@ pub async fn reserve_in(tx: &mut Tx<'_>, subs: &[i64], ttl_s: u64) -> Result<Vec
     let mut taken: BTreeMap<(String, String), i64> = BTreeMap::new();
     let (mut r_sub, mut r_merchant, mut r_sku, mut r_qty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut u_id, mut u_status, mut u_reason) = (Vec::new(), Vec::new(), Vec::new());
-    let mut events = Vec::new();
     for &sub in subs {
         let (merchant, status) = &state[&sub];
         if status != "pending" || !decided.insert(sub) {
@@ -475,12 +576,20 @@ pub async fn reserve_in(tx: &mut Tx<'_>, subs: &[i64], ttl_s: u64) -> Result<Vec
     .await?
     .into_iter()
     .collect();
-    Ok(subs
+    // Outcomes back to their requests, in the order `subs` was built.
+    let mut outcomes = subs.iter().copied().zip(outcomes);
+    Ok(reqs
         .iter()
-        .zip(outcomes)
-        .map(|(sub, outcome)| {
-            let order_id = owners[sub];
-            (outcome, order_id, !undecided.contains(&order_id))
+        .map(|r| {
+            let (order_id, n) = match r {
+                ReserveReq::Sub(s) => (owners[s], 1),
+                ReserveReq::Order { order_id, .. } => (*order_id, of_order.get(order_id).map_or(0, Vec::len)),
+            };
+            Reserved {
+                order_id,
+                outcomes: outcomes.by_ref().take(n).collect(),
+                all_decided: !undecided.contains(&order_id),
+            }
         })
         .collect())
 }

@@ -1700,7 +1700,10 @@ async fn worker_processes_share_the_tracking_providers_rate_limit() {
 async fn batched_writes_isolate_a_bad_request_and_store_duplicates_once() {
     use souk::{
         domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
-        store::{orders::Reserve, pipeline::NewOrder},
+        store::{
+            orders::Reserve,
+            pipeline::{NewOrder, ReserveReq},
+        },
     };
     let p = Pipeline::start(&[]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
@@ -1786,13 +1789,49 @@ async fn batched_writes_isolate_a_bad_request_and_store_duplicates_once() {
             "SF-B05",
         )
         .await;
-    let (a, b) = tokio::join!(app.batches.reserve.call(sub), app.batches.reserve.call(sub));
-    let mut outcomes = [a.unwrap().0, b.unwrap().0];
-    outcomes.sort_by_key(|o| o == &Reserve::NotPending);
-    assert_eq!(outcomes, [Reserve::Reserved, Reserve::NotPending]);
+    let (a, b) = tokio::join!(
+        app.batches.reserve.call(ReserveReq::Sub(sub)),
+        app.batches.reserve.call(ReserveReq::Sub(sub))
+    );
+    let mut outcomes: Vec<(i64, Reserve)> = [a.unwrap(), b.unwrap()]
+        .into_iter()
+        .flat_map(|r| r.outcomes)
+        .collect();
+    outcomes.sort_by_key(|o| o.1 == Reserve::NotPending);
+    assert_eq!(outcomes, [(sub, Reserve::Reserved), (sub, Reserve::NotPending)]);
     assert_eq!(
         merchants::stock(&app.pool, "m1", "A").await.unwrap(),
         Some((1, 1))
+    );
+
+    // One order paid and reserved twice at once (a redelivered job): authorised once, with
+    // one `order.paid`, and its sub-order decided once (out of stock: the unit is held above).
+    let order_id = p
+        .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", "SF-B06")
+        .await;
+    let paid = || ReserveReq::Order {
+        order_id,
+        authorised: Some(("requires_capture".to_owned(), json!({"amount": 100}))),
+    };
+    let (a, b) = tokio::join!(app.batches.reserve.call(paid()), app.batches.reserve.call(paid()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.all_decided && b.all_decided);
+    let decided: Vec<&(i64, Reserve)> = a
+        .outcomes
+        .iter()
+        .chain(&b.outcomes)
+        .filter(|o| o.1 != Reserve::NotPending)
+        .collect();
+    assert_eq!(decided.len(), 1, "{a:?} {b:?}");
+    assert!(matches!(decided[0].1, Reserve::OutOfStock(_)), "{decided:?}");
+    assert_eq!(p.order_status("SF-B06").await.as_deref(), Some("authorised"));
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM order_events WHERE storefront_order_id = $1 AND type = 'order.paid'",
+            "SF-B06"
+        )
+        .await,
+        1
     );
     p.stop().await;
 }
@@ -1918,7 +1957,7 @@ async fn batch_writes_use_indexes_without_statistics() {
         domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
         store::{
             orders::Reserve,
-            pipeline::{begin_keyed, hand_over_in, reserve_in, HandOver, NewOrder},
+            pipeline::{begin_keyed, hand_over_in, reserve_in, HandOver, NewOrder, ReserveReq},
         },
     };
     let p = Pipeline::start(&[]).await;
@@ -1969,8 +2008,22 @@ async fn batch_writes_use_indexes_without_statistics() {
     let (sub_ids, order_ids): (Vec<i64>, Vec<i64>) = subs.into_iter().unzip();
 
     let mut tx = begin_keyed(pool).await.unwrap();
-    let reserved = reserve_in(&mut tx, &sub_ids, 600).await.unwrap();
-    assert!(reserved.iter().all(|r| r.0 == Reserve::Reserved), "{reserved:?}");
+    // Half re-driven by sub-order, half paid and reserved by order.
+    let reqs: Vec<ReserveReq> = sub_ids[..25]
+        .iter()
+        .map(|&s| ReserveReq::Sub(s))
+        .chain(order_ids[25..].iter().map(|&order_id| ReserveReq::Order {
+            order_id,
+            authorised: Some(("requires_capture".to_owned(), json!({}))),
+        }))
+        .collect();
+    let reserved = reserve_in(&mut tx, &reqs, 600).await.unwrap();
+    assert!(
+        reserved
+            .iter()
+            .all(|r| r.all_decided && r.outcomes.len() == 1 && r.outcomes[0].1 == Reserve::Reserved),
+        "{reserved:?}"
+    );
     let reqs: Vec<HandOver> = order_ids
         .iter()
         .map(|&order_id| HandOver {
@@ -1982,6 +2035,13 @@ async fn batch_writes_use_indexes_without_statistics() {
         .await
         .unwrap();
     assert_eq!(handed.len(), 50);
+    let captured: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'captured'")
+            .bind(&order_ids)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(captured, 25, "the orders paid in the batch moved on");
     let scans: Vec<(String, i64)> = sqlx::query_as(
         "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
          WHERE relname IN ('orders', 'sub_orders', 'order_lines', 'reservations') ORDER BY relname",
