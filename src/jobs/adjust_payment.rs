@@ -23,7 +23,10 @@ use crate::{
     app::App,
     domain::payment::{reconcile, IntentStatus, PaymentAction},
     queue::{backend::QueueContext, limiter, Delivery, JobError, StreamsBackend},
-    store::{after_sales, orders},
+    store::{
+        after_sales, orders,
+        pipeline::{Capture, HandOver},
+    },
 };
 
 pub const QUEUE: &str = "souk.adjust_payment.v1";
@@ -83,8 +86,43 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         .await
         .map_err(provider_error)?;
     let action = reconcile(&order.storefront_order_id, target, &view);
+    // A capture is recorded with the hand-over below (one transaction for both).
+    let mut capture = None;
     match &action {
-        PaymentAction::None => {}
+        PaymentAction::None => {
+            // The provider's amounts are already right. If the order's record disagrees, an
+            // earlier run's call succeeded and it stopped before recording it: record it now
+            // (without this the order would show nothing captured, for good).
+            if order.captured_minor != view.amount_received || order.refunded_minor != view.amount_refunded {
+                let event = if view.amount_received > order.captured_minor && order.captured_minor == 0 {
+                    Some((
+                        "order.captured",
+                        json!({"amount_minor": view.amount_received, "authorised_minor": view.amount, "recovered": true}),
+                    ))
+                } else if view.amount_refunded > order.refunded_minor {
+                    Some((
+                        "order.refunded",
+                        json!({"amount_minor": view.amount_refunded - order.refunded_minor, "recovered": true}),
+                    ))
+                } else {
+                    None
+                };
+                orders::record_payment(
+                    &app.pool,
+                    order.id,
+                    "sync",
+                    None,
+                    None,
+                    "ok",
+                    view.amount_received,
+                    view.amount_refunded,
+                    &status_name(view.status),
+                    event,
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
         PaymentAction::Capture {
             amount,
             idempotency_key,
@@ -94,23 +132,14 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
                 .capture(&order.payment_id, *amount, idempotency_key)
                 .await
                 .map_err(provider_error)?;
-            orders::record_payment(
-                &app.pool,
-                order.id,
-                "capture",
-                Some(idempotency_key),
-                Some(*amount),
-                "ok",
-                after.amount_received,
-                after.amount_refunded,
-                &status_name(after.status),
-                Some((
-                    "order.captured",
-                    json!({"amount_minor": amount, "authorised_minor": view.amount}),
-                )),
-            )
-            .await
-            .map_err(db)?;
+            capture = Some(Capture {
+                idempotency_key: idempotency_key.clone(),
+                amount_minor: *amount,
+                captured_minor: after.amount_received,
+                refunded_minor: after.amount_refunded,
+                payment_status: status_name(after.status),
+                data: json!({"amount_minor": amount, "authorised_minor": view.amount}),
+            });
         }
         PaymentAction::Cancel { idempotency_key } => {
             let after = app
@@ -173,6 +202,23 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         }
     }
     if shipping == 0 {
+        if let Some(c) = capture {
+            // Not reached (a capture means something ships), but never left unrecorded.
+            orders::record_payment(
+                &app.pool,
+                order.id,
+                "capture",
+                Some(&c.idempotency_key),
+                Some(c.amount_minor),
+                "ok",
+                c.captured_minor,
+                c.refunded_minor,
+                &c.payment_status,
+                Some(("order.captured", c.data)),
+            )
+            .await
+            .map_err(db)?;
+        }
         if order.status != "cancelled" {
             intake_storefront::cancel(
                 app,
@@ -184,16 +230,23 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         }
         return Ok(());
     }
-    // `authorised` → `captured` and the reserved sub-orders to their merchants, in one batch.
-    hand_to_merchants(app, order.id, target).await
+    // The capture recorded, `authorised` → `captured`, and the reserved sub-orders to their
+    // merchants, in one batch.
+    hand_to_merchants(app, order.id, target, capture).await
 }
 
 /// Moves the order on and its reserved sub-orders to their merchants (webhook + deadline),
 /// idempotently.
-async fn hand_to_merchants(app: &App, order_id: i64, charged_minor: i64) -> Result<(), JobError> {
-    let req = crate::store::pipeline::HandOver {
+async fn hand_to_merchants(
+    app: &App,
+    order_id: i64,
+    charged_minor: i64,
+    capture: Option<Capture>,
+) -> Result<(), JobError> {
+    let req = HandOver {
         order_id,
         charged_minor,
+        capture,
     };
     let next = app.batches.hand_over.call(req).await.map_err(db)?;
     // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed.

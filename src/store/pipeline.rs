@@ -595,14 +595,29 @@ pub async fn reserve_in(
 }
 
 /// An order whose charge matches what will ship, to hand to its merchants.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HandOver {
     pub order_id: i64,
     /// What the order is charged (for the `order.processing` event).
     pub charged_minor: i64,
+    /// The capture that made the charge match, to record with the hand-over.
+    pub capture: Option<Capture>,
 }
 
-/// Moves paid orders on: `authorised` → `captured` with an `order.processing` event, and
+/// A capture made at the payment provider, recorded as [`super::orders::record_payment`]
+/// records one: the operation, the order's amounts and an `order.captured` event.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub idempotency_key: String,
+    pub amount_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub payment_status: String,
+    pub data: Value,
+}
+
+/// Moves paid orders on: their capture recorded (when the request brings one), `authorised` →
+/// `captured` with an `order.processing` event, and
 /// their reserved sub-orders on to their merchants: accepted at once for merchants in auto
 /// mode (their stock leaves on hand), else awaiting a decision until the merchant's deadline;
 /// with the `sub_order.created` webhook delivery (`delivery_id` names it, so a rerun finds it)
@@ -627,34 +642,72 @@ pub async fn hand_over_in(
     type Row = (i64, i64, String, String, i64, i64, String, i32, String, Value);
     let order_ids: Vec<i64> = reqs.iter().map(|r| r.order_id).collect();
     let order_ids = order_ids.as_slice();
-    // The orders first, locked by id like every writer locks them, then moved on once each.
+    // The orders first, locked by id like every writer locks them; then, in one statement,
+    // each capture recorded (operation and amounts) and each order moved on, once per order.
     let mut sorted = order_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let moved: Vec<(i64, String)> = sqlx::query_as(
-        "WITH l AS (SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-         UPDATE orders o SET status = 'captured', status_reason = NULL, updated_at = now()
-         FROM l WHERE o.id = l.id AND o.status = 'authorised' RETURNING o.id, o.storefront_order_id",
+    let mut first: HashMap<i64, &HandOver> = HashMap::new();
+    for r in reqs {
+        first.entry(r.order_id).or_insert(r);
+    }
+    let captures: Vec<(i64, &Capture)> = sorted
+        .iter()
+        .filter_map(|id| first[id].capture.as_ref().map(|c| (*id, c)))
+        .collect();
+    let moved: Vec<(i64, String, bool, bool)> = sqlx::query_as(
+        "WITH l AS (SELECT id, status FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE),
+              c AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[])
+                    AS c(id, key, amount, captured, refunded, ps)),
+              op AS (INSERT INTO payment_operations (order_id, kind, idempotency_key, amount_minor, outcome)
+                     SELECT id, 'capture', key, amount, 'ok' FROM c)
+         UPDATE orders o SET
+                status = CASE WHEN l.status = 'authorised' THEN 'captured' ELSE o.status END,
+                status_reason = CASE WHEN l.status = 'authorised' THEN NULL ELSE o.status_reason END,
+                captured_minor = coalesce(c.captured, o.captured_minor),
+                refunded_minor = coalesce(c.refunded, o.refunded_minor),
+                payment_status = coalesce(c.ps, o.payment_status),
+                updated_at = now()
+         FROM l LEFT JOIN c ON c.id = l.id
+         WHERE o.id = l.id AND (l.status = 'authorised' OR c.id IS NOT NULL)
+         RETURNING o.id, o.storefront_order_id, c.id IS NOT NULL, l.status = 'authorised'",
     )
     .bind(&sorted)
+    .bind(captures.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(captures.iter().map(|c| c.1.idempotency_key.clone()).collect::<Vec<_>>())
+    .bind(captures.iter().map(|c| c.1.amount_minor).collect::<Vec<_>>())
+    .bind(captures.iter().map(|c| c.1.captured_minor).collect::<Vec<_>>())
+    .bind(captures.iter().map(|c| c.1.refunded_minor).collect::<Vec<_>>())
+    .bind(captures.iter().map(|c| c.1.payment_status.clone()).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
-    if !moved.is_empty() {
-        let charged: HashMap<i64, i64> = reqs.iter().map(|r| (r.order_id, r.charged_minor)).collect();
-        let events: Vec<NewEvent> = moved
-            .into_iter()
-            .map(|(id, sf)| NewEvent {
+    let mut events = Vec::new();
+    for (id, sf, captured, moved_on) in moved {
+        let req = first[&id];
+        if let (true, Some(c)) = (captured, &req.capture) {
+            events.push(NewEvent {
+                order_id: Some(id),
+                sub_order_id: None,
+                storefront_order_id: Some(sf.clone()),
+                kind: "order.captured",
+                actor: "souk:payment",
+                reason: None,
+                data: c.data.clone(),
+            });
+        }
+        if moved_on {
+            events.push(NewEvent {
                 order_id: Some(id),
                 sub_order_id: None,
                 storefront_order_id: Some(sf),
                 kind: "order.processing",
                 actor: "souk:payment",
                 reason: None,
-                data: json!({"charged_minor": charged[&id]}),
-            })
-            .collect();
-        add_events(tx, &events).await?;
+                data: json!({"charged_minor": req.charged_minor}),
+            });
+        }
     }
+    add_events(tx, &events).await?;
     let subs: Vec<Row> = sqlx::query_as(
         "SELECT s.id, s.order_id, o.storefront_order_id, s.merchant_id, s.subtotal_minor, s.commission_minor,
                 m.acceptance_mode, m.acceptance_deadline_s, o.currency, o.shipping_address

@@ -1957,7 +1957,7 @@ async fn batch_writes_use_indexes_without_statistics() {
         domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
         store::{
             orders::Reserve,
-            pipeline::{begin_keyed, hand_over_in, reserve_in, HandOver, NewOrder, ReserveReq},
+            pipeline::{begin_keyed, hand_over_in, reserve_in, Capture, HandOver, NewOrder, ReserveReq},
         },
     };
     let p = Pipeline::start(&[]).await;
@@ -2024,11 +2024,21 @@ async fn batch_writes_use_indexes_without_statistics() {
             .all(|r| r.all_decided && r.outcomes.len() == 1 && r.outcomes[0].1 == Reserve::Reserved),
         "{reserved:?}"
     );
+    // The orders paid in this batch bring their capture to record.
     let reqs: Vec<HandOver> = order_ids
         .iter()
-        .map(|&order_id| HandOver {
+        .enumerate()
+        .map(|(i, &order_id)| HandOver {
             order_id,
             charged_minor: 100,
+            capture: (i >= 25).then(|| Capture {
+                idempotency_key: format!("k{order_id}"),
+                amount_minor: 100,
+                captured_minor: 100,
+                refunded_minor: 0,
+                payment_status: "succeeded".to_owned(),
+                data: json!({"amount_minor": 100}),
+            }),
         })
         .collect();
     let handed = hand_over_in(&mut tx, &reqs, |sub, kind| format!("ix_{sub}_{kind}"))
@@ -2042,6 +2052,16 @@ async fn batch_writes_use_indexes_without_statistics() {
             .await
             .unwrap();
     assert_eq!(captured, 25, "the orders paid in the batch moved on");
+    let recorded: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM payment_operations WHERE order_id = ANY($1) AND kind = 'capture'),
+                (SELECT coalesce(sum(captured_minor), 0)::bigint FROM orders WHERE id = ANY($1) AND payment_status = 'succeeded'),
+                (SELECT count(*) FROM order_events WHERE order_id = ANY($1) AND type = 'order.captured')",
+    )
+    .bind(&order_ids)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(recorded, (25, 2500, 25), "each capture recorded once");
     let scans: Vec<(String, i64)> = sqlx::query_as(
         "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
          WHERE relname IN ('orders', 'sub_orders', 'order_lines', 'reservations') ORDER BY relname",
@@ -2055,5 +2075,70 @@ async fn batch_writes_use_indexes_without_statistics() {
         "tables scanned whole: {scans:?}"
     );
     tx.rollback().await.unwrap();
+    p.stop().await;
+}
+
+/// A capture the provider made but souk never recorded (the worker died between the call and
+/// its commit) is recorded by the next run from the provider's amounts, without a second
+/// capture: the order does not show nothing captured for good.
+#[tokio::test]
+async fn a_capture_made_but_not_recorded_is_recorded_by_the_next_run() {
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 5).await;
+    let msg = p.order("SF-SYNC", &[("m1", "A", 2, 450)], "requires_capture");
+    p.send(&msg).await;
+    eventually(Duration::from_secs(20), "notified", || {
+        p.all_delivered("SF-SYNC", 1)
+    })
+    .await;
+    let order_id = p
+        .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", "SF-SYNC")
+        .await;
+    // The state a crash between the capture call and its record leaves behind.
+    let pool = &p.env.app.pool;
+    for sql in [
+        "UPDATE orders SET captured_minor = 0, payment_status = 'requires_capture' WHERE id = $1",
+        "DELETE FROM payment_operations WHERE order_id = $1",
+        "DELETE FROM order_events WHERE order_id = $1 AND type = 'order.captured'",
+    ] {
+        sqlx::query(sql).bind(order_id).execute(pool).await.unwrap();
+    }
+    let captures_before = p.sb.counters().get("capture").copied();
+    p.env
+        .app
+        .producer
+        .push(adjust_payment::QUEUE, &adjust_payment::Args { order_id })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the capture recorded", || async {
+        p.scalar(
+            "SELECT captured_minor FROM orders WHERE storefront_order_id = $1",
+            "SF-SYNC",
+        )
+        .await
+            == 900
+    })
+    .await;
+    assert_eq!(
+        p.sb.counters().get("capture").copied(),
+        captures_before,
+        "no second capture"
+    );
+    let ops: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT kind, amount_minor FROM payment_operations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(ops, [("sync".to_owned(), None)]);
+    let data: Value =
+        sqlx::query_scalar("SELECT data FROM order_events WHERE order_id = $1 AND type = 'order.captured'")
+            .bind(order_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(data["amount_minor"], 900);
+    assert_eq!(data["recovered"], true);
     p.stop().await;
 }
