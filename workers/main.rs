@@ -14,6 +14,9 @@ use souk::{
     queue::{dead, stats, QueueKeys},
 };
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "souk",
