@@ -42,6 +42,10 @@ pub struct App {
 pub struct Batches {
     pub insert_orders: Batcher<pipeline::NewOrder, crate::store::orders::Stored>,
     pub reserve: Batcher<pipeline::ReserveReq, pipeline::Reserved>,
+    /// Reads of one order each (confirm_payment), one statement per batch.
+    pub order: Batcher<i64, Option<crate::store::orders::OrderRow>>,
+    /// Reads of one order and its charge target each (adjust_payment).
+    pub target: Batcher<i64, Option<crate::store::orders::WithTarget>>,
     pub hand_over: Batcher<pipeline::HandOver, pipeline::HandedOver>,
     pub delivered: Batcher<pipeline::Delivered, bool>,
     pub catalogue: Batcher<Vec<(String, String)>, pipeline::Known>,
@@ -59,6 +63,12 @@ impl Batches {
             }),
             reserve: on_pool(pool, "reserve", max, move |p, reqs| async move {
                 pipeline::reserve_sub_orders(&p, &reqs, ttl).await
+            }),
+            order: on_pool(pool, "order", max, |p, ids| async move {
+                crate::store::orders::orders_by_id(&p, &ids).await
+            }),
+            target: on_pool(pool, "target", max, |p, ids| async move {
+                crate::store::orders::orders_with_targets(&p, &ids).await
             }),
             hand_over: on_pool(pool, "hand_over", max, |p, reqs| async move {
                 pipeline::hand_over(&p, &reqs, jobs::notify_merchant::delivery_id).await

@@ -66,10 +66,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
 
 async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
     let args = Args { order_id };
-    let Some((order, target)) = orders::order_with_target(&app.pool, args.order_id)
-        .await
-        .map_err(db)?
-    else {
+    let Some((order, target)) = app.batches.target.call(args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
     if order.status == "received" {

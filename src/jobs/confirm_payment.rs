@@ -32,7 +32,7 @@ pub fn provider_error(e: ProviderError) -> JobError {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let Some(order) = orders::order(&app.pool, args.order_id).await.map_err(db)? else {
+    let Some(order) = app.batches.order.call(args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
     let mut authorised = None;

@@ -5,6 +5,8 @@
 //! second time. Rows are locked in a fixed order (order, then sub-order, then stock by SKU) so
 //! concurrent transactions never deadlock.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -98,13 +100,20 @@ pub struct OrderRow {
 }
 
 pub async fn order(pool: &PgPool, id: i64) -> Result<Option<OrderRow>, sqlx::Error> {
-    sqlx::query_as(
+    Ok(orders_by_id(pool, &[id]).await?.pop().flatten())
+}
+
+/// Orders by id, in one read: an answer per id, in the order given.
+pub async fn orders_by_id(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<OrderRow>>, sqlx::Error> {
+    let rows: Vec<OrderRow> = sqlx::query_as(
         "SELECT id, storefront_order_id, status, payment_id, total_minor, captured_minor, refunded_minor, enqueued_at
-         FROM orders WHERE id = $1",
+         FROM orders WHERE id = ANY($1)",
     )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let by_id: HashMap<i64, OrderRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+    Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
 }
 
 pub async fn order_id_by_storefront_id(pool: &PgPool, sf: &str) -> Result<Option<i64>, sqlx::Error> {
@@ -180,11 +189,16 @@ pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<
 /// An order with what should be charged, in one read: (the sub-orders that will ship, may still ship or were delivered and
 /// completed; the goods returned and received back, whose refund is due). The charge is the
 /// first less the second. None while any sub-order still waits for its stock decision.
-pub async fn order_with_target(
-    pool: &PgPool,
-    id: i64,
-) -> Result<Option<(OrderRow, Option<(i64, i64)>)>, sqlx::Error> {
-    let row = sqlx::query(
+pub async fn order_with_target(pool: &PgPool, id: i64) -> Result<Option<WithTarget>, sqlx::Error> {
+    Ok(orders_with_targets(pool, &[id]).await?.pop().flatten())
+}
+
+/// An order and its charge target (see [`order_with_target`]).
+pub type WithTarget = (OrderRow, Option<(i64, i64)>);
+
+/// [`order_with_target`] for many orders in one read: an answer per id, in the order given.
+pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<WithTarget>>, sqlx::Error> {
+    let rows = sqlx::query(
         "SELECT o.id, o.storefront_order_id, o.status, o.payment_id, o.total_minor, o.captured_minor,
                 o.refunded_minor, o.enqueued_at, t.pending, t.shipping,
                 (SELECT coalesce(sum(refund_minor), 0) FROM returns
@@ -193,25 +207,28 @@ pub async fn order_with_target(
               LATERAL (SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
                               coalesce(sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')), 0)::bigint AS shipping
                        FROM sub_orders WHERE order_id = o.id) t
-         WHERE o.id = $1",
+         WHERE o.id = ANY($1)",
     )
-    .bind(id)
-    .fetch_optional(pool)
+    .bind(ids)
+    .fetch_all(pool)
     .await?;
-    let Some(r) = row else { return Ok(None) };
-    let order = OrderRow {
-        id: r.try_get("id")?,
-        storefront_order_id: r.try_get("storefront_order_id")?,
-        status: r.try_get("status")?,
-        payment_id: r.try_get("payment_id")?,
-        total_minor: r.try_get("total_minor")?,
-        captured_minor: r.try_get("captured_minor")?,
-        refunded_minor: r.try_get("refunded_minor")?,
-        enqueued_at: r.try_get("enqueued_at")?,
-    };
-    let pending: i64 = r.try_get("pending")?;
-    let target = (pending == 0).then_some((r.try_get("shipping")?, r.try_get("returned")?));
-    Ok(Some((order, target)))
+    let mut by_id: HashMap<i64, WithTarget> = HashMap::new();
+    for r in rows {
+        let order = OrderRow {
+            id: r.try_get("id")?,
+            storefront_order_id: r.try_get("storefront_order_id")?,
+            status: r.try_get("status")?,
+            payment_id: r.try_get("payment_id")?,
+            total_minor: r.try_get("total_minor")?,
+            captured_minor: r.try_get("captured_minor")?,
+            refunded_minor: r.try_get("refunded_minor")?,
+            enqueued_at: r.try_get("enqueued_at")?,
+        };
+        let pending: i64 = r.try_get("pending")?;
+        let target = (pending == 0).then_some((r.try_get("shipping")?, r.try_get("returned")?));
+        by_id.insert(order.id, (order, target));
+    }
+    Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
 }
 
 /// Records a payment call and the order's resulting amounts and status.
