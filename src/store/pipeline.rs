@@ -863,17 +863,15 @@ pub async fn settle_held(tx: &mut Tx<'_>, subs: &[i64], how: Settle) -> Result<u
         .await?;
     let (keys, qs): (Vec<(String, String)>, Vec<i64>) = take.into_iter().unzip();
     let (ms, skus): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    // One statement: the stock rows locked in (merchant, SKU) order (the lock is taken on the
+    // sorted rows, as they come out of the sort), and changed.
     sqlx::query(
-        "SELECT 1 FROM stock s JOIN unnest($1::text[], $2::text[]) AS p(m, sku) ON s.merchant_id = p.m AND s.sku = p.sku
-         ORDER BY s.merchant_id, s.sku FOR UPDATE OF s",
-    )
-    .bind(&ms)
-    .bind(&skus)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - CASE WHEN $4 THEN t.q ELSE 0 END, updated_at = now()
-         FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(m, sku, q) WHERE s.merchant_id = t.m AND s.sku = t.sku",
+        "WITH l AS (SELECT s.merchant_id, s.sku FROM stock s
+                    JOIN unnest($1::text[], $2::text[]) AS p(m, sku) ON s.merchant_id = p.m AND s.sku = p.sku
+                    ORDER BY s.merchant_id, s.sku FOR UPDATE OF s)
+         UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - CASE WHEN $4 THEN t.q ELSE 0 END, updated_at = now()
+         FROM l JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS t(m, sku, q) ON l.merchant_id = t.m AND l.sku = t.sku
+         WHERE s.merchant_id = l.merchant_id AND s.sku = l.sku",
     )
     .bind(&ms)
     .bind(&skus)
@@ -959,36 +957,28 @@ pub async fn record_delivered(pool: &PgPool, reqs: &[Delivered]) -> Result<Vec<b
         *counts.entry(id).or_default() += 1;
     }
     let (cid, cn): (Vec<&str>, Vec<i32>) = counts.into_iter().unzip();
+    // One statement: the deliveries locked by id, their attempts counted, those still pending
+    // marked delivered (once: a rerun finds them delivered) with a `merchant.notified` event.
     let marked: HashSet<String> = sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now()
-         WHERE id = ANY($1) AND status = 'pending' RETURNING id",
+        "WITH old AS (SELECT id, status FROM webhook_deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE),
+              u AS (UPDATE webhook_deliveries d SET attempts = d.attempts + c.n,
+                           status = CASE WHEN old.status = 'pending' THEN 'delivered' ELSE d.status END,
+                           delivered_at = CASE WHEN old.status = 'pending' THEN now() ELSE d.delivered_at END
+                    FROM old JOIN unnest($1::text[], $2::int[]) AS c(id, n) ON c.id = old.id
+                    WHERE d.id = old.id
+                    RETURNING d.id, d.order_id, d.sub_order_id, d.merchant_id, d.event_type, old.status = 'pending' AS marked),
+              e AS (INSERT INTO order_events (order_id, sub_order_id, storefront_order_id, type, actor, data)
+                    SELECT u.order_id, u.sub_order_id, o.storefront_order_id, 'merchant.notified', 'souk:webhooks',
+                           jsonb_build_object('merchant_id', u.merchant_id, 'webhook_id', u.id, 'event_type', u.event_type)
+                    FROM u LEFT JOIN orders o ON o.id = u.order_id WHERE u.marked ORDER BY u.id)
+         SELECT id FROM u WHERE marked",
     )
     .bind(&cid)
+    .bind(&cn)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .collect();
-    sqlx::query(
-        "UPDATE webhook_deliveries d SET attempts = d.attempts + c.n
-         FROM unnest($1::text[], $2::int[]) AS c(id, n) WHERE d.id = c.id",
-    )
-    .bind(&cid)
-    .bind(&cn)
-    .execute(&mut *tx)
-    .await?;
-    if !marked.is_empty() {
-        let m: Vec<&str> = marked.iter().map(String::as_str).collect();
-        sqlx::query(
-            "INSERT INTO order_events (order_id, sub_order_id, storefront_order_id, type, actor, data)
-             SELECT d.order_id, d.sub_order_id, o.storefront_order_id, 'merchant.notified', 'souk:webhooks',
-                    jsonb_build_object('merchant_id', d.merchant_id, 'webhook_id', d.id, 'event_type', d.event_type)
-             FROM webhook_deliveries d LEFT JOIN orders o ON o.id = d.order_id
-             WHERE d.id = ANY($1) ORDER BY d.id",
-        )
-        .bind(&m)
-        .execute(&mut *tx)
-        .await?;
-    }
     let mut merchants: Vec<&str> = reqs.iter().map(|r| r.merchant_id.as_str()).collect();
     merchants.sort_unstable();
     merchants.dedup();
