@@ -83,7 +83,8 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         .await
         .map_err(provider_error)?;
     let action = reconcile(&order.storefront_order_id, target, &view);
-    // A capture is recorded with the hand-over below (one transaction for both).
+    // A capture is recorded with the hand-over below (one transaction for both): a capture
+    // means a positive target, so something ships and the hand-over is reached.
     let mut capture = None;
     match &action {
         PaymentAction::None => {
@@ -199,23 +200,6 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         }
     }
     if shipping == 0 {
-        if let Some(c) = capture {
-            // Not reached (a capture means something ships), but never left unrecorded.
-            orders::record_payment(
-                &app.pool,
-                order.id,
-                "capture",
-                Some(&c.idempotency_key),
-                Some(c.amount_minor),
-                "ok",
-                c.captured_minor,
-                c.refunded_minor,
-                &c.payment_status,
-                Some(("order.captured", c.data)),
-            )
-            .await
-            .map_err(db)?;
-        }
         if order.status != "cancelled" {
             intake_storefront::cancel(
                 app,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, Row, Transaction};
 
 pub type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -99,10 +99,6 @@ pub struct OrderRow {
     pub enqueued_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn order(pool: &PgPool, id: i64) -> Result<Option<OrderRow>, sqlx::Error> {
-    Ok(orders_by_id(pool, &[id]).await?.pop().flatten())
-}
-
 /// Orders by id, in one read: an answer per id, in the order given.
 pub async fn orders_by_id(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<OrderRow>>, sqlx::Error> {
     let rows: Vec<OrderRow> = sqlx::query_as(
@@ -186,17 +182,14 @@ pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<
     crate::store::pipeline::settle_held(tx, &[sub_order_id], crate::store::pipeline::Settle::Confirm).await
 }
 
-/// An order with what should be charged, in one read: (the sub-orders that will ship, may still ship or were delivered and
-/// completed; the goods returned and received back, whose refund is due). The charge is the
-/// first less the second. None while any sub-order still waits for its stock decision.
-pub async fn order_with_target(pool: &PgPool, id: i64) -> Result<Option<WithTarget>, sqlx::Error> {
-    Ok(orders_with_targets(pool, &[id]).await?.pop().flatten())
-}
-
-/// An order and its charge target (see [`order_with_target`]).
+/// An order with what should be charged: (the sub-orders that will ship, may still ship or
+/// were delivered and completed; the goods returned and received back, whose refund is due).
+/// The charge is the first less the second. None while any sub-order still waits for its stock
+/// decision.
 pub type WithTarget = (OrderRow, Option<(i64, i64)>);
 
-/// [`order_with_target`] for many orders in one read: an answer per id, in the order given.
+/// Orders with what should be charged ([`WithTarget`]), in one read: an answer per id, in the
+/// order given.
 pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<WithTarget>>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT o.id, o.storefront_order_id, o.status, o.payment_id, o.total_minor, o.captured_minor,
@@ -214,16 +207,7 @@ pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Optio
     .await?;
     let mut by_id: HashMap<i64, WithTarget> = HashMap::new();
     for r in rows {
-        let order = OrderRow {
-            id: r.try_get("id")?,
-            storefront_order_id: r.try_get("storefront_order_id")?,
-            status: r.try_get("status")?,
-            payment_id: r.try_get("payment_id")?,
-            total_minor: r.try_get("total_minor")?,
-            captured_minor: r.try_get("captured_minor")?,
-            refunded_minor: r.try_get("refunded_minor")?,
-            enqueued_at: r.try_get("enqueued_at")?,
-        };
+        let order = OrderRow::from_row(&r)?;
         let pending: i64 = r.try_get("pending")?;
         let target = (pending == 0).then_some((r.try_get("shipping")?, r.try_get("returned")?));
         by_id.insert(order.id, (order, target));

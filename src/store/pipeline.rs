@@ -46,6 +46,27 @@ pub struct NewEvent {
     pub data: Value,
 }
 
+impl NewEvent {
+    /// An event about a whole order.
+    pub fn for_order(
+        order_id: i64,
+        storefront_order_id: &str,
+        kind: &'static str,
+        actor: &'static str,
+        data: Value,
+    ) -> Self {
+        Self {
+            order_id: Some(order_id),
+            sub_order_id: None,
+            storefront_order_id: Some(storefront_order_id.to_owned()),
+            kind,
+            actor,
+            reason: None,
+            data,
+        }
+    }
+}
+
 /// Appends events in one statement, in the order given (so a timeline read by id keeps it).
 pub async fn add_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
@@ -175,15 +196,13 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
         let Some(&order_id) = created.get(&r.order.id) else {
             continue;
         };
-        events.push(NewEvent {
-            order_id: Some(order_id),
-            sub_order_id: None,
-            storefront_order_id: Some(r.order.id.clone()),
-            kind: "order.accepted",
-            actor: "souk:intake",
-            reason: None,
-            data: json!({"total_minor": r.plan.total_minor, "sub_orders": r.plan.sub_orders.len()}),
-        });
+        events.push(NewEvent::for_order(
+            order_id,
+            &r.order.id,
+            "order.accepted",
+            "souk:intake",
+            json!({"total_minor": r.plan.total_minor, "sub_orders": r.plan.sub_orders.len()}),
+        ));
         for s in &r.plan.sub_orders {
             let rate = *bps.get(&s.merchant_id).ok_or(sqlx::Error::RowNotFound)?;
             so_order.push(order_id);
@@ -389,15 +408,13 @@ pub async fn reserve_in(
             if received.contains(order_id) && authorised.insert(*order_id) {
                 a_id.push(*order_id);
                 a_status.push(status.clone());
-                events.push(NewEvent {
-                    order_id: Some(*order_id),
-                    sub_order_id: None,
-                    storefront_order_id: Some(sf[order_id].clone()),
-                    kind: "order.paid",
-                    actor: "souk:payment",
-                    reason: None,
-                    data: data.clone(),
-                });
+                events.push(NewEvent::for_order(
+                    *order_id,
+                    &sf[order_id],
+                    "order.paid",
+                    "souk:payment",
+                    data.clone(),
+                ));
             }
         }
     }
@@ -685,26 +702,22 @@ pub async fn hand_over_in(
     for (id, sf, captured, moved_on) in moved {
         let req = first[&id];
         if let (true, Some(c)) = (captured, &req.capture) {
-            events.push(NewEvent {
-                order_id: Some(id),
-                sub_order_id: None,
-                storefront_order_id: Some(sf.clone()),
-                kind: "order.captured",
-                actor: "souk:payment",
-                reason: None,
-                data: c.data.clone(),
-            });
+            events.push(NewEvent::for_order(
+                id,
+                &sf,
+                "order.captured",
+                "souk:payment",
+                c.data.clone(),
+            ));
         }
         if moved_on {
-            events.push(NewEvent {
-                order_id: Some(id),
-                sub_order_id: None,
-                storefront_order_id: Some(sf),
-                kind: "order.processing",
-                actor: "souk:payment",
-                reason: None,
-                data: json!({"charged_minor": req.charged_minor}),
-            });
+            events.push(NewEvent::for_order(
+                id,
+                &sf,
+                "order.processing",
+                "souk:payment",
+                json!({"charged_minor": req.charged_minor}),
+            ));
         }
     }
     add_events(tx, &events).await?;
