@@ -35,6 +35,8 @@ pub struct App {
     pub webhooks: WebhookSender,
     /// Group commit of the order pipeline's hot writes (see `store::batch`).
     pub batches: Arc<Batches>,
+    /// Webhook jobs of this process waiting for a merchant's delivery slot.
+    pub slot_waits: Arc<jobs::notify_merchant::SlotWaits>,
 }
 
 /// The batchers of the order pipeline, one per kind of write (and the two hottest reads); each
@@ -141,6 +143,7 @@ impl App {
             payments,
             tracking,
             webhooks,
+            slot_waits: Arc::default(),
         })
     }
 

@@ -5,14 +5,24 @@
 //! `webhooks.schedule_s` (Retry-After honoured); 410 Gone disables the endpoint; an endpoint
 //! failing for `webhooks.disable_after_hours` is disabled. Each merchant has at most
 //! `webhooks.max_in_flight_per_merchant` deliveries in flight across the fleet (a Redis
-//! limiter); more snooze, so a slow merchant never holds the workers other merchants need.
+//! limiter). A job over the limit waits in its worker for a slot, but only that many jobs per
+//! merchant and process wait and none longer than a second; the rest snooze, so a slow merchant
+//! never holds the workers other merchants need ([`SlotWaits`]).
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, LazyLock,
+    },
+    time::Duration,
+};
 
 use apalis::prelude::*;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use super::{db, register_job};
 use crate::{
@@ -102,6 +112,103 @@ pub async fn push(app: &App, delivery_id: String) -> Result<(), JobError> {
     .await
 }
 
+/// Longest a job waits in its worker for a merchant's slot before it snoozes instead.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// How often a waiting job looks again for a slot freed by another process (one freed in this
+/// process wakes a waiter at once).
+const SLOT_POLL: Duration = Duration::from_millis(50);
+
+/// The jobs of this process waiting for a delivery slot, per merchant. A job that finds its
+/// merchant's slots all taken waits here (up to [`SLOT_WAIT`]) instead of snoozing: a snooze
+/// goes back through the delayed set and the keeper (200–500 ms at the least), while a fast
+/// merchant frees a slot within milliseconds, so under a burst snoozes left the machine idle
+/// with deliveries waiting. At most `max_in_flight_per_merchant` jobs wait per merchant and
+/// process, so a slow merchant holds at most twice its limit of workers; the others snooze.
+#[derive(Default)]
+pub struct SlotWaits {
+    merchants: std::sync::Mutex<HashMap<String, Arc<Waiting>>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    waiters: AtomicUsize,
+    freed: Notify,
+}
+
+/// One place in a merchant's line; leaves it when dropped.
+struct InLine(Arc<Waiting>);
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl SlotWaits {
+    fn get(&self, slots: &str) -> Arc<Waiting> {
+        let mut m = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(slots.to_owned()).or_default().clone()
+    }
+
+    /// Joins the merchant's line unless `max` jobs already wait in it.
+    fn join(&self, slots: &str, max: usize) -> Option<InLine> {
+        let w = self.get(slots);
+        let before = w.waiters.fetch_add(1, Ordering::AcqRel);
+        let place = InLine(w);
+        (before < max).then_some(place)
+    }
+
+    /// A slot of this merchant was given back: wakes one waiting job.
+    pub fn freed(&self, slots: &str) {
+        let m = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = m.get(slots) {
+            if w.waiters.load(Ordering::Acquire) > 0 {
+                w.freed.notify_one();
+            }
+        }
+    }
+}
+
+/// Takes one of the merchant's slots for delivery `member`, waiting for one (see [`SlotWaits`]);
+/// false when none came in time, or too many jobs of this process already wait.
+async fn take_slot(app: &App, slots: &str, member: &str) -> Result<bool, JobError> {
+    let cfg = &app.config.webhooks;
+    let mut conn = app.conn.clone();
+    let mut try_take = async || -> Result<bool, JobError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let took: i64 = TAKE_SLOT
+            .key(slots)
+            .arg(now)
+            .arg(now + cfg.timeout_ms as i64 + 5_000)
+            .arg(cfg.max_in_flight_per_merchant)
+            .arg(member)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(JobError::retry)?;
+        Ok(took == 1)
+    };
+    if try_take().await? {
+        return Ok(true);
+    }
+    let Some(place) = app
+        .slot_waits
+        .join(slots, cfg.max_in_flight_per_merchant as usize)
+    else {
+        return Ok(false);
+    };
+    let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let _ = tokio::time::timeout(left.min(SLOT_POLL), place.0.freed.notified()).await;
+        if try_take().await? {
+            return Ok(true);
+        }
+    }
+}
+
 /// Takes a slot of the merchant's fleet-wide in-flight limit; slots expire on their own, so a
 /// crashed worker's slot comes back. KEYS: slots. ARGV: now_ms, expires_ms, max, member.
 static TAKE_SLOT: LazyLock<Script> = LazyLock::new(|| {
@@ -150,18 +257,8 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
         "{}:webhook-slots:{}",
         app.config.redis.key_prefix, row.merchant_id
     );
-    let now = chrono::Utc::now().timestamp_millis();
     let mut conn = app.conn.clone();
-    let took: i64 = TAKE_SLOT
-        .key(&slots)
-        .arg(now)
-        .arg(now + cfg.timeout_ms as i64 + 5_000)
-        .arg(cfg.max_in_flight_per_merchant)
-        .arg(&row.id)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(JobError::retry)?;
-    if took == 0 {
+    if !take_slot(&app, &slots, &row.id).await? {
         return Err(JobError::Snooze(Duration::from_millis(
             200 + fastrand::u64(..300),
         )));
@@ -183,6 +280,7 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
         .arg(&row.id)
         .query_async(&mut conn)
         .await;
+    app.slot_waits.freed(&slots);
     if let (true, Some(status)) = (result.is_success(), result.status) {
         // The common case goes through the group commit: attempt, delivered and event at once.
         let d = crate::store::pipeline::Delivered {
@@ -255,4 +353,20 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
     register_job!(monitor, app, ctx, QUEUE, StreamsBackend::<Args>::new, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_jobs_wait_in_a_merchants_line() {
+        let w = SlotWaits::default();
+        let a = w.join("m1", 2).expect("first in line");
+        let _b = w.join("m1", 2).expect("second in line");
+        assert!(w.join("m1", 2).is_none(), "a third waits in the queue instead");
+        assert!(w.join("m2", 2).is_some(), "another merchant has its own line");
+        drop(a);
+        assert!(w.join("m1", 2).is_some(), "a place freed is taken again");
+    }
 }

@@ -96,6 +96,9 @@ struct Endpoint {
     duplicates: u64,
     bad_signatures: u64,
     events: Vec<(String, String)>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: u64,
+    max_in_flight: u64,
 }
 
 /// Settings of a merchant endpoint (`PUT /sandbox/merchants/{id}`).
@@ -127,6 +130,9 @@ pub struct EndpointReport {
     pub bad_signatures: u64,
     /// (webhook-id, type) in arrival order, first arrivals only.
     pub events: Vec<(String, String)>,
+    /// The most requests this endpoint was answering at once.
+    #[serde(default)]
+    pub max_in_flight: u64,
 }
 
 /// The sandbox's state.
@@ -223,6 +229,7 @@ impl Sandbox {
                 duplicates: e.duplicates,
                 bad_signatures: e.bad_signatures,
                 events: e.events.clone(),
+                max_in_flight: e.max_in_flight,
             },
             None => EndpointReport {
                 received: 0,
@@ -230,6 +237,7 @@ impl Sandbox {
                 duplicates: 0,
                 bad_signatures: 0,
                 events: Vec::new(),
+                max_in_flight: 0,
             },
         }
     }
@@ -604,12 +612,37 @@ async fn get_endpoint(State(sb): State<Arc<Sandbox>>, Path(id): Path<String>) ->
     Json(sb.endpoint_report(&id)).into_response()
 }
 
+/// Counts a request to a merchant endpoint as in flight until dropped.
+struct Answering<'a> {
+    sb: &'a Sandbox,
+    merchant: &'a str,
+}
+
+impl<'a> Answering<'a> {
+    fn start(sb: &'a Sandbox, merchant: &'a str) -> Self {
+        let mut eps = lock(&sb.endpoints);
+        let e = eps.entry(merchant.to_owned()).or_default();
+        e.in_flight += 1;
+        e.max_in_flight = e.max_in_flight.max(e.in_flight);
+        Self { sb, merchant }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = lock(&self.sb.endpoints).get_mut(self.merchant) {
+            e.in_flight -= 1;
+        }
+    }
+}
+
 async fn receive(
     State(sb): State<Arc<Sandbox>>,
     Path(merchant): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    let _answering = Answering::start(&sb, &merchant);
     let (latency, fail_rate, down, status, retry_after, secrets) = {
         let eps = lock(&sb.endpoints);
         let e = eps.get(&merchant);
@@ -660,7 +693,7 @@ async fn receive(
         .map(|t| verify(&secrets, &id, t, &sig, &body, now, Duration::from_secs(300)).is_ok())
         .unwrap_or(false);
     let mut eps = lock(&sb.endpoints);
-    let e = eps.entry(merchant).or_default();
+    let e = eps.entry(merchant.clone()).or_default();
     if !ok {
         e.bad_signatures += 1;
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();

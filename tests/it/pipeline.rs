@@ -637,6 +637,73 @@ async fn a_merchant_endpoint_down_slow_rate_limiting_or_gone_never_holds_up_the_
     p.stop().await;
 }
 
+/// Jobs of `queue` snoozed in the last few minutes (the queue's per-minute counters).
+async fn snoozed(p: &Pipeline, queue: &str) -> i64 {
+    let keys = p.env.app.producer.keys(queue);
+    let mut conn = p.env.redis();
+    let minute = chrono::Utc::now().timestamp() / 60;
+    let mut n = 0;
+    for m in minute - 3..=minute {
+        let v: Option<i64> = redis::cmd("HGET")
+            .arg(keys.stats_minute(m))
+            .arg("snoozed")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        n += v.unwrap_or(0);
+    }
+    n
+}
+
+#[tokio::test]
+async fn deliveries_over_a_merchants_limit_wait_in_line_for_a_slot_instead_of_snoozing() {
+    // Two slots for the merchant and four workers: two deliveries in flight, two waiting.
+    let p = Pipeline::start(&[
+        ("SOUK_WEBHOOKS__MAX_IN_FLIGHT_PER_MERCHANT", "2"),
+        ("SOUK_QUEUES__souk.notify_merchant.v1__CONCURRENCY", "4"),
+    ])
+    .await;
+    p.merchant("busy", "auto", "accept", 3600).await;
+    p.stock("busy", "A", 100).await;
+    p.sb.configure_endpoint(
+        "busy",
+        &EndpointSettings {
+            latency_ms: Some(100),
+            ..Default::default()
+        },
+    );
+    for i in 0..16 {
+        p.send(&p.order(
+            &format!("SF-Q{i:02}"),
+            &[("busy", "A", 1, 100)],
+            "requires_capture",
+        ))
+        .await;
+    }
+    eventually(Duration::from_secs(30), "16 deliveries made", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_deliveries WHERE merchant_id = 'busy' AND status = 'delivered'",
+        )
+        .fetch_one(&p.env.app.pool)
+        .await
+        .unwrap();
+        n == 16
+    })
+    .await;
+    let report = p.sb.endpoint_report("busy");
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(
+        report.max_in_flight, 2,
+        "the merchant's limit was reached and never exceeded"
+    );
+    assert_eq!(
+        snoozed(&p, notify_merchant::QUEUE).await,
+        0,
+        "deliveries waited for a slot in their worker"
+    );
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn a_rejection_releases_stock_and_refunds_that_share_only() {
     let p = Pipeline::start(&[]).await;
