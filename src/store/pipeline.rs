@@ -27,11 +27,8 @@ use crate::domain::order::{commission, OrderMessage, OrderPlan};
 /// no usable index still runs (the setting only prices, it forbids nothing). The setting
 /// ends with the transaction.
 pub async fn begin_keyed(pool: &PgPool) -> Result<Tx<'static>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL enable_seqscan = off")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    // One round trip: the setting travels with BEGIN (a simple query of two statements).
+    pool.begin_with("BEGIN; SET LOCAL enable_seqscan = off").await
 }
 
 /// One row of `order_events`, for [`add_events`].
@@ -720,7 +717,6 @@ pub async fn hand_over_in(
             ));
         }
     }
-    add_events(tx, &events).await?;
     let subs: Vec<Row> = sqlx::query_as(
         "SELECT s.id, s.order_id, o.storefront_order_id, s.merchant_id, s.subtotal_minor, s.commission_minor,
                 m.acceptance_mode, m.acceptance_deadline_s, o.currency, o.shipping_address
@@ -731,6 +727,7 @@ pub async fn hand_over_in(
     .fetch_all(&mut **tx)
     .await?;
     if subs.is_empty() {
+        add_events(tx, &events).await?;
         return next_steps(tx, order_ids).await;
     }
     let ids: Vec<i64> = subs.iter().map(|r| r.0).collect();
@@ -771,7 +768,7 @@ pub async fn hand_over_in(
     .bind(&secs)
     .execute(&mut **tx)
     .await?;
-    let mut events = Vec::with_capacity(subs.len());
+    events.reserve(subs.len());
     let (mut d_id, mut d_merchant, mut d_order, mut d_sub, mut d_payload) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (id, order_id, sf, merchant, subtotal, commission, mode, _, currency, shipping) in &subs {
@@ -842,57 +839,39 @@ pub enum Settle {
 /// held as briefly as possible, and locked in the same order as every other writer (sorted)
 /// before they change.
 ///
-/// The reservations are found by sub-order and checked for `held` here rather than in SQL: with
-/// a `status = 'held'` condition the planner, without fresh statistics (no autovacuum), picks
-/// the partial index of held reservations and walks every reservation ever held (2 ms per call
-/// after a few thousand orders, growing with the history).
+/// The reservations are found by sub-order (a materialized CTE) and only then checked for
+/// `held`: with a `status = 'held'` condition next to the sub-order one, the planner, without
+/// fresh statistics (no autovacuum), picks the partial index of held reservations and walks
+/// every reservation ever held (2 ms per call after a few thousand orders, growing with the
+/// history).
 pub async fn settle_held(tx: &mut Tx<'_>, subs: &[i64], how: Settle) -> Result<u64, sqlx::Error> {
-    let rows: Vec<(i64, String, String, i32, String)> = sqlx::query_as(
-        "SELECT id, merchant_id, sku, quantity, status FROM reservations WHERE sub_order_id = ANY($1)
-         ORDER BY id FOR UPDATE",
-    )
-    .bind(subs)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut ids = Vec::new();
-    let mut take: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for (id, merchant, sku, q, status) in rows {
-        if status == "held" {
-            ids.push(id);
-            *take.entry((merchant, sku)).or_default() += q as i64;
-        }
-    }
-    if ids.is_empty() {
-        return Ok(0);
-    }
     let (to, sold) = match how {
         Settle::Confirm => ("confirmed", true),
         Settle::Release => ("released", false),
     };
-    sqlx::query("UPDATE reservations SET status = $2, settled_at = now() WHERE id = ANY($1)")
-        .bind(&ids)
-        .bind(to)
-        .execute(&mut **tx)
-        .await?;
-    let (keys, qs): (Vec<(String, String)>, Vec<i64>) = take.into_iter().unzip();
-    let (ms, skus): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-    // One statement: the stock rows locked in (merchant, SKU) order (the lock is taken on the
-    // sorted rows, as they come out of the sort), and changed.
-    sqlx::query(
-        "WITH l AS (SELECT s.merchant_id, s.sku FROM stock s
-                    JOIN unnest($1::text[], $2::text[]) AS p(m, sku) ON s.merchant_id = p.m AND s.sku = p.sku
-                    ORDER BY s.merchant_id, s.sku FOR UPDATE OF s)
-         UPDATE stock s SET reserved = s.reserved - t.q, on_hand = s.on_hand - CASE WHEN $4 THEN t.q ELSE 0 END, updated_at = now()
-         FROM l JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS t(m, sku, q) ON l.merchant_id = t.m AND l.sku = t.sku
-         WHERE s.merchant_id = l.merchant_id AND s.sku = l.sku",
+    // One statement: the sub-orders' reservations locked by id, the held ones settled, and
+    // their stock rows locked in (merchant, SKU) order (the lock is taken on the sorted rows,
+    // as they come out of the sort) and changed by the units settled.
+    let settled: i64 = sqlx::query_scalar(
+        "WITH r AS MATERIALIZED (SELECT id, status FROM reservations WHERE sub_order_id = ANY($1) ORDER BY id FOR UPDATE),
+              h AS (UPDATE reservations x SET status = $2, settled_at = now() FROM r
+                    WHERE x.id = r.id AND r.status = 'held'
+                    RETURNING x.merchant_id, x.sku, x.quantity),
+              t AS (SELECT merchant_id AS m, sku, sum(quantity)::bigint AS q FROM h GROUP BY merchant_id, sku),
+              l AS (SELECT s.merchant_id, s.sku FROM stock s JOIN t ON s.merchant_id = t.m AND s.sku = t.sku
+                    ORDER BY s.merchant_id, s.sku FOR UPDATE OF s),
+              u AS (UPDATE stock s SET reserved = s.reserved - t.q,
+                           on_hand = s.on_hand - CASE WHEN $3 THEN t.q ELSE 0 END, updated_at = now()
+                    FROM l JOIN t ON l.merchant_id = t.m AND l.sku = t.sku
+                    WHERE s.merchant_id = l.merchant_id AND s.sku = l.sku)
+         SELECT count(*) FROM h",
     )
-    .bind(&ms)
-    .bind(&skus)
-    .bind(&qs)
+    .bind(subs)
+    .bind(to)
     .bind(sold)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(ids.len() as u64)
+    Ok(settled as u64)
 }
 
 /// What an order needs pushed once handed over (also when an earlier run handed it over and
@@ -907,25 +886,32 @@ pub struct HandedOver {
 }
 
 async fn next_steps(tx: &mut Tx<'_>, order_ids: &[i64]) -> Result<Vec<HandedOver>, sqlx::Error> {
+    type Next = (
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
     let mut by_order: HashMap<i64, HandedOver> = HashMap::new();
-    for (id, order_id, at) in sqlx::query_as::<_, (i64, i64, chrono::DateTime<chrono::Utc>)>(
-        "SELECT id, order_id, accept_by FROM sub_orders
-         WHERE order_id = ANY($1) AND status = 'awaiting_acceptance' AND accept_by IS NOT NULL ORDER BY id",
+    // Both kinds in one statement: sub-orders awaiting a decision (with their deadline), then
+    // pending deliveries.
+    for (order_id, sub, delivery, at) in sqlx::query_as::<_, Next>(
+        "SELECT order_id, id, NULL::text, accept_by FROM sub_orders
+         WHERE order_id = ANY($1) AND status = 'awaiting_acceptance' AND accept_by IS NOT NULL
+         UNION ALL
+         SELECT order_id, NULL, id, NULL FROM webhook_deliveries WHERE order_id = ANY($1) AND status = 'pending'
+         ORDER BY 2, 3",
     )
     .bind(order_ids)
     .fetch_all(&mut **tx)
     .await?
     {
-        by_order.entry(order_id).or_default().awaiting.push((id, at));
-    }
-    for (id, order_id) in sqlx::query_as::<_, (String, i64)>(
-        "SELECT id, order_id FROM webhook_deliveries WHERE order_id = ANY($1) AND status = 'pending' ORDER BY id",
-    )
-    .bind(order_ids)
-    .fetch_all(&mut **tx)
-    .await?
-    {
-        by_order.entry(order_id).or_default().pending_deliveries.push(id);
+        let next = by_order.entry(order_id).or_default();
+        match (sub, delivery, at) {
+            (Some(sub), _, Some(at)) => next.awaiting.push((sub, at)),
+            (_, Some(delivery), _) => next.pending_deliveries.push(delivery),
+            _ => {}
+        }
     }
     Ok(order_ids
         .iter()
