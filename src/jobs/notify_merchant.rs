@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, LazyLock,
     },
     time::Duration,
@@ -133,6 +133,8 @@ pub struct SlotWaits {
 struct Waiting {
     waiters: AtomicUsize,
     freed: Notify,
+    /// How long this merchant's deliveries have been taking (ms, a moving average; 0 = none yet).
+    latency_ms: AtomicU64,
 }
 
 /// One place in a merchant's line; leaves it when dropped.
@@ -158,14 +160,31 @@ impl SlotWaits {
         (before < max).then_some(place)
     }
 
-    /// A slot of this merchant was given back: wakes one waiting job.
-    pub fn freed(&self, slots: &str) {
-        let m = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = m.get(slots) {
-            if w.waiters.load(Ordering::Acquire) > 0 {
-                w.freed.notify_one();
-            }
+    /// A slot of this merchant was given back after a delivery that took `took`: wakes one
+    /// waiting job.
+    pub fn freed(&self, slots: &str, took: Duration) {
+        let w = self.get(slots);
+        let took = (took.as_millis() as u64).max(1);
+        let old = w.latency_ms.load(Ordering::Relaxed);
+        let avg = if old == 0 { took } else { (old * 7 + took) / 8 };
+        w.latency_ms.store(avg, Ordering::Relaxed);
+        if w.waiters.load(Ordering::Acquire) > 0 {
+            w.freed.notify_one();
         }
+    }
+
+    /// How long a job that got no slot snoozes: about two of the merchant's recent deliveries
+    /// (a slot of a fast merchant is free again in milliseconds; a slow one's is not for
+    /// seconds, and its jobs should not churn through the queue meanwhile), 200 ms when
+    /// nothing is known yet; plus jitter so they do not all come back at once.
+    fn snooze_for(&self, slots: &str) -> Duration {
+        let latency = self.get(slots).latency_ms.load(Ordering::Relaxed);
+        let base = if latency == 0 {
+            200
+        } else {
+            (2 * latency).clamp(25, 10_000)
+        };
+        Duration::from_millis(base + fastrand::u64(..=base / 2))
     }
 }
 
@@ -259,9 +278,7 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
     );
     let mut conn = app.conn.clone();
     if !take_slot(&app, &slots, &row.id).await? {
-        return Err(JobError::Snooze(Duration::from_millis(
-            200 + fastrand::u64(..300),
-        )));
+        return Err(JobError::Snooze(app.slot_waits.snooze_for(&slots)));
     }
     let body = json!({
         "type": row.event_type,
@@ -280,7 +297,7 @@ pub async fn handle(args: Args, d: Data<Delivery>, app: Data<App>) -> Result<(),
         .arg(&row.id)
         .query_async(&mut conn)
         .await;
-    app.slot_waits.freed(&slots);
+    app.slot_waits.freed(&slots, result.latency);
     if let (true, Some(status)) = (result.is_success(), result.status) {
         // The common case goes through the group commit: attempt, delivered and event at once.
         let d = crate::store::pipeline::Delivered {
@@ -368,5 +385,27 @@ mod tests {
         assert!(w.join("m2", 2).is_some(), "another merchant has its own line");
         drop(a);
         assert!(w.join("m1", 2).is_some(), "a place freed is taken again");
+    }
+
+    #[test]
+    fn a_job_without_a_slot_snoozes_for_about_two_of_its_merchants_deliveries() {
+        let w = SlotWaits::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        assert!(
+            (200..=300).contains(&ms(w.snooze_for("new"))),
+            "nothing known yet"
+        );
+        for _ in 0..20 {
+            w.freed("fast", Duration::from_millis(4));
+            w.freed("slow", Duration::from_secs(3));
+        }
+        assert!((25..=37).contains(&ms(w.snooze_for("fast"))));
+        let slow = ms(w.snooze_for("slow"));
+        assert!((6_000..=9_000).contains(&slow), "{slow}");
+        w.freed("fast", Duration::from_secs(2));
+        assert!(
+            ms(w.snooze_for("fast")) >= 2 * 253,
+            "one slow delivery moves the average"
+        );
     }
 }
