@@ -260,6 +260,33 @@ async fn wait_settled(app: &crate::app::App, like: &str, n: i64, limit: Duration
     }
 }
 
+/// How long a fixed single-core workload (a xorshift loop: no memory, no system calls) takes
+/// on this machine right now, in ms: the median of three runs. A shared machine's speed moves
+/// from hour to hour (here by up to half), and a saturated burst moves with it, so each
+/// result carries this and runs are compared at similar values.
+pub async fn calibration_ms() -> f64 {
+    tokio::task::spawn_blocking(|| {
+        let mut runs: Vec<f64> = (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                let (mut x, mut acc) = (0x9E37_79B9_7F4A_7C15u64, 0u64);
+                for i in 0..50_000_000u64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    acc = acc.wrapping_add(x ^ i);
+                }
+                std::hint::black_box(acc);
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        (runs[1] * 10.0).round() / 10.0
+    })
+    .await
+    .unwrap_or(f64::NAN)
+}
+
 /// CPU time the whole machine has spent busy (every process: souk, PostgreSQL, Redis, the
 /// kernel), in ms, from /proc/stat; None where there is no /proc. Divided by the orders of a
 /// phase below capacity it gives the cost of an order, which a saturated burst cannot show.
@@ -396,6 +423,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     };
     let burst: Vec<String> = (0..opts.orders).map(&mut make).collect();
     let merchants_per_order = 2.0;
+    let calibration = calibration_ms().await;
     eprintln!("bench: burst of {} orders", opts.orders);
     let started = Instant::now();
     app.producer
@@ -462,6 +490,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     drop_world(&app).await?;
     Ok(serde_json::json!({
         "bench": "pipeline",
+        "calibration_ms": calibration,
         "orders": opts.orders,
         "merchants": opts.merchants,
         "merchants_per_order": merchants_per_order,
@@ -501,6 +530,7 @@ pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::R
     let msgs: Vec<String> = (0..orders)
         .map(|n| world.order(n, &[(0, 0, 1)], "requires_capture").1.to_string())
         .collect();
+    let calibration = calibration_ms().await;
     eprintln!("bench: {orders} orders for one SKU with {stock} in stock");
     let started = Instant::now();
     app.producer
@@ -526,6 +556,7 @@ pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::R
     drop_world(&app).await?;
     Ok(serde_json::json!({
         "bench": "flash-sale",
+        "calibration_ms": calibration,
         "orders": orders,
         "stock": stock,
         "reserved": reserved,
