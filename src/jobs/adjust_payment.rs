@@ -5,7 +5,10 @@
 //! shipping (merchant rejection, deadline, cancellation) or returned goods are received back.
 //! Each run asks the provider for the payment's current state and makes at most one call
 //! (capture, cancel or refund) decided by `domain::payment::reconcile`, whose idempotency keys
-//! make a rerun repeat the same call. Runs for one order take turns (a fleet-wide lock in
+//! make a rerun repeat the same call. The first run after `confirm_payment` skips the question:
+//! that job has just read the authorisation and passes its amount (`authorised_minor`), so a
+//! freshly authorised order is captured at once; a refusal sends the run back to the
+//! provider's state. Runs for one order take turns (a fleet-wide lock in
 //! Redis), so two of them never refund the same excess twice; a run that finds the lock taken
 //! snoozes briefly. Once the charge matches, received returns are marked refunded.
 
@@ -21,7 +24,8 @@ use super::{
 };
 use crate::{
     app::App,
-    domain::payment::{reconcile, IntentStatus, PaymentAction},
+    domain::payment::{reconcile, IntentStatus, PaymentAction, ProviderView},
+    integrations::payment::ProviderError,
     queue::{backend::QueueContext, limiter, Delivery, JobError, StreamsBackend},
     store::{
         after_sales, orders,
@@ -35,6 +39,22 @@ pub const QUEUE: &str = "souk.adjust_payment.v1";
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub order_id: i64,
+    /// The amount `confirm_payment` has just seen authorised and waiting for capture. With it,
+    /// a run that finds the order freshly authorised (nothing captured or refunded recorded)
+    /// captures at once instead of first asking the provider; if the provider refuses that
+    /// call, the run reads the payment's state and decides from it as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorised_minor: Option<i64>,
+}
+
+impl Args {
+    /// A run that reads the provider's state first.
+    pub fn new(order_id: i64) -> Self {
+        Self {
+            order_id,
+            authorised_minor: None,
+        }
+    }
 }
 
 fn status_name(s: crate::domain::payment::IntentStatus) -> String {
@@ -58,16 +78,15 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             100 + fastrand::u64(0..400),
         )));
     };
-    let result = adjust(&app, args.order_id).await;
+    let result = adjust(&app, args.order_id, args.authorised_minor).await;
     // A lock left behind (Redis unreachable now) frees itself when its lease ends.
     let _ = limiter::unlock(&mut conn, &key, &token).await;
     result
 }
 
-async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
-    let args = Args { order_id };
-    let Some((order, target)) = app.batches.target.call(args.order_id).await.map_err(db)? else {
-        return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
+async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Result<(), JobError> {
+    let Some((order, target)) = app.batches.target.call(order_id).await.map_err(db)? else {
+        return Err(JobError::abort(format!("order {order_id} does not exist")));
     };
     if order.status == "received" {
         // Not authorised yet: confirm_payment decides first.
@@ -77,16 +96,63 @@ async fn adjust(app: &App, order_id: i64) -> Result<(), JobError> {
         return Ok(()); // a sub-order still waits for stock; its reservation will call again
     };
     let target = shipping - returned;
-    let view = app
-        .payments
-        .retrieve(&order.payment_id)
-        .await
-        .map_err(provider_error)?;
-    let action = reconcile(&order.storefront_order_id, target, &view);
     // A capture is recorded with the hand-over below (one transaction for both): a capture
     // means a positive target, so something ships and the hand-over is reached.
     let mut capture = None;
+    // A freshly authorised order whose authorisation confirm_payment has just seen: capture
+    // what ships without reading it again. The idempotency key names the amount, so if an
+    // earlier run made this capture the provider answers it again; any other refusal (the
+    // payment moved on meanwhile) sends the run to the provider's state below.
+    let fresh = order.status == "authorised" && order.captured_minor == 0 && order.refunded_minor == 0;
+    let mut seen = None;
+    if let (true, Some(amount)) = (fresh, authorised_minor) {
+        let view = ProviderView {
+            status: IntentStatus::RequiresCapture,
+            amount,
+            amount_received: 0,
+            amount_refunded: 0,
+        };
+        if let PaymentAction::Capture {
+            amount,
+            idempotency_key,
+        } = reconcile(&order.storefront_order_id, target, &view)
+        {
+            match app
+                .payments
+                .capture(&order.payment_id, amount, &idempotency_key)
+                .await
+            {
+                Ok(after) => {
+                    capture = Some(Capture {
+                        idempotency_key,
+                        amount_minor: amount,
+                        captured_minor: after.amount_received,
+                        refunded_minor: after.amount_refunded,
+                        payment_status: status_name(after.status),
+                        data: json!({"amount_minor": amount, "authorised_minor": view.amount}),
+                    });
+                    seen = Some(view);
+                }
+                Err(ProviderError::Refused(why)) => {
+                    tracing::info!(order_id, %why, "capture refused; deciding from the payment's state");
+                }
+                Err(e) => return Err(provider_error(e)),
+            }
+        }
+    }
+    // Otherwise (and after a refusal) the provider's state decides: the view before any call.
+    let view = match seen {
+        Some(view) => view,
+        None => app
+            .payments
+            .retrieve(&order.payment_id)
+            .await
+            .map_err(provider_error)?,
+    };
+    let action = reconcile(&order.storefront_order_id, target, &view);
     match &action {
+        // Made above.
+        PaymentAction::Capture { .. } if capture.is_some() => {}
         PaymentAction::None => {
             // The provider's amounts are already right. If the order's record disagrees, an
             // earlier run's call succeeded and it stopped before recording it: record it now

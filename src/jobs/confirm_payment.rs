@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{adjust_payment, db, intake_storefront, register_job, reserve_stock};
 use crate::{
     app::App,
+    domain::payment::IntentStatus,
     integrations::payment::ProviderError,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
     store::{orders, pipeline::ReserveReq},
@@ -35,7 +36,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     let Some(order) = app.batches.order.call(args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
-    let mut authorised = None;
+    let (mut authorised, mut authorised_minor) = (None, None);
     if order.status == "received" {
         let view = match app.payments.retrieve(&order.payment_id).await {
             Ok(v) => v,
@@ -58,6 +59,8 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             // Recorded by the reservation batch below, in the same transaction.
             let data = serde_json::json!({"payment_status": status, "amount": view.amount});
             authorised = Some((status, data));
+            // What adjust_payment would read again: the amount waiting to be captured.
+            authorised_minor = (view.status == IntentStatus::RequiresCapture).then_some(view.amount);
         } else if view.status.is_pending() {
             orders::set_payment_status(&app.pool, order.id, &status)
                 .await
@@ -102,7 +105,10 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             app.push_once(
                 adjust_payment::QUEUE,
                 &reserve_stock::adjust_key(order.id),
-                &adjust_payment::Args { order_id: order.id },
+                &adjust_payment::Args {
+                    order_id: order.id,
+                    authorised_minor,
+                },
                 None,
             )
             .await?;

@@ -47,7 +47,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         .await
         .map_err(db)?;
     if changed && !accept {
-        let a = adjust_payment::Args { order_id: s.order_id };
+        let a = adjust_payment::Args::new(s.order_id);
         app.push_once(
             adjust_payment::QUEUE,
             &format!("adjust:{}:rejected:{}", s.order_id, s.id),

@@ -259,7 +259,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                 app.push_once(
                     adjust_payment::QUEUE,
                     &format!("adjust:{order_id}:return:{return_id}"),
-                    &adjust_payment::Args { order_id },
+                    &adjust_payment::Args::new(order_id),
                     None,
                 )
                 .await?;
@@ -509,9 +509,7 @@ pub async fn decide(
         return refuse(app, d, raw, Some(&row.storefront_order_id), r).await;
     }
     if !accept {
-        let args = adjust_payment::Args {
-            order_id: row.order_id,
-        };
+        let args = adjust_payment::Args::new(row.order_id);
         app.push_once(
             adjust_payment::QUEUE,
             &format!("adjust:{}:rejected:{sub}", row.order_id),
@@ -539,7 +537,7 @@ pub async fn cancel(app: &App, order_id: i64, actor: &str, reason: &str) -> Resu
         )
         .await?;
     }
-    let args = adjust_payment::Args { order_id };
+    let args = adjust_payment::Args::new(order_id);
     app.push_once(
         adjust_payment::QUEUE,
         &format!("adjust:{order_id}:cancelled"),

@@ -41,7 +41,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         }
     }
     if answer.all_decided {
-        let a = adjust_payment::Args { order_id };
+        let a = adjust_payment::Args::new(order_id);
         app.push_once(adjust_payment::QUEUE, &adjust_key(order_id), &a, None)
             .await?;
     }

@@ -25,7 +25,7 @@ pub struct Args {}
 pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     for sub in orders::release_expired(&app.pool, 500).await.map_err(db)? {
         if let Some(s) = orders::sub_order(&app.pool, sub).await.map_err(db)? {
-            let a = adjust_payment::Args { order_id: s.order_id };
+            let a = adjust_payment::Args::new(s.order_id);
             app.push_once(
                 adjust_payment::QUEUE,
                 &format!("adjust:{}:rejected:{sub}", s.order_id),

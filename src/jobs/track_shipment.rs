@@ -177,7 +177,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         app.push_once(
             super::adjust_payment::QUEUE,
             &format!("adjust:{}:return-parcel:{}", s.order_id, s.id),
-            &super::adjust_payment::Args { order_id: s.order_id },
+            &super::adjust_payment::Args::new(s.order_id),
             None,
         )
         .await?;

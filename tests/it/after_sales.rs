@@ -238,13 +238,13 @@ async fn a_return_is_approved_tracked_back_refunded_once_restocked_once_and_sett
         .producer
         .push(
             souk::jobs::adjust_payment::QUEUE,
-            &souk::jobs::adjust_payment::Args {
-                order_id: sqlx::query_scalar("SELECT order_id FROM returns WHERE id = $1")
+            &souk::jobs::adjust_payment::Args::new(
+                sqlx::query_scalar("SELECT order_id FROM returns WHERE id = $1")
                     .bind(rid)
                     .fetch_one(pool)
                     .await
                     .unwrap(),
-            },
+            ),
         )
         .await
         .unwrap();

@@ -239,6 +239,11 @@ async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
     .await;
 
     assert_eq!(p.order_status("SF-100").await.as_deref(), Some("captured"));
+    assert_eq!(
+        p.sb.counters().get("retrieve"),
+        Some(&1),
+        "the payment was read once: the capture went out on what confirm_payment saw"
+    );
     let subs = p.sub_statuses("SF-100").await;
     assert_eq!(subs["m-auto"], "accepted");
     assert_eq!(subs["m-manual"], "awaiting_acceptance");
@@ -348,7 +353,7 @@ async fn every_step_run_again_leaves_the_same_state() {
         .await
         .unwrap();
     producer
-        .push(adjust_payment::QUEUE, &adjust_payment::Args { order_id })
+        .push(adjust_payment::QUEUE, &adjust_payment::Args::new(order_id))
         .await
         .unwrap();
     for s in &subs {
@@ -2149,6 +2154,84 @@ async fn batch_writes_use_indexes_without_statistics() {
 /// its commit) is recorded by the next run from the provider's amounts, without a second
 /// capture: the order does not show nothing captured for good.
 #[tokio::test]
+async fn a_capture_on_what_confirm_saw_is_repeated_harmlessly_and_a_refused_one_is_decided_again() {
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 10).await;
+    for sf in ["SF-SAME", "SF-STALE"] {
+        p.send(&p.order(sf, &[("m1", "A", 2, 450)], "requires_capture"))
+            .await;
+        eventually(Duration::from_secs(20), "notified", || p.all_delivered(sf, 1)).await;
+    }
+    let pool = &p.env.app.pool;
+    let captures_before = p.sb.counters().get("capture").copied();
+    // Both orders as a crash right after the capture call leaves them: authorised, nothing
+    // recorded. A run then comes with the amount confirm_payment saw: the same one (its capture
+    // repeats the earlier call, same idempotency key) or one that no longer holds (the provider
+    // refuses a capture of an intent already captured).
+    for (sf, seen) in [("SF-SAME", 900), ("SF-STALE", 800)] {
+        let order_id = p
+            .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", sf)
+            .await;
+        for sql in [
+            "UPDATE orders SET status = 'authorised', captured_minor = 0, payment_status = 'requires_capture' WHERE id = $1",
+            "DELETE FROM payment_operations WHERE order_id = $1",
+            "DELETE FROM order_events WHERE order_id = $1 AND type IN ('order.captured', 'order.processing')",
+        ] {
+            sqlx::query(sql).bind(order_id).execute(pool).await.unwrap();
+        }
+        let args = adjust_payment::Args {
+            order_id,
+            authorised_minor: Some(seen),
+        };
+        p.env
+            .app
+            .producer
+            .push(adjust_payment::QUEUE, &args)
+            .await
+            .unwrap();
+    }
+    for sf in ["SF-SAME", "SF-STALE"] {
+        eventually(Duration::from_secs(20), "the capture recorded", || async {
+            p.order_status(sf).await.as_deref() == Some("captured")
+                && p.scalar(
+                    "SELECT captured_minor FROM orders WHERE storefront_order_id = $1",
+                    sf,
+                )
+                .await
+                    == 900
+        })
+        .await;
+    }
+    assert_eq!(
+        p.sb.counters().get("capture").copied(),
+        captures_before,
+        "no second capture"
+    );
+    let ops = |sf: &'static str| async move {
+        sqlx::query_as::<_, (String, Option<i64>)>(
+            "SELECT kind, amount_minor FROM payment_operations p JOIN orders o ON o.id = p.order_id
+             WHERE o.storefront_order_id = $1",
+        )
+        .bind(sf)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        ops("SF-SAME").await,
+        [("capture".to_owned(), Some(900))],
+        "the repeated call answered as the first"
+    );
+    assert_eq!(
+        ops("SF-STALE").await,
+        [("sync".to_owned(), None)],
+        "refused, then recorded from the provider's state"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn a_capture_made_but_not_recorded_is_recorded_by_the_next_run() {
     let p = Pipeline::start(&[]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
@@ -2175,7 +2258,7 @@ async fn a_capture_made_but_not_recorded_is_recorded_by_the_next_run() {
     p.env
         .app
         .producer
-        .push(adjust_payment::QUEUE, &adjust_payment::Args { order_id })
+        .push(adjust_payment::QUEUE, &adjust_payment::Args::new(order_id))
         .await
         .unwrap();
     eventually(Duration::from_secs(20), "the capture recorded", || async {
