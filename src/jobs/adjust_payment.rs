@@ -96,63 +96,67 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
         return Ok(()); // a sub-order still waits for stock; its reservation will call again
     };
     let target = shipping - returned;
+    // The view the decision starts from: for a freshly authorised order, the authorisation
+    // confirm_payment has just seen (no need to read it again); otherwise the provider's
+    // state now. Only a capture goes out on that first view. Its idempotency key names the
+    // amount, so if an earlier run made this capture the provider answers it again; any other
+    // refusal (the payment moved on meanwhile) sends the run to the provider's state.
+    let fresh = order.status == "authorised" && order.captured_minor == 0 && order.refunded_minor == 0;
+    let mut first = authorised_minor.filter(|_| fresh).map(|amount| ProviderView {
+        status: IntentStatus::RequiresCapture,
+        amount,
+        amount_received: 0,
+        amount_refunded: 0,
+    });
     // A capture is recorded with the hand-over below (one transaction for both): a capture
     // means a positive target, so something ships and the hand-over is reached.
     let mut capture = None;
-    // A freshly authorised order whose authorisation confirm_payment has just seen: capture
-    // what ships without reading it again. The idempotency key names the amount, so if an
-    // earlier run made this capture the provider answers it again; any other refusal (the
-    // payment moved on meanwhile) sends the run to the provider's state below.
-    let fresh = order.status == "authorised" && order.captured_minor == 0 && order.refunded_minor == 0;
-    let mut seen = None;
-    if let (true, Some(amount)) = (fresh, authorised_minor) {
-        let view = ProviderView {
-            status: IntentStatus::RequiresCapture,
-            amount,
-            amount_received: 0,
-            amount_refunded: 0,
+    let (view, action) = loop {
+        let guessed = first.is_some();
+        let view = match first.take() {
+            Some(view) => view,
+            None => app
+                .payments
+                .retrieve(&order.payment_id)
+                .await
+                .map_err(provider_error)?,
         };
-        if let PaymentAction::Capture {
+        let action = reconcile(&order.storefront_order_id, target, &view);
+        let PaymentAction::Capture {
             amount,
             idempotency_key,
-        } = reconcile(&order.storefront_order_id, target, &view)
-        {
-            match app
-                .payments
-                .capture(&order.payment_id, amount, &idempotency_key)
-                .await
-            {
-                Ok(after) => {
-                    capture = Some(Capture {
-                        idempotency_key,
-                        amount_minor: amount,
-                        captured_minor: after.amount_received,
-                        refunded_minor: after.amount_refunded,
-                        payment_status: status_name(after.status),
-                        data: json!({"amount_minor": amount, "authorised_minor": view.amount}),
-                    });
-                    seen = Some(view);
-                }
-                Err(ProviderError::Refused(why)) => {
-                    tracing::info!(order_id, %why, "capture refused; deciding from the payment's state");
-                }
-                Err(e) => return Err(provider_error(e)),
+        } = &action
+        else {
+            if guessed {
+                continue;
             }
-        }
-    }
-    // Otherwise (and after a refusal) the provider's state decides: the view before any call.
-    let view = match seen {
-        Some(view) => view,
-        None => app
+            break (view, action);
+        };
+        match app
             .payments
-            .retrieve(&order.payment_id)
+            .capture(&order.payment_id, *amount, idempotency_key)
             .await
-            .map_err(provider_error)?,
+        {
+            Ok(after) => {
+                capture = Some(Capture {
+                    idempotency_key: idempotency_key.clone(),
+                    amount_minor: *amount,
+                    captured_minor: after.amount_received,
+                    refunded_minor: after.amount_refunded,
+                    payment_status: status_name(after.status),
+                    data: json!({"amount_minor": amount, "authorised_minor": view.amount}),
+                });
+                break (view, action);
+            }
+            Err(ProviderError::Refused(why)) if guessed => {
+                tracing::info!(order_id, %why, "capture refused; deciding from the payment's state");
+            }
+            Err(e) => return Err(provider_error(e)),
+        }
     };
-    let action = reconcile(&order.storefront_order_id, target, &view);
     match &action {
         // Made above.
-        PaymentAction::Capture { .. } if capture.is_some() => {}
+        PaymentAction::Capture { .. } => {}
         PaymentAction::None => {
             // The provider's amounts are already right. If the order's record disagrees, an
             // earlier run's call succeeded and it stopped before recording it: record it now
@@ -186,24 +190,6 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
                 .await
                 .map_err(db)?;
             }
-        }
-        PaymentAction::Capture {
-            amount,
-            idempotency_key,
-        } => {
-            let after = app
-                .payments
-                .capture(&order.payment_id, *amount, idempotency_key)
-                .await
-                .map_err(provider_error)?;
-            capture = Some(Capture {
-                idempotency_key: idempotency_key.clone(),
-                amount_minor: *amount,
-                captured_minor: after.amount_received,
-                refunded_minor: after.amount_refunded,
-                payment_status: status_name(after.status),
-                data: json!({"amount_minor": amount, "authorised_minor": view.amount}),
-            });
         }
         PaymentAction::Cancel { idempotency_key } => {
             let after = app

@@ -149,6 +149,9 @@ impl Drop for InLine {
 impl SlotWaits {
     fn get(&self, slots: &str) -> Arc<Waiting> {
         let mut m = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = m.get(slots) {
+            return w.clone();
+        }
         m.entry(slots.to_owned()).or_default().clone()
     }
 

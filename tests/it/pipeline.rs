@@ -2151,28 +2151,33 @@ async fn batch_writes_use_indexes_without_statistics() {
 }
 
 /// A capture the provider made but souk never recorded (the worker died between the call and
-/// its commit) is recorded by the next run from the provider's amounts, without a second
-/// capture: the order does not show nothing captured for good.
+/// its commit) is recorded by the next run, without a second capture, however that run starts:
+/// reading the provider's state (recorded as `sync`, the event marked recovered), repeating
+/// the capture on the amount confirm_payment saw (the same idempotency key: the provider
+/// answers it again), or on an amount that no longer holds (refused, then the provider's state
+/// decides). Each order ends with one `order.captured` and one `order.processing`.
 #[tokio::test]
-async fn a_capture_on_what_confirm_saw_is_repeated_harmlessly_and_a_refused_one_is_decided_again() {
+async fn a_capture_made_but_not_recorded_is_recorded_once_by_the_next_run() {
     let p = Pipeline::start(&[]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
     p.stock("m1", "A", 10).await;
-    for sf in ["SF-SAME", "SF-STALE"] {
+    let cases = [
+        ("SF-SYNC", None, "sync", None),
+        ("SF-SAME", Some(900), "capture", Some(900)),
+        ("SF-STALE", Some(800), "sync", None),
+    ];
+    for (sf, ..) in cases {
         p.send(&p.order(sf, &[("m1", "A", 2, 450)], "requires_capture"))
             .await;
         eventually(Duration::from_secs(20), "notified", || p.all_delivered(sf, 1)).await;
     }
     let pool = &p.env.app.pool;
     let captures_before = p.sb.counters().get("capture").copied();
-    // Both orders as a crash right after the capture call leaves them: authorised, nothing
-    // recorded. A run then comes with the amount confirm_payment saw: the same one (its capture
-    // repeats the earlier call, same idempotency key) or one that no longer holds (the provider
-    // refuses a capture of an intent already captured).
-    for (sf, seen) in [("SF-SAME", 900), ("SF-STALE", 800)] {
+    for (sf, seen, ..) in cases {
         let order_id = p
             .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", sf)
             .await;
+        // The state a crash between the capture call and its record leaves behind.
         for sql in [
             "UPDATE orders SET status = 'authorised', captured_minor = 0, payment_status = 'requires_capture' WHERE id = $1",
             "DELETE FROM payment_operations WHERE order_id = $1",
@@ -2182,7 +2187,7 @@ async fn a_capture_on_what_confirm_saw_is_repeated_harmlessly_and_a_refused_one_
         }
         let args = adjust_payment::Args {
             order_id,
-            authorised_minor: Some(seen),
+            authorised_minor: seen,
         };
         p.env
             .app
@@ -2191,7 +2196,7 @@ async fn a_capture_on_what_confirm_saw_is_repeated_harmlessly_and_a_refused_one_
             .await
             .unwrap();
     }
-    for sf in ["SF-SAME", "SF-STALE"] {
+    for (sf, ..) in cases {
         eventually(Duration::from_secs(20), "the capture recorded", || async {
             p.order_status(sf).await.as_deref() == Some("captured")
                 && p.scalar(
@@ -2208,87 +2213,32 @@ async fn a_capture_on_what_confirm_saw_is_repeated_harmlessly_and_a_refused_one_
         captures_before,
         "no second capture"
     );
-    let ops = |sf: &'static str| async move {
-        sqlx::query_as::<_, (String, Option<i64>)>(
+    for (sf, _, kind, amount) in cases {
+        let ops: Vec<(String, Option<i64>)> = sqlx::query_as(
             "SELECT kind, amount_minor FROM payment_operations p JOIN orders o ON o.id = p.order_id
              WHERE o.storefront_order_id = $1",
         )
         .bind(sf)
         .fetch_all(pool)
         .await
-        .unwrap()
-    };
-    assert_eq!(
-        ops("SF-SAME").await,
-        [("capture".to_owned(), Some(900))],
-        "the repeated call answered as the first"
-    );
-    assert_eq!(
-        ops("SF-STALE").await,
-        [("sync".to_owned(), None)],
-        "refused, then recorded from the provider's state"
-    );
-    p.stop().await;
-}
-
-#[tokio::test]
-async fn a_capture_made_but_not_recorded_is_recorded_by_the_next_run() {
-    let p = Pipeline::start(&[]).await;
-    p.merchant("m1", "auto", "accept", 3600).await;
-    p.stock("m1", "A", 5).await;
-    let msg = p.order("SF-SYNC", &[("m1", "A", 2, 450)], "requires_capture");
-    p.send(&msg).await;
-    eventually(Duration::from_secs(20), "notified", || {
-        p.all_delivered("SF-SYNC", 1)
-    })
-    .await;
-    let order_id = p
-        .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", "SF-SYNC")
-        .await;
-    // The state a crash between the capture call and its record leaves behind.
-    let pool = &p.env.app.pool;
-    for sql in [
-        "UPDATE orders SET captured_minor = 0, payment_status = 'requires_capture' WHERE id = $1",
-        "DELETE FROM payment_operations WHERE order_id = $1",
-        "DELETE FROM order_events WHERE order_id = $1 AND type = 'order.captured'",
-    ] {
-        sqlx::query(sql).bind(order_id).execute(pool).await.unwrap();
-    }
-    let captures_before = p.sb.counters().get("capture").copied();
-    p.env
-        .app
-        .producer
-        .push(adjust_payment::QUEUE, &adjust_payment::Args::new(order_id))
+        .unwrap();
+        assert_eq!(ops, [(kind.to_owned(), amount)], "{sf}");
+        let events: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT type, data FROM order_events
+             WHERE storefront_order_id = $1 AND type IN ('order.captured', 'order.processing') ORDER BY id",
+        )
+        .bind(sf)
+        .fetch_all(pool)
         .await
         .unwrap();
-    eventually(Duration::from_secs(20), "the capture recorded", || async {
-        p.scalar(
-            "SELECT captured_minor FROM orders WHERE storefront_order_id = $1",
-            "SF-SYNC",
-        )
-        .await
-            == 900
-    })
-    .await;
-    assert_eq!(
-        p.sb.counters().get("capture").copied(),
-        captures_before,
-        "no second capture"
-    );
-    let ops: Vec<(String, Option<i64>)> =
-        sqlx::query_as("SELECT kind, amount_minor FROM payment_operations WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    assert_eq!(ops, [("sync".to_owned(), None)]);
-    let data: Value =
-        sqlx::query_scalar("SELECT data FROM order_events WHERE order_id = $1 AND type = 'order.captured'")
-            .bind(order_id)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(data["amount_minor"], 900);
-    assert_eq!(data["recovered"], true);
+        let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(kinds, ["order.captured", "order.processing"], "{sf}");
+        assert_eq!(events[0].1["amount_minor"], 900, "{sf}");
+        assert_eq!(
+            events[0].1["recovered"].as_bool() == Some(true),
+            kind == "sync",
+            "{sf}: only a record made from the provider's state is marked recovered"
+        );
+    }
     p.stop().await;
 }
