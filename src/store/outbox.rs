@@ -13,7 +13,8 @@ pub struct OutboxEvent {
     pub r#type: String,
     pub actor: String,
     pub reason: Option<String>,
-    pub data: serde_json::Value,
+    /// The event's data as the JSON text the database holds, passed on without parsing.
+    pub data: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// The writing transaction (xid8 as text), for the relay's cursor.
     pub xid: String,
@@ -45,7 +46,7 @@ where
         return Ok(0);
     };
     let events: Vec<OutboxEvent> = sqlx::query_as(
-        "SELECT id, order_id, sub_order_id, storefront_order_id, type, actor, reason, data, created_at, xid::text AS xid
+        "SELECT id, order_id, sub_order_id, storefront_order_id, type, actor, reason, data::text AS data, created_at, xid::text AS xid
          FROM order_events
          WHERE (xid, id) > ($1::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY xid, id LIMIT $3",
