@@ -692,6 +692,19 @@ async fn receive(
         .ok()
         .map(|t| verify(&secrets, &id, t, &sig, &body, now, Duration::from_secs(300)).is_ok())
         .unwrap_or(false);
+    // The event's type, read before taking the lock every endpoint shares (and without
+    // building the whole payload as a JSON tree).
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        r#type: String,
+    }
+    let kind = if ok {
+        serde_json::from_str::<Kind>(&body)
+            .map(|k| k.r#type)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     let mut eps = lock(&sb.endpoints);
     let e = eps.entry(merchant.clone()).or_default();
     if !ok {
@@ -700,10 +713,6 @@ async fn receive(
     }
     e.received += 1;
     if e.seen.insert(id.clone()) {
-        let kind = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-            .unwrap_or_default();
         e.events.push((id, kind));
     } else {
         e.duplicates += 1;

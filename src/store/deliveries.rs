@@ -1,6 +1,6 @@
 //! SQL of merchant webhook deliveries and their attempts.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
 
 use super::orders::add_event;
@@ -13,7 +13,8 @@ pub struct DeliveryRow {
     pub order_id: Option<i64>,
     pub sub_order_id: Option<i64>,
     pub event_type: String,
-    pub payload: Value,
+    /// The event's data as the JSON text the database holds, sent as is.
+    pub payload: String,
     pub status: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub webhook_url: String,

@@ -1054,7 +1054,7 @@ pub async fn load_deliveries(
     ids: &[String],
 ) -> Result<Vec<Option<super::deliveries::DeliveryRow>>, sqlx::Error> {
     let rows: Vec<super::deliveries::DeliveryRow> = sqlx::query_as(
-        "SELECT d.id, d.merchant_id, d.order_id, d.sub_order_id, d.event_type, d.payload, d.status, d.created_at,
+        "SELECT d.id, d.merchant_id, d.order_id, d.sub_order_id, d.event_type, d.payload::text AS payload, d.status, d.created_at,
                 m.webhook_url, m.signing_secrets, m.endpoint_disabled_at, m.failing_since
          FROM webhook_deliveries d JOIN merchants m ON m.id = d.merchant_id WHERE d.id = ANY($1)",
     )
