@@ -224,21 +224,23 @@ pub struct PipelineBenchOptions {
 }
 
 /// Waits until `n` orders of `like` have settled and every webhook is done. While anything is
-/// in flight it only counts rows in the small partial indexes, with no join and no run filter
-/// (a benchmark has its own database, so everything in flight is the run's); it counts the
-/// settled orders of the run only once nothing is left in flight, so the check itself stays
-/// out of the figures (a join per in-flight sub-order took ~20 ms per poll in a burst).
+/// in flight it only asks whether any row is left in the small partial indexes (EXISTS stops
+/// at the first), with no join, no count and no run filter (a benchmark has its own database,
+/// so everything in flight is the run's); it counts the settled orders of the run only once
+/// nothing is left in flight, so the check itself stays out of the figures (counting every
+/// in-flight row took ~11 ms of PostgreSQL per poll in a 10,000-order burst, ~5 % of one core
+/// at ten polls a second; a join per in-flight sub-order took ~20 ms).
 async fn wait_settled(app: &crate::app::App, like: &str, n: i64, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let (in_flight, open_hooks): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM orders WHERE status IN ('received', 'authorised'))
-                  + (SELECT count(*) FROM sub_orders WHERE status IN ('pending', 'reserved')),
-                    (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
+        let moving: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE status IN ('received', 'authorised'))
+                 OR EXISTS (SELECT 1 FROM sub_orders WHERE status IN ('pending', 'reserved'))
+                 OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE status = 'pending')",
         )
         .fetch_one(&app.pool)
         .await?;
-        let settled = if in_flight == 0 && open_hooks == 0 {
+        if !moving {
             let settled: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM orders WHERE storefront_order_id LIKE $1 AND status IN ('captured', 'cancelled')",
             )
@@ -248,14 +250,22 @@ async fn wait_settled(app: &crate::app::App, like: &str, n: i64, limit: Duration
             if settled >= n {
                 return Ok(());
             }
-            settled
-        } else {
-            -1
-        };
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "orders not settled after {limit:?}: {in_flight} in flight, {open_hooks} webhooks pending, {settled} settled of {n}"
-        );
+        }
+        if Instant::now() >= deadline {
+            let (in_flight, open_hooks, settled): (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM orders WHERE status IN ('received', 'authorised'))
+                      + (SELECT count(*) FROM sub_orders WHERE status IN ('pending', 'reserved')),
+                        (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'),
+                        (SELECT count(*) FROM orders WHERE storefront_order_id LIKE $1
+                            AND status IN ('captured', 'cancelled'))",
+            )
+            .bind(like)
+            .fetch_one(&app.pool)
+            .await?;
+            anyhow::bail!(
+                "orders not settled after {limit:?}: {in_flight} in flight, {open_hooks} webhooks pending, {settled} settled of {n}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
