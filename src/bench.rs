@@ -221,6 +221,8 @@ pub struct PipelineBenchOptions {
     pub rate: u64,
     /// Orders in the latency phase.
     pub paced_orders: usize,
+    /// Orders run through before the burst and not counted in its figures.
+    pub warmup: usize,
 }
 
 /// Waits until `n` orders of `like` have settled and every webhook is done. While anything is
@@ -396,15 +398,19 @@ fn machine_busy_ms() -> Option<f64> {
 }
 
 /// Per-order latency from enqueue to the last merchant notified, in ms: (p50, p99, count).
-async fn notify_latency(app: &crate::app::App, like: &str) -> anyhow::Result<(f64, f64, i64)> {
+/// Enqueue-to-last-merchant-notified percentiles (ms) of the orders of `like` whose storefront
+/// ids sort at or after `from`, and how many there were.
+async fn notify_latency(app: &crate::app::App, like: &str, from: &str) -> anyhow::Result<(f64, f64, i64)> {
     let (p50, p99, n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
         "WITH per_order AS (
             SELECT max(d.delivered_at) - o.enqueued_at AS lat FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
-            WHERE o.storefront_order_id LIKE $1 AND d.event_type = 'sub_order.created' GROUP BY o.id)
+            WHERE o.storefront_order_id LIKE $1 AND o.storefront_order_id >= $2
+              AND d.event_type = 'sub_order.created' GROUP BY o.id)
          SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8,
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8, count(*) FROM per_order",
     )
     .bind(like)
+    .bind(from)
     .fetch_one(&app.pool)
     .await?;
     Ok((p50.unwrap_or(0.0) * 1000.0, p99.unwrap_or(0.0) * 1000.0, n))
@@ -508,7 +514,20 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
             .collect();
         world.order(n, &lines, "requires_capture").1.to_string()
     };
-    let burst: Vec<String> = (0..opts.orders).map(&mut make).collect();
+    // Storefront ids number the warm-up's orders first, then the burst's, then the paced
+    // phase's, so each phase's figures select its own orders by id.
+    let (w, burst_end) = (opts.warmup, opts.warmup + opts.orders);
+    let like_all = format!("demo-{}-%", world.run);
+    if w > 0 {
+        eprintln!("bench: warm-up of {w} orders (not counted)");
+        let warmup: Vec<String> = (0..w).map(&mut make).collect();
+        app.producer
+            .push_raw_many(intake_storefront::QUEUE, &warmup)
+            .await?;
+        wait_settled(&app, &like_all, w as i64, Duration::from_secs(1800)).await?;
+    }
+    let burst: Vec<String> = (w..burst_end).map(&mut make).collect();
+    let first_burst = format!("demo-{}-{w:06}", world.run);
     let merchants_per_order = 2.0;
     let calibration = Calibration::measure(&app.pool).await;
     eprintln!("bench: burst of {} orders", opts.orders);
@@ -516,16 +535,15 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     app.producer
         .push_raw_many(intake_storefront::QUEUE, &burst)
         .await?;
-    let like_all = format!("demo-{}-%", world.run);
-    wait_settled(&app, &like_all, opts.orders as i64, Duration::from_secs(1800)).await?;
+    wait_settled(&app, &like_all, burst_end as i64, Duration::from_secs(1800)).await?;
     let burst_secs = started.elapsed().as_secs_f64();
-    let (burst_p50, burst_p99, _) = notify_latency(&app, &like_all).await?;
+    let (burst_p50, burst_p99, _) = notify_latency(&app, &like_all, &first_burst).await?;
 
     eprintln!("bench: {} orders offered at {}/s", opts.paced_orders, opts.rate);
-    let paced: Vec<String> = (opts.orders..opts.orders + opts.paced_orders)
+    let paced: Vec<String> = (burst_end..burst_end + opts.paced_orders)
         .map(&mut make)
         .collect();
-    let first_paced = format!("demo-{}-{:06}", world.run, opts.orders);
+    let first_paced = format!("demo-{}-{burst_end:06}", world.run);
     let busy0 = machine_busy_ms();
     let t0 = Instant::now();
     for (i, m) in paced.iter().enumerate() {
@@ -538,7 +556,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     wait_settled(
         &app,
         &like_all,
-        (opts.orders + opts.paced_orders) as i64,
+        (burst_end + opts.paced_orders) as i64,
         Duration::from_secs(1800),
     )
     .await?;
@@ -559,7 +577,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     .bind(&first_paced)
     .fetch_one(&app.pool)
     .await?;
-    let total = (opts.orders + opts.paced_orders) as i64;
+    let total = (burst_end + opts.paced_orders) as i64;
     let (notified_orders, webhooks): (i64, i64) = sqlx::query_as(
         "SELECT count(DISTINCT o.id), count(*) FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
          WHERE o.storefront_order_id LIKE $1 AND d.status = 'delivered'",
@@ -579,6 +597,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         serde_json::json!({
             "bench": "pipeline",
             "orders": opts.orders,
+            "warmup_orders": w,
             "merchants": opts.merchants,
             "merchants_per_order": merchants_per_order,
             "orders_per_s": (opts.orders as f64 / burst_secs).round(),

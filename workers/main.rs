@@ -299,6 +299,10 @@ enum BenchKind {
         rate: u64,
         #[arg(long, default_value_t = 5_000)]
         paced_orders: usize,
+        /// Orders run through first and not counted: connections opened, statements prepared,
+        /// scripts loaded, so the burst measures a running fleet rather than its start.
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
         #[arg(long)]
         json: bool,
     },
@@ -576,6 +580,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 merchants,
                 rate,
                 paced_orders,
+                warmup,
                 json,
             } => {
                 anyhow::ensure!(merchants >= 2, "--merchants must be at least 2");
@@ -584,6 +589,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     merchants,
                     rate,
                     paced_orders,
+                    warmup,
                 };
                 let figures = bench::pipeline(&config, &opts).await?;
                 if !json {
