@@ -163,6 +163,21 @@ impl App {
             .map_err(crate::queue::JobError::retry)
     }
 
+    /// [`App::push_once`] for several jobs of one queue, in one round trip: `(key, args,
+    /// due_ms)` each.
+    pub async fn push_once_many<T: serde::Serialize>(
+        &self,
+        queue: &str,
+        jobs: &[(String, T, Option<i64>)],
+    ) -> Result<(), crate::queue::JobError> {
+        let window = Duration::from_secs(self.config.queue(queue).idempotency_window_s);
+        self.producer
+            .push_unique_many(queue, jobs, window)
+            .await
+            .map(|_| ())
+            .map_err(crate::queue::JobError::retry)
+    }
+
     /// The queue context of `queue` with its effective settings.
     pub async fn queue_context(&self, queue: &str) -> anyhow::Result<QueueContext> {
         QueueContext::connect(

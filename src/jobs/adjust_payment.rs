@@ -282,21 +282,21 @@ async fn hand_to_merchants(
         capture,
     };
     let next = app.batches.hand_over.call(req).await.map_err(db)?;
-    // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed.
-    for (sub, at) in next.awaiting {
-        let a = expire_acceptance::Args { sub_order_id: sub };
-        app.push_once(
-            expire_acceptance::QUEUE,
-            &format!("expire:{sub}"),
-            &a,
-            Some(at.timestamp_millis()),
-        )
-        .await?;
-    }
-    for id in next.pending_deliveries {
-        notify_merchant::push(app, id).await?;
-    }
-    Ok(())
+    // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed:
+    // each queue's jobs in one call.
+    let deadlines: Vec<_> = next
+        .awaiting
+        .into_iter()
+        .map(|(sub, at)| {
+            (
+                format!("expire:{sub}"),
+                expire_acceptance::Args { sub_order_id: sub },
+                Some(at.timestamp_millis()),
+            )
+        })
+        .collect();
+    app.push_once_many(expire_acceptance::QUEUE, &deadlines).await?;
+    notify_merchant::push_many(app, next.pending_deliveries).await
 }
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {

@@ -95,10 +95,16 @@ pub async fn push_pending_for_order(app: &App, order_id: i64) -> Result<(), JobE
     .fetch_all(&app.pool)
     .await
     .map_err(db)?;
-    for id in ids {
-        push(app, id).await?;
-    }
-    Ok(())
+    push_many(app, ids).await
+}
+
+/// Pushes the jobs of several deliveries in one call (idempotent by delivery id).
+pub async fn push_many(app: &App, delivery_ids: Vec<String>) -> Result<(), JobError> {
+    let jobs: Vec<_> = delivery_ids
+        .into_iter()
+        .map(|delivery_id| (format!("notify:{delivery_id}"), Args { delivery_id }, None))
+        .collect();
+    app.push_once_many(QUEUE, &jobs).await
 }
 
 /// Pushes the job of one delivery (idempotent by delivery id).

@@ -172,6 +172,36 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// [`Producer::push_unique`] for several jobs of one queue, in one round trip and one
+    /// script run: `(key, args, due_ms)` each; answers, per job, whether it was pushed (false:
+    /// its key was pushed within `window`).
+    pub async fn push_unique_many<T: Serialize>(
+        &self,
+        queue: &str,
+        jobs: &[(String, T, Option<i64>)],
+        window: Duration,
+    ) -> Result<Vec<bool>, PushError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(queue);
+        let now = now_ms();
+        let mut inv = scripts::PUSH_UNIQUE_MANY.key(&keys.stream);
+        inv.key(&keys.delayed)
+            .arg(window.as_millis().max(1) as u64)
+            .arg(now);
+        for (key, args, due_ms) in jobs {
+            inv.key(keys.idempotency(key))
+                .arg(key)
+                .arg(serde_json::to_string(args)?)
+                .arg(due_ms.unwrap_or(0));
+        }
+        let pushed: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(pushed.into_iter().map(|p| p == 1).collect())
+    }
+}
+
 /// See [`Producer::declare`].
 pub(crate) async fn declare(
     conn: &mut ConnectionManager,

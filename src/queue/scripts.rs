@@ -101,6 +101,32 @@ return {1, ARGV[2]}
     )
 });
 
+/// [`PUSH_UNIQUE`] for several jobs of one queue in one call: one script run instead of one
+/// per job. KEYS: stream, delayed, idem_key per job. ARGV: window_ms, now_ms, then per job:
+/// job_id, payload, due_ms (0 = now). Returns, per job, 1 when pushed and 0 when its key was
+/// seen inside its window.
+pub static PUSH_UNIQUE_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for i = 3, #KEYS do
+  local a = 3 + (i - 3) * 3
+  if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[1]) then
+    if tonumber(ARGV[a + 2]) > tonumber(ARGV[2]) then
+      redis.call('ZADD', KEYS[2], ARGV[a + 2], cjson.encode({job_id = ARGV[a], payload = ARGV[a + 1], attempt = '0', enqueued_at = ARGV[2]}))
+    else
+      redis.call('XADD', KEYS[1], '*', 'payload', ARGV[a + 1], 'job_id', ARGV[a], 'enqueued_at', ARGV[2])
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"#,
+    )
+});
+
 /// Fires a cron tick once across the fleet: only a tick later than the last one fired pushes.
 /// KEYS: cron_last, stream. ARGV: tick_ms, payload, job_id, now_ms. Returns 1 if fired here.
 pub static CRON_FIRE: LazyLock<Script> = LazyLock::new(|| {

@@ -465,6 +465,44 @@ async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
 }
 
 #[tokio::test]
+async fn several_idempotent_pushes_in_one_call_each_keep_their_key() {
+    let env = TestEnv::new().await;
+    let producer = &env.app.producer;
+    producer.declare(Q).await.unwrap();
+    let w = Duration::from_secs(60);
+    producer
+        .push_unique(Q, "order-42", &p("a", Behaviour::Succeed), w, None)
+        .await
+        .unwrap();
+    let later = chrono::Utc::now().timestamp_millis() + 60_000;
+    let jobs = vec![
+        ("order-42".to_owned(), p("b", Behaviour::Succeed), None),
+        ("order-43".to_owned(), p("c", Behaviour::Succeed), None),
+        ("order-44".to_owned(), p("d", Behaviour::Succeed), Some(later)),
+        ("order-43".to_owned(), p("e", Behaviour::Succeed), None),
+    ];
+    let pushed = producer.push_unique_many(Q, &jobs, w).await.unwrap();
+    assert_eq!(pushed, vec![false, true, true, false]);
+    let again = producer.push_unique_many(Q, &jobs[1..3], w).await.unwrap();
+    assert_eq!(again, vec![false, false], "a second call pushes nothing");
+    let stats = queue_stats(&env).await;
+    assert_eq!((stats.length, stats.delayed), (2, 1));
+
+    let ctx = env.app.queue_context(Q).await.unwrap();
+    let runs = Runs::default();
+    let wk = start(ctx, runs.clone());
+    eventually(Duration::from_secs(5), "two runs", || {
+        let runs = runs.clone();
+        async move { runs.len() == 2 }
+    })
+    .await;
+    wk.stop().await;
+    assert_eq!(runs.of("c")[0].job_id, "order-43", "the key is the job id");
+    assert!(runs.of("b").is_empty() && runs.of("e").is_empty() && runs.of("d").is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_job_pushed_for_later_runs_no_sooner_than_asked() {
     let env = TestEnv::new().await;
     let ctx = env.app.queue_context(Q).await.unwrap();
