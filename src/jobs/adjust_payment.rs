@@ -5,10 +5,10 @@
 //! shipping (merchant rejection, deadline, cancellation) or returned goods are received back.
 //! Each run asks the provider for the payment's current state and makes at most one call
 //! (capture, cancel or refund) decided by `domain::payment::reconcile`, whose idempotency keys
-//! make a rerun repeat the same call. The first run after `confirm_payment` skips the question:
-//! that job has just read the authorisation and passes its amount (`authorised_minor`), so a
-//! freshly authorised order is captured at once; a refusal sends the run back to the
-//! provider's state. Runs for one order take turns (a fleet-wide lock in
+//! make a rerun repeat the same call. The first run, which `confirm_payment` makes itself
+//! ([`run_now`]; this queue's job only when it cannot), skips the question: that job has just
+//! read the authorisation and passes its amount (`authorised_minor`), so a freshly authorised
+//! order is captured at once; a refusal sends the run back to the provider's state. Runs for one order take turns (a fleet-wide lock in
 //! Redis), so two of them never refund the same excess twice; a run that finds the lock taken
 //! snoozes briefly. Once the charge matches, received returns are marked refunded.
 
@@ -65,6 +65,24 @@ fn status_name(s: crate::domain::payment::IntentStatus) -> String {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    match locked(&app, &args).await? {
+        Some(result) => result,
+        None => Err(JobError::Snooze(Duration::from_millis(
+            100 + fastrand::u64(0..400),
+        ))),
+    }
+}
+
+/// Runs the adjustment of `args` in the calling job, as this queue's job would, when the
+/// order's lock is free: `confirm_payment` does so for a freshly authorised order, which saves
+/// the order a trip through this queue. `Ok(None)` when another run holds the lock.
+pub async fn run_now(app: &App, args: &Args) -> Result<Option<Result<(), JobError>>, JobError> {
+    locked(app, args).await
+}
+
+/// Takes the order's fleet-wide lock and runs the adjustment under it; `Ok(None)` when the
+/// lock is taken, `Err` only when Redis could not be asked.
+async fn locked(app: &App, args: &Args) -> Result<Option<Result<(), JobError>>, JobError> {
     let key = format!("{}:lock:payment:{}", app.config.redis.key_prefix, args.order_id);
     // The lease outlives a run cut off by the queue's timeout only briefly.
     let lease = crate::app::handler_timeout(&app.config.queue(QUEUE))
@@ -74,14 +92,12 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         .await
         .map_err(JobError::retry)?
     else {
-        return Err(JobError::Snooze(Duration::from_millis(
-            100 + fastrand::u64(0..400),
-        )));
+        return Ok(None);
     };
-    let result = adjust(&app, args.order_id, args.authorised_minor).await;
+    let result = adjust(app, args.order_id, args.authorised_minor).await;
     // A lock left behind (Redis unreachable now) frees itself when its lease ends.
     let _ = limiter::unlock(&mut conn, &key, &token).await;
-    result
+    Ok(Some(result))
 }
 
 async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Result<(), JobError> {

@@ -1,6 +1,8 @@
 //! `souk.confirm_payment.v1`: asks the payment provider about an order's payment. Authorised
 //! or paid lets the order proceed to stock; `processing` is checked again later (snooze);
 //! failed or cancelled ends the order; unpaid past `marketplace.unpaid_timeout_s` is cancelled.
+//! Once stock is decided for every sub-order it runs the order's `adjust_payment` step (capture
+//! and hand-over) in the same job, falling back to that queue's job when it cannot.
 
 use std::time::Duration;
 
@@ -102,16 +104,32 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             }
         }
         if answer.all_decided {
-            app.push_once(
-                adjust_payment::QUEUE,
-                &reserve_stock::adjust_key(order.id),
-                &adjust_payment::Args {
-                    order_id: order.id,
-                    authorised_minor,
-                },
-                None,
-            )
-            .await?;
+            // The capture and the hand-over to merchants run here, as the adjust_payment job
+            // would run them (under the same per-order lock): an order takes one trip through
+            // the queues fewer. When another run holds the lock, or this attempt fails
+            // (provider, database), the adjust_payment job takes over, pushed once per order
+            // as before, with its own retries; it repeats nothing that was done.
+            let args = adjust_payment::Args {
+                order_id: order.id,
+                authorised_minor,
+            };
+            let done = match adjust_payment::run_now(&app, &args).await? {
+                Some(Ok(())) => true,
+                Some(Err(e)) => {
+                    tracing::info!(order_id = order.id, error = %e, "capture deferred to adjust_payment");
+                    false
+                }
+                None => false,
+            };
+            if !done {
+                app.push_once(
+                    adjust_payment::QUEUE,
+                    &reserve_stock::adjust_key(order.id),
+                    &args,
+                    None,
+                )
+                .await?;
+            }
         }
     }
     Ok(())

@@ -298,6 +298,50 @@ async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
     p.stop().await;
 }
 
+/// confirm_payment captures and hands over in its own job; when another run holds the order's
+/// payment lock, it leaves that step to an adjust_payment job, which waits for the lock and
+/// then captures once.
+#[tokio::test]
+async fn a_held_payment_lock_leaves_the_capture_to_the_adjust_payment_job() {
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 10).await;
+    // A fresh database: the first order gets id 1. Hold its lock as another run would.
+    let key = format!("{}:lock:payment:1", p.env.app.config.redis.key_prefix);
+    let mut conn = p.env.redis();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("someone-else")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    p.send(&p.order("SF-LOCK", &[("m1", "A", 1, 700)], "requires_capture"))
+        .await;
+    eventually(Duration::from_secs(20), "the adjust job queued", || async {
+        let mut conn = p.env.redis();
+        let keys = p.env.app.producer.keys(adjust_payment::QUEUE);
+        let s = souk::queue::stats::queue_stats(&mut conn, &keys).await.unwrap();
+        p.order_status("SF-LOCK").await.as_deref() == Some("authorised") && s.length + s.delayed > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        p.order_status("SF-LOCK").await.as_deref(),
+        Some("authorised"),
+        "nothing captured while the lock is held"
+    );
+    assert_eq!(p.sb.counters().get("capture"), None);
+    let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    eventually(Duration::from_secs(20), "captured and notified", || async {
+        p.order_status("SF-LOCK").await.as_deref() == Some("captured") && p.all_delivered("SF-LOCK", 1).await
+    })
+    .await;
+    assert_eq!(p.sb.counters().get("capture"), Some(&1), "one capture");
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn every_step_run_again_leaves_the_same_state() {
     let p = Pipeline::start(&[]).await;
