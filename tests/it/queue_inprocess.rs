@@ -423,6 +423,20 @@ async fn dead_letters_can_be_retried_by_id_and_purged() {
     env.cleanup().await;
 }
 
+/// Runs a worker on `Q` until it has made `n` runs, then stops it; the runs it made.
+async fn drain(env: &TestEnv, n: usize) -> Runs {
+    let ctx = env.app.queue_context(Q).await.unwrap();
+    let runs = Runs::default();
+    let wk = start(ctx, runs.clone());
+    eventually(Duration::from_secs(5), &format!("{n} runs"), || {
+        let runs = runs.clone();
+        async move { runs.len() == n }
+    })
+    .await;
+    wk.stop().await;
+    runs
+}
+
 #[tokio::test]
 async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
     let env = TestEnv::new().await;
@@ -446,15 +460,7 @@ async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
     assert_eq!(other, PushOutcome::Pushed("order-43".into()));
     assert_eq!(queue_stats(&env).await.length, 2);
 
-    let ctx = env.app.queue_context(Q).await.unwrap();
-    let runs = Runs::default();
-    let wk = start(ctx, runs.clone());
-    eventually(Duration::from_secs(5), "two runs", || {
-        let runs = runs.clone();
-        async move { runs.len() == 2 }
-    })
-    .await;
-    wk.stop().await;
+    let runs = drain(&env, 2).await;
     assert_eq!(
         runs.of("a")[0].job_id,
         "order-42",
@@ -488,15 +494,7 @@ async fn several_idempotent_pushes_in_one_call_each_keep_their_key() {
     let stats = queue_stats(&env).await;
     assert_eq!((stats.length, stats.delayed), (2, 1));
 
-    let ctx = env.app.queue_context(Q).await.unwrap();
-    let runs = Runs::default();
-    let wk = start(ctx, runs.clone());
-    eventually(Duration::from_secs(5), "two runs", || {
-        let runs = runs.clone();
-        async move { runs.len() == 2 }
-    })
-    .await;
-    wk.stop().await;
+    let runs = drain(&env, 2).await;
     assert_eq!(runs.of("c")[0].job_id, "order-43", "the key is the job id");
     assert!(runs.of("b").is_empty() && runs.of("e").is_empty() && runs.of("d").is_empty());
     env.cleanup().await;
