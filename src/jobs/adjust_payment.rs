@@ -65,7 +65,7 @@ fn status_name(s: crate::domain::payment::IntentStatus) -> String {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    match locked(&app, &args).await? {
+    match run_now(&app, &args).await? {
         Some(result) => result,
         None => Err(JobError::Snooze(Duration::from_millis(
             100 + fastrand::u64(0..400),
@@ -73,16 +73,11 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     }
 }
 
-/// Runs the adjustment of `args` in the calling job, as this queue's job would, when the
-/// order's lock is free: `confirm_payment` does so for a freshly authorised order, which saves
-/// the order a trip through this queue. `Ok(None)` when another run holds the lock.
+/// Takes the order's fleet-wide lock and runs the adjustment of `args` under it, as this
+/// queue's job does; `confirm_payment` calls it for a freshly authorised order, which saves the
+/// order a trip through this queue. `Ok(None)` when another run holds the lock, `Err` only
+/// when Redis could not be asked.
 pub async fn run_now(app: &App, args: &Args) -> Result<Option<Result<(), JobError>>, JobError> {
-    locked(app, args).await
-}
-
-/// Takes the order's fleet-wide lock and runs the adjustment under it; `Ok(None)` when the
-/// lock is taken, `Err` only when Redis could not be asked.
-async fn locked(app: &App, args: &Args) -> Result<Option<Result<(), JobError>>, JobError> {
     let key = format!("{}:lock:payment:{}", app.config.redis.key_prefix, args.order_id);
     // The lease outlives a run cut off by the queue's timeout only briefly.
     let lease = crate::app::handler_timeout(&app.config.queue(QUEUE))

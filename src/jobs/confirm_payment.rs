@@ -113,15 +113,11 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
                 order_id: order.id,
                 authorised_minor,
             };
-            let done = match adjust_payment::run_now(&app, &args).await? {
-                Some(Ok(())) => true,
-                Some(Err(e)) => {
-                    tracing::info!(order_id = order.id, error = %e, "capture deferred to adjust_payment");
-                    false
-                }
-                None => false,
-            };
-            if !done {
+            let ran = adjust_payment::run_now(&app, &args).await?;
+            if let Some(Err(e)) = &ran {
+                tracing::info!(order_id = order.id, error = %e, "capture deferred to adjust_payment");
+            }
+            if !matches!(ran, Some(Ok(()))) {
                 app.push_once(
                     adjust_payment::QUEUE,
                     &reserve_stock::adjust_key(order.id),

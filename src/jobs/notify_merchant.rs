@@ -75,15 +75,7 @@ pub async fn enqueue_event(
     .await
     .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    app.push_once(
-        QUEUE,
-        &format!("notify:{id}"),
-        &Args {
-            delivery_id: id.clone(),
-        },
-        None,
-    )
-    .await
+    push_many(app, vec![id]).await
 }
 
 /// Pushes a job for every pending delivery of an order (idempotent by delivery id).
@@ -105,17 +97,6 @@ pub async fn push_many(app: &App, delivery_ids: Vec<String>) -> Result<(), JobEr
         .map(|delivery_id| (format!("notify:{delivery_id}"), Args { delivery_id }, None))
         .collect();
     app.push_once_many(QUEUE, &jobs).await
-}
-
-/// Pushes the job of one delivery (idempotent by delivery id).
-pub async fn push(app: &App, delivery_id: String) -> Result<(), JobError> {
-    app.push_once(
-        QUEUE,
-        &format!("notify:{delivery_id}"),
-        &Args { delivery_id },
-        None,
-    )
-    .await
 }
 
 /// Longest a job waits in its worker for a merchant's slot before it snoozes instead.

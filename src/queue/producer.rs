@@ -150,55 +150,46 @@ impl Producer {
         window: Duration,
         due_ms: Option<i64>,
     ) -> Result<PushOutcome, PushError> {
-        let keys = self.keys(queue);
-        let payload = serde_json::to_string(args)?;
-        let now = now_ms();
-        let (pushed, id): (i64, String) = scripts::PUSH_UNIQUE
-            .key(keys.idempotency(key))
-            .key(&keys.stream)
-            .key(&keys.delayed)
-            .arg(window.as_millis().max(1) as u64)
-            .arg(key)
-            .arg(payload)
-            .arg(now)
-            .arg(due_ms.unwrap_or(0))
-            .invoke_async(&mut self.conn.clone())
+        let mut outcomes = self
+            .push_unique_many(queue, &[(key.to_owned(), args, due_ms)], window)
             .await?;
-        Ok(if pushed == 1 {
-            PushOutcome::Pushed(id)
-        } else {
-            PushOutcome::Duplicate(id)
-        })
+        Ok(outcomes.remove(0))
     }
-}
 
-impl Producer {
     /// [`Producer::push_unique`] for several jobs of one queue, in one round trip and one
-    /// script run: `(key, args, due_ms)` each; answers, per job, whether it was pushed (false:
-    /// its key was pushed within `window`).
+    /// script run: `(key, args, due_ms)` each; an outcome per job, in order (a key repeated in
+    /// the call is pushed once).
     pub async fn push_unique_many<T: Serialize>(
         &self,
         queue: &str,
         jobs: &[(String, T, Option<i64>)],
         window: Duration,
-    ) -> Result<Vec<bool>, PushError> {
+    ) -> Result<Vec<PushOutcome>, PushError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let keys = self.keys(queue);
-        let now = now_ms();
-        let mut inv = scripts::PUSH_UNIQUE_MANY.key(&keys.stream);
+        let mut inv = scripts::PUSH_UNIQUE.key(&keys.stream);
         inv.key(&keys.delayed)
             .arg(window.as_millis().max(1) as u64)
-            .arg(now);
+            .arg(now_ms());
         for (key, args, due_ms) in jobs {
             inv.key(keys.idempotency(key))
                 .arg(key)
                 .arg(serde_json::to_string(args)?)
                 .arg(due_ms.unwrap_or(0));
         }
-        let pushed: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(pushed.into_iter().map(|p| p == 1).collect())
+        let answers: Vec<(i64, String)> = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(answers
+            .into_iter()
+            .map(|(pushed, id)| {
+                if pushed == 1 {
+                    PushOutcome::Pushed(id)
+                } else {
+                    PushOutcome::Duplicate(id)
+                }
+            })
+            .collect())
     }
 }
 

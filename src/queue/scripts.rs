@@ -82,30 +82,12 @@ return lost
     )
 });
 
-/// Pushes once per idempotency key: `{1, entry_or_job_id}` when pushed, `{0, first_job_id}`
-/// when the key was seen inside its window.
-/// KEYS: idem_key, stream, delayed. ARGV: window_ms, job_id, payload, now_ms, due_ms (0 = now).
+/// Pushes jobs of one queue, each once per idempotency key, in one call. Per job, in order:
+/// `{1, job_id}` when pushed, `{0, first_job_id}` when its key was seen inside its window
+/// (also earlier in the same call).
+/// KEYS: stream, delayed, then the idem_key of each job. ARGV: window_ms, now_ms, then per job:
+/// job_id, payload, due_ms (0 = now).
 pub static PUSH_UNIQUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then
-  return {0, redis.call('GET', KEYS[1])}
-end
-if tonumber(ARGV[5]) > tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[3], ARGV[5], cjson.encode({job_id = ARGV[2], payload = ARGV[3], attempt = '0', enqueued_at = ARGV[4]}))
-else
-  redis.call('XADD', KEYS[2], '*', 'payload', ARGV[3], 'job_id', ARGV[2], 'enqueued_at', ARGV[4])
-end
-return {1, ARGV[2]}
-"#,
-    )
-});
-
-/// [`PUSH_UNIQUE`] for several jobs of one queue in one call: one script run instead of one
-/// per job. KEYS: stream, delayed, idem_key per job. ARGV: window_ms, now_ms, then per job:
-/// job_id, payload, due_ms (0 = now). Returns, per job, 1 when pushed and 0 when its key was
-/// seen inside its window.
-pub static PUSH_UNIQUE_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
@@ -117,9 +99,9 @@ for i = 3, #KEYS do
     else
       redis.call('XADD', KEYS[1], '*', 'payload', ARGV[a + 1], 'job_id', ARGV[a], 'enqueued_at', ARGV[2])
     end
-    out[#out + 1] = 1
+    out[#out + 1] = {1, ARGV[a]}
   else
-    out[#out + 1] = 0
+    out[#out + 1] = {0, redis.call('GET', KEYS[i])}
   end
 end
 return out

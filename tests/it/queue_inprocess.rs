@@ -488,9 +488,18 @@ async fn several_idempotent_pushes_in_one_call_each_keep_their_key() {
         ("order-43".to_owned(), p("e", Behaviour::Succeed), None),
     ];
     let pushed = producer.push_unique_many(Q, &jobs, w).await.unwrap();
-    assert_eq!(pushed, vec![false, true, true, false]);
+    let dup = |k: &str| PushOutcome::Duplicate(k.into());
+    let new = |k: &str| PushOutcome::Pushed(k.into());
+    assert_eq!(
+        pushed,
+        vec![dup("order-42"), new("order-43"), new("order-44"), dup("order-43")]
+    );
     let again = producer.push_unique_many(Q, &jobs[1..3], w).await.unwrap();
-    assert_eq!(again, vec![false, false], "a second call pushes nothing");
+    assert_eq!(
+        again,
+        vec![dup("order-43"), dup("order-44")],
+        "a second call pushes nothing"
+    );
     let stats = queue_stats(&env).await;
     assert_eq!((stats.length, stats.delayed), (2, 1));
 
