@@ -147,7 +147,7 @@ pub async fn order_story(pool: &PgPool, key: &str) -> Result<Value, AdminError> 
             'reservations', (SELECT coalesce(json_agg(json_build_object('sku', sku, 'quantity', quantity, 'status', status, 'expires_at', expires_at) ORDER BY sku), '[]') FROM reservations WHERE sub_order_id = s.id),
             'webhooks', (SELECT coalesce(json_agg(json_build_object('webhook_id', d.id, 'type', d.event_type, 'status', d.status, 'attempts',
                     (SELECT coalesce(json_agg(json_build_object('at', a.attempted_at, 'status_code', a.status_code, 'latency_ms', a.latency_ms, 'error', a.error, 'response', a.response_excerpt) ORDER BY a.id), '[]') FROM webhook_attempts a WHERE a.delivery_id = d.id)
-                ) ORDER BY d.created_at), '[]') FROM webhook_deliveries d WHERE d.sub_order_id = s.id))
+                ) ORDER BY d.created_at), '[]') FROM webhook_deliveries d WHERE d.order_id = s.order_id AND d.sub_order_id = s.id))
          FROM sub_orders s WHERE s.order_id = $1 ORDER BY s.id",
     )
     .bind(id)

@@ -346,7 +346,7 @@ pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
     loop {
         let awaiting: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT s.id, o.storefront_order_id, s.merchant_id FROM sub_orders s JOIN orders o ON o.id = s.order_id
-             JOIN webhook_deliveries d ON d.sub_order_id = s.id AND d.event_type = 'sub_order.created' AND d.status = 'delivered'
+             JOIN webhook_deliveries d ON d.order_id = s.order_id AND d.sub_order_id = s.id AND d.event_type = 'sub_order.created' AND d.status = 'delivered'
              WHERE o.storefront_order_id LIKE $1 AND s.status = 'awaiting_acceptance' LIMIT 2000",
         )
         .bind(format!("demo-{}-%", world.run))
