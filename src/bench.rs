@@ -379,6 +379,25 @@ async fn roundtrip_us(pool: &sqlx::PgPool) -> Result<f64, sqlx::Error> {
 /// CPU time the whole machine has spent busy (every process: souk, PostgreSQL, Redis, the
 /// kernel), in ms, from /proc/stat; None where there is no /proc. Divided by the orders of a
 /// phase below capacity it gives the cost of an order, which a saturated burst cannot show.
+/// PostgreSQL's current write-ahead log position; `None` where the server does not say.
+async fn wal_position(pool: &sqlx::PgPool) -> Option<String> {
+    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await
+        .ok()
+}
+
+/// Bytes of write-ahead log the whole server wrote since `from` (what an order costs in WAL
+/// records, index entries and row locks, whatever the machine's speed; other databases on the
+/// server count too, so measure on a quiet one).
+async fn wal_bytes_since(pool: &sqlx::PgPool, from: &str) -> Option<f64> {
+    sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+        .bind(from)
+        .fetch_one(pool)
+        .await
+        .ok()
+}
+
 fn machine_busy_ms() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<f64> = stat
@@ -531,12 +550,19 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let merchants_per_order = 2.0;
     let calibration = Calibration::measure(&app.pool).await;
     eprintln!("bench: burst of {} orders", opts.orders);
+    let wal0 = wal_position(&app.pool).await;
     let started = Instant::now();
     app.producer
         .push_raw_many(intake_storefront::QUEUE, &burst)
         .await?;
     wait_settled(&app, &like_all, burst_end as i64, Duration::from_secs(1800)).await?;
     let burst_secs = started.elapsed().as_secs_f64();
+    let wal_per_order = match wal0 {
+        Some(at) if opts.orders > 0 => wal_bytes_since(&app.pool, &at)
+            .await
+            .map(|b| (b / opts.orders as f64).round()),
+        _ => None,
+    };
     let (burst_p50, burst_p99, _) = notify_latency(&app, &like_all, &first_burst).await?;
 
     eprintln!("bench: {} orders offered at {}/s", opts.paced_orders, opts.rate);
@@ -604,6 +630,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
             "burst_seconds": (burst_secs * 100.0).round() / 100.0,
             "burst_p50_ms": burst_p50.round(),
             "burst_p99_ms": burst_p99.round(),
+            "burst_wal_bytes_per_order": wal_per_order,
             "offered_per_s": opts.rate,
             "paced_orders": opts.paced_orders,
             "p50_ms": (p50.unwrap_or(0.0) * 1000.0).round(),
