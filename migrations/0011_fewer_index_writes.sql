@@ -11,8 +11,9 @@ DROP INDEX order_events_accepted;
 
 -- A storefront order id is an identifier, compared byte by byte: in the "C" collation the
 -- unique index serves `LIKE 'prefix%'` itself, and the text_pattern_ops copy of it (three
--- entries per order: the insert and two status updates) goes. orders_in_flight is rebuilt by
--- the ALTER and keeps its definition.
+-- entries per order: the insert and two status updates) goes. The table is not rewritten (same
+-- type), but its indexes on the column are rebuilt while the ALTER holds the table's lock:
+-- on a large orders table, migrate in a quiet moment. orders_in_flight keeps its definition.
 ALTER TABLE orders ALTER COLUMN storefront_order_id TYPE text COLLATE "C";
 DROP INDEX orders_storefront_prefix;
 

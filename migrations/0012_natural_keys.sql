@@ -5,7 +5,8 @@
 -- the order they happened), and nothing refers to their own ids. Each had a primary key on
 -- its serial id plus an index on the parent: two B-tree entries per row, five per order. The
 -- primary key is now the parent's key first, so one index serves every read (in order) and
--- keeps rows unique. The serial ids stay, as columns.
+-- keeps rows unique. The serial ids stay, as columns. Each new primary key is built while its
+-- table is locked: on large tables, migrate in a quiet moment.
 ALTER TABLE order_lines
     DROP CONSTRAINT order_lines_pkey,
     DROP CONSTRAINT order_lines_sub_order_id_sku_key,
