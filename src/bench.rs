@@ -376,9 +376,6 @@ async fn roundtrip_us(pool: &sqlx::PgPool) -> Result<f64, sqlx::Error> {
     Ok(runs[1])
 }
 
-/// CPU time the whole machine has spent busy (every process: souk, PostgreSQL, Redis, the
-/// kernel), in ms, from /proc/stat; None where there is no /proc. Divided by the orders of a
-/// phase below capacity it gives the cost of an order, which a saturated burst cannot show.
 /// PostgreSQL's current write-ahead log position; `None` where the server does not say.
 async fn wal_position(pool: &sqlx::PgPool) -> Option<String> {
     sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
@@ -398,6 +395,9 @@ async fn wal_bytes_since(pool: &sqlx::PgPool, from: &str) -> Option<f64> {
         .ok()
 }
 
+/// CPU time the whole machine has spent busy (every process: souk, PostgreSQL, Redis, the
+/// kernel), in ms, from /proc/stat; None where there is no /proc. Divided by the orders of a
+/// phase below capacity it gives the cost of an order, which a saturated burst cannot show.
 fn machine_busy_ms() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<f64> = stat
@@ -416,9 +416,8 @@ fn machine_busy_ms() -> Option<f64> {
     Some(busy * 10.0)
 }
 
-/// Per-order latency from enqueue to the last merchant notified, in ms: (p50, p99, count).
-/// Enqueue-to-last-merchant-notified percentiles (ms) of the orders of `like` whose storefront
-/// ids sort at or after `from`, and how many there were.
+/// Per-order latency from enqueue to the last merchant notified, in ms, over the orders of
+/// `like` whose storefront ids sort at or after `from`: (p50, p99, how many orders).
 async fn notify_latency(app: &crate::app::App, like: &str, from: &str) -> anyhow::Result<(f64, f64, i64)> {
     let (p50, p99, n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
         "WITH per_order AS (
@@ -592,17 +591,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         }
         _ => None,
     };
-    let (p50, p99, n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
-        "WITH per_order AS (
-            SELECT max(d.delivered_at) - o.enqueued_at AS lat FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
-            WHERE o.storefront_order_id LIKE $1 AND o.storefront_order_id >= $2 AND d.event_type = 'sub_order.created' GROUP BY o.id)
-         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8,
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM lat))::float8, count(*) FROM per_order",
-    )
-    .bind(&like_all)
-    .bind(&first_paced)
-    .fetch_one(&app.pool)
-    .await?;
+    let (p50, p99, n) = notify_latency(&app, &like_all, &first_paced).await?;
     let total = (burst_end + opts.paced_orders) as i64;
     let (notified_orders, webhooks): (i64, i64) = sqlx::query_as(
         "SELECT count(DISTINCT o.id), count(*) FROM orders o JOIN webhook_deliveries d ON d.order_id = o.id
@@ -633,8 +622,8 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
             "burst_wal_bytes_per_order": wal_per_order,
             "offered_per_s": opts.rate,
             "paced_orders": opts.paced_orders,
-            "p50_ms": (p50.unwrap_or(0.0) * 1000.0).round(),
-            "p99_ms": (p99.unwrap_or(0.0) * 1000.0).round(),
+            "p50_ms": p50.round(),
+            "p99_ms": p99.round(),
             "paced_measured": n,
             "paced_cpu_ms_per_order": cpu_ms_per_order,
             "webhooks_delivered": webhooks,

@@ -8,9 +8,10 @@
 //! make a rerun repeat the same call. The first run, which `confirm_payment` makes itself
 //! ([`run_now`]; this queue's job only when it cannot), skips the question: that job has just
 //! read the authorisation and passes its amount (`authorised_minor`), so a freshly authorised
-//! order is captured at once; a refusal sends the run back to the provider's state. Runs for one order take turns (a fleet-wide lock in
-//! Redis), so two of them never refund the same excess twice; a run that finds the lock taken
-//! snoozes briefly. Once the charge matches, received returns are marked refunded.
+//! order is captured at once; a refusal sends the run back to the provider's state. Runs for
+//! one order take turns (a fleet-wide lock in Redis), so two of them never refund the same
+//! excess twice; a run that finds the lock taken snoozes briefly. Once the charge matches,
+//! received returns are marked refunded.
 
 use std::time::Duration;
 

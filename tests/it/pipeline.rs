@@ -295,6 +295,24 @@ async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
     let story = admin::order_story(&p.env.app.pool, "SF-100").await.unwrap();
     assert_eq!(story["sub_orders"].as_array().unwrap().len(), 2);
     assert!(story["timeline"].as_array().unwrap().len() >= 8);
+    // Each sub-order's own webhook, with its attempt, read through the order (migration 0011);
+    // the capture among the order's provider calls (keyed by order since 0012).
+    for sub in story["sub_orders"].as_array().unwrap() {
+        let hooks = sub["webhooks"].as_array().unwrap();
+        let created: Vec<_> = hooks
+            .iter()
+            .filter(|h| h["type"] == "sub_order.created")
+            .collect();
+        assert_eq!(created.len(), 1, "{sub}");
+        let sub_id = sub["id"].as_i64().unwrap();
+        assert_eq!(
+            created[0]["webhook_id"],
+            format!("msg_so{sub_id}_sub_order_created")
+        );
+        assert_eq!(created[0]["attempts"][0]["status_code"], 200, "{sub}");
+    }
+    let calls = story["payment_operations"].as_array().unwrap();
+    assert!(calls.iter().any(|c| c["kind"] == "capture"), "{calls:?}");
     p.stop().await;
 }
 
