@@ -635,6 +635,82 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     ))
 }
 
+/// `runs` pipeline benchmarks one after another, each in its own fresh database and Redis
+/// prefix, summarised by [`summarize_pipeline_runs`]; each run's own figures go to stderr as it
+/// ends. One run answers its own figures unchanged.
+pub async fn pipeline_runs(
+    config: &Config,
+    opts: &PipelineBenchOptions,
+    runs: usize,
+) -> anyhow::Result<serde_json::Value> {
+    if runs <= 1 {
+        return pipeline(config, opts).await;
+    }
+    let mut each = Vec::with_capacity(runs);
+    for i in 1..=runs {
+        let figures = pipeline(config, opts).await?;
+        eprintln!("bench: run {i}/{runs}: {figures}");
+        each.push(figures);
+    }
+    Ok(summarize_pipeline_runs(&each))
+}
+
+/// The figures of several pipeline runs as one object with the same keys as one run: the
+/// settings as given, each measured figure the median over the runs, and the counts
+/// (`oversold`, `lost`, `webhook_duplicates_at_merchants`, `webhooks_delivered`,
+/// `paced_measured`) summed. Added: `runs`, and for orders/s, p50, p99 and the calibration
+/// figures their `_min`, `_max` and `_runs` (every run's value, in run order), so a slow run
+/// can be told from a slow machine.
+pub fn summarize_pipeline_runs(each: &[serde_json::Value]) -> serde_json::Value {
+    let values = |key: &str| -> Vec<f64> { each.iter().filter_map(|r| r[key].as_f64()).collect() };
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        Some(if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        })
+    };
+    let mut out = each.first().cloned().unwrap_or_else(|| serde_json::json!({}));
+    out["runs"] = each.len().into();
+    for key in [
+        "oversold",
+        "lost",
+        "webhook_duplicates_at_merchants",
+        "webhooks_delivered",
+        "paced_measured",
+    ] {
+        out[key] = (values(key).iter().sum::<f64>() as u64).into();
+    }
+    for key in [
+        "orders_per_s",
+        "p50_ms",
+        "p99_ms",
+        "burst_seconds",
+        "burst_p50_ms",
+        "burst_p99_ms",
+        "burst_wal_bytes_per_order",
+        "paced_cpu_ms_per_order",
+        "merchants_per_order",
+        "calibration_ms",
+        "calibration_memory_ns",
+        "calibration_roundtrip_us",
+    ] {
+        let v = values(key);
+        out[key] = median(v.clone()).into();
+        if matches!(key, "orders_per_s" | "p50_ms" | "p99_ms") || key.starts_with("calibration_") {
+            out[format!("{key}_min")] = v.iter().copied().reduce(f64::min).into();
+            out[format!("{key}_max")] = v.iter().copied().reduce(f64::max).into();
+            out[format!("{key}_runs")] = v.into();
+        }
+    }
+    out
+}
+
 /// 20,000 orders (by default) for one SKU with 1,000 in stock.
 pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::Result<serde_json::Value> {
     use crate::{demo::World, jobs::intake_storefront};
@@ -839,4 +915,47 @@ pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::R
         "carrier_step_ms": opts.step_ms,
         "seconds": (secs * 10.0).round() / 10.0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(orders_per_s: f64, p99: f64, lost: u64, roundtrip: f64) -> serde_json::Value {
+        serde_json::json!({
+            "bench": "pipeline", "orders": 5000, "orders_per_s": orders_per_s, "p50_ms": 40.0,
+            "p99_ms": p99, "oversold": 0, "lost": lost, "webhooks_delivered": 21000,
+            "calibration_roundtrip_us": roundtrip,
+        })
+    }
+
+    #[test]
+    fn several_runs_summarise_to_medians_extremes_and_sums() {
+        let s = summarize_pipeline_runs(&[
+            run(1300.0, 60.0, 0, 40.0),
+            run(948.0, 170.0, 2, 130.0),
+            run(1500.0, 55.0, 0, 35.0),
+        ]);
+        assert_eq!(s["bench"], "pipeline");
+        assert_eq!(s["orders"], 5000);
+        assert_eq!(s["runs"], 3);
+        assert_eq!(s["orders_per_s"], 1300.0);
+        assert_eq!(s["orders_per_s_min"], 948.0);
+        assert_eq!(s["orders_per_s_max"], 1500.0);
+        assert_eq!(s["orders_per_s_runs"], serde_json::json!([1300.0, 948.0, 1500.0]));
+        assert_eq!(s["p99_ms"], 60.0);
+        assert_eq!(s["p99_ms_max"], 170.0);
+        assert_eq!(
+            s["calibration_roundtrip_us_runs"],
+            serde_json::json!([40.0, 130.0, 35.0])
+        );
+        // A lost order in any run shows in the summary.
+        assert_eq!(s["lost"], 2);
+        assert_eq!(s["oversold"], 0);
+        assert_eq!(s["webhooks_delivered"], 63000);
+        // An even number of runs: the mean of the middle two.
+        let s = summarize_pipeline_runs(&[run(1000.0, 60.0, 0, 40.0), run(1200.0, 80.0, 0, 40.0)]);
+        assert_eq!(s["orders_per_s"], 1100.0);
+        assert_eq!(s["p99_ms"], 70.0);
+    }
 }

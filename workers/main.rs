@@ -303,6 +303,10 @@ enum BenchKind {
         /// scripts loaded, so the burst measures a running fleet rather than its start.
         #[arg(long, default_value_t = 500)]
         warmup: usize,
+        /// Runs one after another, each in a fresh database; the last line is their summary
+        /// (medians, each figure's min, max and per-run values, sums of oversold and lost).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
         #[arg(long)]
         json: bool,
     },
@@ -581,6 +585,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 rate,
                 paced_orders,
                 warmup,
+                runs,
                 json,
             } => {
                 anyhow::ensure!(merchants >= 2, "--merchants must be at least 2");
@@ -591,7 +596,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     paced_orders,
                     warmup,
                 };
-                let figures = bench::pipeline(&config, &opts).await?;
+                let figures = bench::pipeline_runs(&config, &opts, runs).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }
