@@ -431,7 +431,7 @@ async fn the_planned_run_spreads_over_workers_and_one_failing_merchant_holds_up_
         ("SOUK_QUEUE__RETRY_BASE_MS", "2000"),
         ("SOUK_QUEUE__RETRY_CAP_MS", "5000"),
     ];
-    let _workers = Reaper(vec![
+    let workers = Reaper(vec![
         env.spawn_souk(&["run", "--queues", &queues, "--no-cron"], &slow_retry),
         env.spawn_souk(&["run", "--queues", &queues, "--no-cron"], &slow_retry),
     ]);
@@ -500,5 +500,7 @@ async fn the_planned_run_spreads_over_workers_and_one_failing_merchant_holds_up_
             .unwrap();
     assert!(attempts >= 2, "{attempts}");
     assert_eq!(scalar_i64(&env, "SELECT count(*) FROM sku_forecasts").await, 200);
+    // The workers go before the keys: a running one would write its queues back.
+    drop(workers);
     env.cleanup().await;
 }

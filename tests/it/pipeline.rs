@@ -1779,7 +1779,7 @@ async fn worker_processes_share_the_tracking_providers_rate_limit() {
         ("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
     ]);
     let args = ["run", "--queues", souk::jobs::track_shipment::QUEUE, "--no-cron"];
-    let _others = crate::support::Reaper(vec![
+    let others = crate::support::Reaper(vec![
         p.env.spawn_souk(&args, &child),
         p.env.spawn_souk(&args, &child),
     ]);
@@ -1825,6 +1825,8 @@ async fn worker_processes_share_the_tracking_providers_rate_limit() {
         c.get("tracking_get").copied().unwrap_or(0) + c.get("tracking_register").copied().unwrap_or(0);
     assert!(calls >= 2 * n as u64, "{c:?}");
     assert_eq!(c.get("tracking_rate_limited").copied().unwrap_or(0), 0, "{c:?}");
+    // The other processes go before the keys: a running one would write its queues back.
+    drop(others);
     p.stop().await;
 }
 
