@@ -637,7 +637,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
 
 /// `runs` pipeline benchmarks one after another, each in its own fresh database and Redis
 /// prefix, summarised by [`summarize_pipeline_runs`]; each run's own figures go to stderr as it
-/// ends. One run answers its own figures unchanged.
+/// ends. One run (the command refuses 0) answers its own figures unchanged.
 pub async fn pipeline_runs(
     config: &Config,
     opts: &PipelineBenchOptions,

@@ -589,6 +589,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 json,
             } => {
                 anyhow::ensure!(merchants >= 2, "--merchants must be at least 2");
+                anyhow::ensure!(runs >= 1, "--runs must be at least 1");
                 let opts = bench::PipelineBenchOptions {
                     orders,
                     merchants,
