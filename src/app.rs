@@ -36,7 +36,7 @@ pub struct App {
     /// Group commit of the order pipeline's hot writes (see `store::batch`).
     pub batches: Arc<Batches>,
     /// Webhook jobs of this process waiting for a merchant's delivery slot.
-    pub slot_waits: Arc<jobs::notify_merchant::SlotWaits>,
+    pub slot_waits: Arc<crate::queue::slot_waits::SlotWaits>,
 }
 
 /// The batchers of the order pipeline, one per kind of write (and the two hottest reads); each
@@ -73,7 +73,7 @@ impl Batches {
                 crate::store::orders::orders_with_targets(&p, &ids).await
             }),
             hand_over: on_pool(pool, "hand_over", max, |p, reqs| async move {
-                pipeline::hand_over(&p, &reqs, jobs::notify_merchant::delivery_id).await
+                pipeline::hand_over(&p, &reqs, crate::domain::ids::sub_order_webhook_id).await
             }),
             delivered: on_pool(pool, "delivered", max, |p, reqs| async move {
                 pipeline::record_delivered(&p, &reqs).await

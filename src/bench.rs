@@ -505,7 +505,7 @@ async fn drop_world(app: &crate::app::App) -> anyhow::Result<()> {
 /// Orders through the whole pipeline against the sandbox: a burst for throughput, then a paced
 /// phase for latency.
 pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::Result<serde_json::Value> {
-    use crate::{demo::World, jobs::intake_storefront};
+    use crate::demo::World;
     let stock = 1_000_000i64;
     let skus = 50;
     let world = World::start(
@@ -540,7 +540,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         eprintln!("bench: warm-up of {w} orders (not counted)");
         let warmup: Vec<String> = (0..w).map(&mut make).collect();
         app.producer
-            .push_raw_many(intake_storefront::QUEUE, &warmup)
+            .push_raw_many(crate::enqueue::STOREFRONT, &warmup)
             .await?;
         wait_settled(&app, &like_all, w as i64, Duration::from_secs(1800)).await?;
     }
@@ -552,7 +552,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let wal0 = wal_position(&app.pool).await;
     let started = Instant::now();
     app.producer
-        .push_raw_many(intake_storefront::QUEUE, &burst)
+        .push_raw_many(crate::enqueue::STOREFRONT, &burst)
         .await?;
     wait_settled(&app, &like_all, burst_end as i64, Duration::from_secs(1800)).await?;
     let burst_secs = started.elapsed().as_secs_f64();
@@ -576,7 +576,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
-        app.producer.push_raw(intake_storefront::QUEUE, m).await?;
+        app.producer.push_raw(crate::enqueue::STOREFRONT, m).await?;
     }
     wait_settled(
         &app,
@@ -713,7 +713,7 @@ pub fn summarize_pipeline_runs(each: &[serde_json::Value]) -> serde_json::Value 
 
 /// 20,000 orders (by default) for one SKU with 1,000 in stock.
 pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::Result<serde_json::Value> {
-    use crate::{demo::World, jobs::intake_storefront};
+    use crate::demo::World;
     let world = World::start(
         bench_config(config)?,
         crate::demo::WorldOptions {
@@ -734,7 +734,7 @@ pub async fn flash_sale(config: &Config, orders: usize, stock: i64) -> anyhow::R
     eprintln!("bench: {orders} orders for one SKU with {stock} in stock");
     let started = Instant::now();
     app.producer
-        .push_raw_many(intake_storefront::QUEUE, &msgs)
+        .push_raw_many(crate::enqueue::STOREFRONT, &msgs)
         .await?;
     let like = format!("demo-{}-%", world.run);
     wait_settled(&app, &like, orders as i64, Duration::from_secs(1800)).await?;
@@ -786,7 +786,7 @@ pub struct TrackingBenchOptions {
 
 /// Shipments tracked to their end against the sandbox's rate-limited AfterShip stand-in.
 pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::Result<serde_json::Value> {
-    use crate::{demo::World, jobs::intake_storefront};
+    use crate::demo::World;
     let mut config = bench_config(config)?;
     let t = &mut config.tracking;
     t.rate_per_s = opts.rate_per_s;
@@ -829,7 +829,7 @@ pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::R
         .collect();
     eprintln!("bench: {} orders to ship", opts.shipments);
     app.producer
-        .push_raw_many(intake_storefront::QUEUE, &orders)
+        .push_raw_many(crate::enqueue::STOREFRONT, &orders)
         .await?;
     wait_settled(&app, &like, opts.shipments as i64, Duration::from_secs(1800)).await?;
     let ships: Vec<String> = (0..opts.shipments)
@@ -848,7 +848,7 @@ pub async fn tracking(config: &Config, opts: &TrackingBenchOptions) -> anyhow::R
     );
     let started = Instant::now();
     app.producer
-        .push_raw_many(intake_storefront::QUEUE, &ships)
+        .push_raw_many(crate::enqueue::STOREFRONT, &ships)
         .await?;
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {

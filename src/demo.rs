@@ -23,7 +23,6 @@ use crate::{
     admin,
     app::App,
     config::Config,
-    jobs::intake_storefront,
     sandbox::{self, EndpointSettings, Sandbox},
     store::merchants::MerchantInput,
 };
@@ -131,8 +130,8 @@ impl World {
                 cmds.push(json!({"type": "inventory.set", "version": 1, "merchant_id": m, "sku": sku(k), "on_hand": opts.stock_per_sku}));
             }
         }
-        app.producer.declare(intake_storefront::QUEUE).await?;
-        app.producer.push_many(intake_storefront::QUEUE, &cmds).await?;
+        app.producer.declare(crate::enqueue::STOREFRONT).await?;
+        app.producer.push_many(crate::enqueue::STOREFRONT, &cmds).await?;
         let (stop, mut rx) = watch::channel(false);
         let workers = {
             let app = app.clone();
@@ -325,7 +324,7 @@ pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let producer = &app.producer;
-    producer.push_raw_many(intake_storefront::QUEUE, &msgs).await?;
+    producer.push_raw_many(crate::enqueue::STOREFRONT, &msgs).await?;
     println!(
         "storefront enqueued {} messages in {:.2} s:",
         msgs.len(),
@@ -360,7 +359,7 @@ pub async fn run(config: Config, orders: usize) -> anyhow::Result<()> {
             if roll < 0.80 {
                 let decision = if roll < 0.72 { "accept" } else { "reject" };
                 let cmd = json!({"type": "merchant.decision", "version": 1, "storefront_order_id": sf, "merchant_id": merchant, "decision": decision, "reason": if decision == "reject" { Some("cannot ship to this address") } else { None }});
-                producer.push(intake_storefront::QUEUE, &cmd).await?;
+                producer.push(crate::enqueue::STOREFRONT, &cmd).await?;
             }
         }
         let states = order_states(&app, &world.run).await?;

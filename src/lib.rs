@@ -6,7 +6,10 @@
 //! - [`domain`]: pure rules and calculations (retry schedules, ...); no IO.
 //! - [`queue`]: the Redis Streams queue under apalis: producer, backend, acks, dead letters, cron.
 //! - [`store`]: all SQL, the pool and migrations.
-//! - [`jobs`]: one file per job: arguments, queue name, handler, registration.
+//! - [`enqueue`]: every pipeline job's contract (queue, arguments, idempotency key) and typed pushes.
+//! - [`orders`]: the order services (cancel, decide, the payment adjustment), shared by the jobs.
+//! - [`jobs`]: one file per job: the handler (an adapter onto the services) and registration.
+//! - [`faults`]: crash points for fault-injection tests (debug builds only).
 //! - [`http`]: the ops server (health, readiness, metrics).
 //! - [`app`]: connections and the worker fleet of one process.
 //! - [`config`]: layered, validated configuration.
@@ -21,10 +24,13 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod enqueue;
+pub mod faults;
 pub mod forecast;
 pub mod http;
 pub mod integrations;
 pub mod jobs;
+pub mod orders;
 pub mod outcomes;
 pub mod queue;
 pub mod sandbox;

@@ -75,7 +75,7 @@ pub fn risk_rank(r: &SkuResult) -> f64 {
 
 /// The webhook id of a merchant's digest in a run: stable, so reruns find the same delivery.
 pub fn digest_id(run_id: i64, merchant: &str) -> String {
-    format!("msg_fc{run_id}_{merchant}")
+    crate::domain::ids::digest_webhook_id(run_id, merchant)
 }
 
 /// Forecasts one merchant of a run; safe to call again (a done merchant is skipped, an
@@ -173,16 +173,9 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
     .await
     .context("storing forecasts")?;
     if let Some((id, _)) = &digest {
-        app.push_once(
-            crate::jobs::notify_merchant::QUEUE,
-            &format!("notify:{id}"),
-            &crate::jobs::notify_merchant::Args {
-                delivery_id: id.clone(),
-            },
-            None,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("queueing the digest webhook: {e}"))?;
+        crate::enqueue::notify_merchants(app, vec![id.clone()])
+            .await
+            .map_err(|e| anyhow::anyhow!("queueing the digest webhook: {e}"))?;
     }
     tracing::info!(
         run = run.id,

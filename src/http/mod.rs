@@ -27,7 +27,6 @@ use serde_json::json;
 use crate::{
     admin::{self, AdminError},
     app::App,
-    jobs::intake_storefront,
     store::merchants::{self, MerchantInput},
 };
 
@@ -168,7 +167,7 @@ async fn decision(State(app): State<App>, Json(b): Json<DecisionBody>) -> Result
     };
     let entry = app
         .producer
-        .push(intake_storefront::QUEUE, &cmd)
+        .push(crate::enqueue::STOREFRONT, &cmd)
         .await
         .map_err(|e| AdminError::Invalid(format!("could not enqueue: {e}")))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": entry}))).into_response())
@@ -182,7 +181,7 @@ async fn command(State(app): State<App>, body: axum::body::Bytes) -> Result<Resp
     crate::domain::order::parse_command(text).map_err(|r| AdminError::Invalid(r.to_string()))?;
     let entry = app
         .producer
-        .push_raw(intake_storefront::QUEUE, text)
+        .push_raw(crate::enqueue::STOREFRONT, text)
         .await
         .map_err(|e| AdminError::Invalid(format!("could not enqueue: {e}")))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": entry}))).into_response())
@@ -302,11 +301,11 @@ async fn poll_hint(app: &App, number: &str) -> Response {
         }
     };
     for id in &ids {
-        let args = crate::jobs::track_shipment::Args {
+        let args = crate::enqueue::TrackShipment {
             shipment_id: *id,
             hint: true,
         };
-        if let Err(e) = app.producer.push(crate::jobs::track_shipment::QUEUE, &args).await {
+        if let Err(e) = app.producer.push(crate::enqueue::TRACK_SHIPMENT, &args).await {
             tracing::error!(error = %e, "tracking push: queue");
             return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
         }

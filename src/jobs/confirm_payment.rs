@@ -7,43 +7,39 @@
 use std::time::Duration;
 
 use apalis::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use super::{adjust_payment, db, intake_storefront, register_job, reserve_stock};
+use super::{db, register_job};
 use crate::{
     app::App,
     domain::payment::IntentStatus,
+    enqueue::{self, Why},
+    faults::crash_point,
     integrations::payment::ProviderError,
+    orders::cancel,
+    orders::payment::provider_error,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
     store::{orders, pipeline::ReserveReq},
 };
 
-pub const QUEUE: &str = "souk.confirm_payment.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub order_id: i64,
-}
-
-/// Maps a provider failure to the job outcome.
-pub fn provider_error(e: ProviderError) -> JobError {
-    match e {
-        ProviderError::RateLimited(d) => JobError::retry_after(d, "payment provider rate limit"),
-        other => JobError::retry(other),
-    }
-}
+pub const QUEUE: &str = enqueue::CONFIRM_PAYMENT;
+pub use crate::enqueue::ConfirmPayment as Args;
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(order) = app.batches.order.call(args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
+    if !matches!(order.status.as_str(), "received" | "authorised") {
+        // Moved on (handed over or cancelled) by an earlier run of this job, or by
+        // adjust_payment. A run after a crash between that commit and its pushes finds the
+        // follow-ups in the state and pushes them now (no-ops when they were pushed).
+        return enqueue::follow_ups(&app, order.id).await;
+    }
     let (mut authorised, mut authorised_minor) = (None, None);
     if order.status == "received" {
         let view = match app.payments.retrieve(&order.payment_id).await {
             Ok(v) => v,
             Err(ProviderError::Refused(why)) => {
-                return intake_storefront::cancel(
+                return cancel(
                     &app,
                     order.id,
                     "souk:payment",
@@ -70,7 +66,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             let waited = chrono::Utc::now() - order.enqueued_at;
             if waited.num_seconds() as u64 >= app.config.marketplace.unpaid_timeout_s {
                 let why = format!("unpaid after {} s (payment {status})", waited.num_seconds());
-                return intake_storefront::cancel(&app, order.id, "souk:payment", &why).await;
+                return cancel(&app, order.id, "souk:payment", &why).await;
             }
             return Err(JobError::Snooze(Duration::from_millis(
                 app.config.marketplace.payment_recheck_ms,
@@ -79,8 +75,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
             orders::set_payment_status(&app.pool, order.id, &status)
                 .await
                 .map_err(db)?;
-            return intake_storefront::cancel(&app, order.id, "souk:payment", &format!("payment {status}"))
-                .await;
+            return cancel(&app, order.id, "souk:payment", &format!("payment {status}")).await;
         }
     }
     // Authorised (now or by an earlier run that stopped): the order is recorded as authorised
@@ -103,28 +98,23 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
                 tracing::info!(sub_order_id, ?short, "sub-order out of stock");
             }
         }
+        crash_point("confirm.reserved");
         if answer.all_decided {
             // The capture and the hand-over to merchants run here, as the adjust_payment job
             // would run them (under the same per-order lock): an order takes one trip through
             // the queues fewer. When another run holds the lock, or this attempt fails
             // (provider, database), the adjust_payment job takes over, pushed once per order
             // as before, with its own retries; it repeats nothing that was done.
-            let args = adjust_payment::Args {
+            let args = enqueue::AdjustPayment {
                 order_id: order.id,
                 authorised_minor,
             };
-            let ran = adjust_payment::run_now(&app, &args).await?;
+            let ran = crate::orders::payment::run_now(&app, &args).await?;
             if let Some(Err(e)) = &ran {
                 tracing::info!(order_id = order.id, error = %e, "capture deferred to adjust_payment");
             }
             if !matches!(ran, Some(Ok(()))) {
-                app.push_once(
-                    adjust_payment::QUEUE,
-                    &reserve_stock::adjust_key(order.id),
-                    &args,
-                    None,
-                )
-                .await?;
+                enqueue::adjust_payment(&app, &args, Why::StockDecided).await?;
             }
         }
     }

@@ -1,25 +1,22 @@
 //! `souk.expire_acceptance.v1`: at a sub-order's acceptance deadline, applies the merchant's
 //! default (accept or reject, like Mirakl's auto-accept / auto-refuse) if it has not decided.
+//! What follows (the adjustment of a rejected share) is derived from the state, so a rerun
+//! after a crash right after the decision still pushes it.
 
 use std::time::Duration;
 
 use apalis::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use super::{adjust_payment, db, register_job};
+use super::{db, register_job};
 use crate::{
     app::App,
+    enqueue,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
     store::orders,
 };
 
-pub const QUEUE: &str = "souk.expire_acceptance.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub sub_order_id: i64,
-}
+pub const QUEUE: &str = enqueue::EXPIRE_ACCEPTANCE;
+pub use crate::enqueue::ExpireAcceptance as Args;
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(s) = orders::sub_order(&app.pool, args.sub_order_id)
@@ -29,7 +26,10 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         return Err(JobError::abort("no such sub-order"));
     };
     if s.status != "awaiting_acceptance" {
-        return Ok(());
+        // Decided already: by the merchant, or by an earlier run of this job that stopped
+        // before its follow-ups were pushed. Push what the order still needs (no-op pushes when
+        // nothing is missing).
+        return enqueue::follow_ups(&app, s.order_id).await;
     }
     if let Some(at) = s.accept_by {
         let left = at - chrono::Utc::now();
@@ -43,19 +43,8 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     } else {
         "no decision by the deadline: rejected by default"
     };
-    let changed = orders::decide(&app.pool, s.id, accept, "souk:deadline", Some(reason))
-        .await
-        .map_err(db)?;
-    if changed && !accept {
-        let a = adjust_payment::Args::new(s.order_id);
-        app.push_once(
-            adjust_payment::QUEUE,
-            &format!("adjust:{}:rejected:{}", s.order_id, s.id),
-            &a,
-            None,
-        )
-        .await?;
-    }
+    // Refused only if the merchant decided in between; its own run pushed what follows.
+    crate::orders::decide(&app, s.id, accept, "souk:deadline", Some(reason)).await?;
     Ok(())
 }
 

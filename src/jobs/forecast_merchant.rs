@@ -4,7 +4,6 @@
 //! queue's backoff; it never holds up the other merchants' jobs.
 
 use apalis::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::register_job;
 use crate::{
@@ -14,14 +13,8 @@ use crate::{
     store::forecasts,
 };
 
-pub const QUEUE: &str = "souk.forecast_merchant.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub run_id: i64,
-    pub merchant_id: String,
-}
+pub const QUEUE: &str = crate::enqueue::FORECAST_MERCHANT;
+pub use crate::enqueue::ForecastMerchant as Args;
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(run) = forecasts::run(&app.pool, args.run_id).await.map_err(super::db)? else {

@@ -5,18 +5,20 @@
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{adjust_payment, confirm_payment, db, notify_merchant, register_job};
+use super::{db, register_job};
 use crate::{
     app::App,
     domain::{
         after_sales::{ItemLine, ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
         order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
     },
+    enqueue,
+    faults::crash_point,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
     store::{after_sales, merchants, orders},
 };
 
-pub const QUEUE: &str = "souk.storefront.v1";
+pub const QUEUE: &str = enqueue::STOREFRONT;
 
 /// The raw message text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,17 +67,9 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             if !stored.created {
                 tracing::info!(storefront_order_id = %sf, order_id = stored.order_id, "duplicate order message; already stored");
             }
+            crash_point("intake.stored");
             // Also on a duplicate: the first run may have stopped before this push.
-            let args = confirm_payment::Args {
-                order_id: stored.order_id,
-            };
-            app.push_once(
-                confirm_payment::QUEUE,
-                &format!("confirm:{}", stored.order_id),
-                &args,
-                None,
-            )
-            .await
+            enqueue::confirm_payment(&app, stored.order_id).await
         }
         StorefrontCommand::InventorySet {
             merchant_id,
@@ -254,16 +248,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             let outcome = after_sales::receive(&app.pool, &d.job_id, &return_id, sellable, note.as_deref())
                 .await
                 .map_err(db)?;
-            if let Ok(order_id) = outcome {
-                // The refund: the charge target now leaves the returned goods out.
-                app.push_once(
-                    adjust_payment::QUEUE,
-                    &format!("adjust:{order_id}:return:{return_id}"),
-                    &adjust_payment::Args::new(order_id),
-                    None,
-                )
-                .await?;
-            }
+            // The refund follows from the order's adjustment mark, set with the receipt.
             after_sales_done(&app, &d, &raw, outcome).await
         }
         StorefrontCommand::ComplaintOpened {
@@ -347,7 +332,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
                 return refuse(&app, &d, &raw, Some(&storefront_order_id), r).await;
             };
             let why = reason.unwrap_or_else(|| "cancelled by the storefront".to_owned());
-            cancel(&app, order_id, "storefront", &why).await
+            crate::orders::cancel(&app, order_id, "storefront", &why).await
         }
     }
 }
@@ -444,20 +429,12 @@ async fn track(
         Ok((id, _)) => id,
         Err(r) => return refuse(app, d, raw, sf, r).await,
     };
-    app.push_once(
-        super::track_shipment::QUEUE,
-        &format!("track:{id}"),
-        &super::track_shipment::Args {
-            shipment_id: id,
-            hint: false,
-        },
-        None,
-    )
-    .await
+    enqueue::track_shipment(app, id).await
 }
 
-/// The end of an after-sales command: refused with its reason, or applied (the merchant's
-/// webhooks of the order pushed, also those an earlier run of this command created).
+/// The end of an after-sales command: refused with its reason, or applied (what the order's
+/// state says is outstanding pushed: the merchant's webhooks, also those an earlier run of this
+/// command created, and a refund when one is due).
 async fn after_sales_done(
     app: &App,
     d: &Delivery,
@@ -465,7 +442,10 @@ async fn after_sales_done(
     outcome: Result<i64, Rejection>,
 ) -> Result<(), JobError> {
     match outcome {
-        Ok(order_id) => notify_merchant::push_pending_for_order(app, order_id).await,
+        Ok(order_id) => {
+            crash_point("after_sales.committed");
+            enqueue::follow_ups(app, order_id).await
+        }
         Err(r) => refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await,
     }
 }
@@ -483,7 +463,8 @@ fn text_ok(field: &'static str, s: &str, max: usize) -> Result<(), Rejection> {
 }
 
 /// Applies a merchant decision (from the storefront channel or the admin API); a rejection
-/// releases stock and refunds that share.
+/// releases stock and refunds that share. Refused, with a recorded reason, when the sub-order
+/// is no longer awaiting one.
 pub async fn decide(
     app: &App,
     d: &Delivery,
@@ -493,58 +474,17 @@ pub async fn decide(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<(), JobError> {
-    let changed = orders::decide(&app.pool, sub, accept, actor, reason)
-        .await
-        .map_err(db)?;
-    let row = orders::sub_order(&app.pool, sub)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| JobError::abort("sub-order vanished"))?;
-    let wanted = if accept { "accepted" } else { "rejected" };
-    if !changed && row.status != wanted {
-        let r = Rejection {
-            code: "decision_refused",
-            message: format!("the sub-order is {}; it cannot be {wanted} now", row.status),
-        };
-        return refuse(app, d, raw, Some(&row.storefront_order_id), r).await;
+    match crate::orders::decide(app, sub, accept, actor, reason).await? {
+        crate::orders::Decided::Applied => Ok(()),
+        crate::orders::Decided::Refused(status) => {
+            let wanted = if accept { "accepted" } else { "rejected" };
+            let r = Rejection {
+                code: "decision_refused",
+                message: format!("the sub-order is {status}; it cannot be {wanted} now"),
+            };
+            refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await
+        }
     }
-    if !accept {
-        let args = adjust_payment::Args::new(row.order_id);
-        app.push_once(
-            adjust_payment::QUEUE,
-            &format!("adjust:{}:rejected:{sub}", row.order_id),
-            &args,
-            None,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Cancels an order's unshipped sub-orders, tells their merchants, and settles the payment.
-pub async fn cancel(app: &App, order_id: i64, actor: &str, reason: &str) -> Result<(), JobError> {
-    let cancelled = orders::cancel_order(&app.pool, order_id, actor, reason)
-        .await
-        .map_err(db)?;
-    for (sub, merchant) in cancelled {
-        notify_merchant::enqueue_event(
-            app,
-            &merchant,
-            order_id,
-            sub,
-            "sub_order.cancelled",
-            serde_json::json!({"reason": reason}),
-        )
-        .await?;
-    }
-    let args = adjust_payment::Args::new(order_id);
-    app.push_once(
-        adjust_payment::QUEUE,
-        &format!("adjust:{order_id}:cancelled"),
-        &args,
-        None,
-    )
-    .await
 }
 
 async fn refuse(app: &App, d: &Delivery, raw: &str, sf: Option<&str>, r: Rejection) -> Result<(), JobError> {

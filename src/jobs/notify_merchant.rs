@@ -7,175 +7,29 @@
 //! `webhooks.max_in_flight_per_merchant` deliveries in flight across the fleet (a Redis
 //! limiter). A job over the limit waits in its worker for a slot, but only that many jobs per
 //! merchant and process wait and none longer than a second; the rest snooze, so a slow merchant
-//! never holds the workers other merchants need ([`SlotWaits`]).
+//! never holds the workers other merchants need (`queue::slot_waits`).
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, LazyLock,
-    },
-    time::Duration,
-};
+use std::sync::LazyLock;
 
 use apalis::prelude::*;
 use redis::Script;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio::sync::Notify;
+use serde::Serialize;
 
 use super::{db, register_job};
+use crate::queue::slot_waits::{SLOT_POLL, SLOT_WAIT};
 use crate::{
     app::App,
     domain::webhook::{next_delay, sign},
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::{deliveries, orders},
+    store::deliveries,
 };
 
-pub const QUEUE: &str = "souk.notify_merchant.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub delivery_id: String,
-}
+pub const QUEUE: &str = crate::enqueue::NOTIFY_MERCHANT;
+pub use crate::enqueue::NotifyMerchant as Args;
 
 /// The webhook id of an event about a sub-order: stable, so recreating it finds the same row.
 pub fn delivery_id(sub_order_id: i64, event_type: &str) -> String {
-    format!("msg_so{sub_order_id}_{}", event_type.replace('.', "_"))
-}
-
-/// Creates (once) a delivery about a sub-order and pushes its job.
-pub async fn enqueue_event(
-    app: &App,
-    merchant: &str,
-    order_id: i64,
-    sub: i64,
-    event_type: &str,
-    extra: serde_json::Value,
-) -> Result<(), JobError> {
-    let id = delivery_id(sub, event_type);
-    let sf: String = sqlx::query_scalar("SELECT storefront_order_id FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_one(&app.pool)
-        .await
-        .map_err(db)?;
-    let data =
-        json!({"storefront_order_id": sf, "sub_order_id": sub, "merchant_id": merchant, "details": extra});
-    let mut tx = app.pool.begin().await.map_err(db)?;
-    orders::insert_delivery(
-        &mut tx,
-        &id,
-        merchant,
-        Some(order_id),
-        Some(sub),
-        event_type,
-        &data,
-    )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    push_many(app, vec![id]).await
-}
-
-/// Pushes a job for every pending delivery of an order (idempotent by delivery id).
-pub async fn push_pending_for_order(app: &App, order_id: i64) -> Result<(), JobError> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM webhook_deliveries WHERE order_id = $1 AND status = 'pending' ORDER BY id",
-    )
-    .bind(order_id)
-    .fetch_all(&app.pool)
-    .await
-    .map_err(db)?;
-    push_many(app, ids).await
-}
-
-/// Pushes the jobs of several deliveries in one call (idempotent by delivery id).
-pub async fn push_many(app: &App, delivery_ids: Vec<String>) -> Result<(), JobError> {
-    let jobs: Vec<_> = delivery_ids
-        .into_iter()
-        .map(|delivery_id| (format!("notify:{delivery_id}"), Args { delivery_id }, None))
-        .collect();
-    app.push_once_many(QUEUE, &jobs).await
-}
-
-/// Longest a job waits in its worker for a merchant's slot before it snoozes instead.
-const SLOT_WAIT: Duration = Duration::from_secs(1);
-/// How often a waiting job looks again for a slot freed by another process (one freed in this
-/// process wakes a waiter at once).
-const SLOT_POLL: Duration = Duration::from_millis(50);
-
-/// The jobs of this process waiting for a delivery slot, per merchant. A job that finds its
-/// merchant's slots all taken waits here (up to [`SLOT_WAIT`]) instead of snoozing: a snooze
-/// goes back through the delayed set and the keeper (200–500 ms at the least), while a fast
-/// merchant frees a slot within milliseconds, so under a burst snoozes left the machine idle
-/// with deliveries waiting. At most `max_in_flight_per_merchant` jobs wait per merchant and
-/// process, so a slow merchant holds at most twice its limit of workers; the others snooze.
-#[derive(Default)]
-pub struct SlotWaits {
-    merchants: std::sync::Mutex<HashMap<String, Arc<Waiting>>>,
-}
-
-#[derive(Default)]
-struct Waiting {
-    waiters: AtomicUsize,
-    freed: Notify,
-    /// How long this merchant's deliveries have been taking (ms, a moving average; 0 = none yet).
-    latency_ms: AtomicU64,
-}
-
-/// One place in a merchant's line; leaves it when dropped.
-struct InLine(Arc<Waiting>);
-
-impl Drop for InLine {
-    fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl SlotWaits {
-    fn get(&self, slots: &str) -> Arc<Waiting> {
-        let mut m = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = m.get(slots) {
-            return w.clone();
-        }
-        m.entry(slots.to_owned()).or_default().clone()
-    }
-
-    /// Joins the merchant's line unless `max` jobs already wait in it.
-    fn join(&self, slots: &str, max: usize) -> Option<InLine> {
-        let w = self.get(slots);
-        let before = w.waiters.fetch_add(1, Ordering::AcqRel);
-        let place = InLine(w);
-        (before < max).then_some(place)
-    }
-
-    /// A slot of this merchant was given back after a delivery that took `took`: wakes one
-    /// waiting job.
-    pub fn freed(&self, slots: &str, took: Duration) {
-        let w = self.get(slots);
-        let took = (took.as_millis() as u64).max(1);
-        let old = w.latency_ms.load(Ordering::Relaxed);
-        let avg = if old == 0 { took } else { (old * 7 + took) / 8 };
-        w.latency_ms.store(avg, Ordering::Relaxed);
-        if w.waiters.load(Ordering::Acquire) > 0 {
-            w.freed.notify_one();
-        }
-    }
-
-    /// How long a job that got no slot snoozes: about two of the merchant's recent deliveries
-    /// (a slot of a fast merchant is free again in milliseconds; a slow one's is not for
-    /// seconds, and its jobs should not churn through the queue meanwhile), 200 ms when
-    /// nothing is known yet; plus jitter so they do not all come back at once.
-    fn snooze_for(&self, slots: &str) -> Duration {
-        let latency = self.get(slots).latency_ms.load(Ordering::Relaxed);
-        let base = if latency == 0 {
-            200
-        } else {
-            (2 * latency).clamp(25, 10_000)
-        };
-        Duration::from_millis(base + fastrand::u64(..=base / 2))
-    }
+    crate::domain::ids::sub_order_webhook_id(sub_order_id, event_type)
 }
 
 /// Takes one of the merchant's slots for delivery `member`, waiting for one (see [`SlotWaits`]);
@@ -385,6 +239,7 @@ pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The body is the Standard Webhooks payload, for awkward text too.
     #[test]
@@ -402,39 +257,6 @@ mod tests {
                 "timestamp": "2026-11-30T12:34:56.789Z",
                 "data": serde_json::from_str::<serde_json::Value>(data).unwrap(),
             })
-        );
-    }
-
-    #[test]
-    fn at_most_max_jobs_wait_in_a_merchants_line() {
-        let w = SlotWaits::default();
-        let a = w.join("m1", 2).expect("first in line");
-        let _b = w.join("m1", 2).expect("second in line");
-        assert!(w.join("m1", 2).is_none(), "a third waits in the queue instead");
-        assert!(w.join("m2", 2).is_some(), "another merchant has its own line");
-        drop(a);
-        assert!(w.join("m1", 2).is_some(), "a place freed is taken again");
-    }
-
-    #[test]
-    fn a_job_without_a_slot_snoozes_for_about_two_of_its_merchants_deliveries() {
-        let w = SlotWaits::default();
-        let ms = |d: Duration| d.as_millis() as u64;
-        assert!(
-            (200..=300).contains(&ms(w.snooze_for("new"))),
-            "nothing known yet"
-        );
-        for _ in 0..20 {
-            w.freed("fast", Duration::from_millis(4));
-            w.freed("slow", Duration::from_secs(3));
-        }
-        assert!((25..=37).contains(&ms(w.snooze_for("fast"))));
-        let slow = ms(w.snooze_for("slow"));
-        assert!((6_000..=9_000).contains(&slow), "{slow}");
-        w.freed("fast", Duration::from_secs(2));
-        assert!(
-            ms(w.snooze_for("fast")) >= 2 * 253,
-            "one slow delivery moves the average"
         );
     }
 }

@@ -4,7 +4,6 @@
 //! answer the first transfer again, and the journal is posted once.
 
 use apalis::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::{db, register_job};
 use crate::{
@@ -14,13 +13,8 @@ use crate::{
     store::settlement,
 };
 
-pub const QUEUE: &str = "souk.pay_merchant.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub sub_order_id: i64,
-}
+pub const QUEUE: &str = crate::enqueue::PAY_MERCHANT;
+pub use crate::enqueue::PayMerchant as Args;
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(p) = settlement::payout(&app.pool, args.sub_order_id)

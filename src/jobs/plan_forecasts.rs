@@ -7,7 +7,7 @@ use apalis::prelude::*;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::{forecast_merchant, register_job};
+use super::register_job;
 use crate::{
     app::App,
     forecast,
@@ -44,17 +44,7 @@ pub async fn plan(app: &App, args: &Args) -> Result<(forecasts::Run, usize), Job
         .await
         .map_err(super::db)?;
     for m in &pending {
-        let a = forecast_merchant::Args {
-            run_id: run.id,
-            merchant_id: m.clone(),
-        };
-        app.push_once(
-            forecast_merchant::QUEUE,
-            &format!("forecast:{}:{m}", run.id),
-            &a,
-            None,
-        )
-        .await?;
+        crate::enqueue::forecast_merchant(app, run.id, m).await?;
     }
     Ok((run, pending.len()))
 }

@@ -7,9 +7,10 @@
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{adjust_payment, db, register_job};
+use super::{db, register_job};
 use crate::{
     app::App,
+    enqueue::{self, Why},
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
     store::{orders::Reserve, pipeline::ReserveReq},
 };
@@ -20,11 +21,6 @@ pub const QUEUE: &str = "souk.reserve_stock.v1";
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub sub_order_id: i64,
-}
-
-/// The idempotency key of the `adjust_payment` run that follows an order's stock decisions.
-pub fn adjust_key(order_id: i64) -> String {
-    format!("adjust:{order_id}:stock")
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
@@ -41,9 +37,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         }
     }
     if answer.all_decided {
-        let a = adjust_payment::Args::new(order_id);
-        app.push_once(adjust_payment::QUEUE, &adjust_key(order_id), &a, None)
-            .await?;
+        enqueue::adjust_payment(&app, &enqueue::AdjustPayment::new(order_id), Why::StockDecided).await?;
     }
     Ok(())
 }

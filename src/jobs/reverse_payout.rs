@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use apalis::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::{db, register_job};
 use crate::{
@@ -17,13 +16,8 @@ use crate::{
     store::settlement,
 };
 
-pub const QUEUE: &str = "souk.reverse_payout.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub return_id: i64,
-}
+pub const QUEUE: &str = crate::enqueue::REVERSE_PAYOUT;
+pub use crate::enqueue::ReversePayout as Args;
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
     let Some(r) = settlement::reversal(&app.pool, args.return_id)

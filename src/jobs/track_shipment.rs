@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use apalis::prelude::*;
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 
-use super::{db, notify_merchant, register_job};
+use super::{db, register_job};
 use crate::{
     app::App,
     domain::tracking::{
@@ -24,17 +24,8 @@ use crate::{
     store::shipments::{self, NewEvent},
 };
 
-pub const QUEUE: &str = "souk.track_shipment.v1";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    pub shipment_id: i64,
-    /// A provider push's one-off poll: polls once and ends, leaving the regular schedule (the
-    /// shipment's own job) as it is.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub hint: bool,
-}
+pub const QUEUE: &str = crate::enqueue::TRACK_SHIPMENT;
+pub use crate::enqueue::TrackShipment as Args;
 
 fn provider_error(e: TrackingError) -> JobError {
     match e {
@@ -45,7 +36,7 @@ fn provider_error(e: TrackingError) -> JobError {
 
 /// The webhook id of a shipment's status change: one per shipment and status.
 pub fn delivery_id(shipment_id: i64, status: &str) -> String {
-    format!("msg_sh{shipment_id}_{status}")
+    crate::domain::ids::shipment_webhook_id(shipment_id, status)
 }
 
 /// A slot of the provider's fleet-wide rate limit, or a snooze until one frees up.
@@ -119,10 +110,6 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         .await
         .map_err(db)?;
     // Each change stored its webhook delivery with it (record_poll); their jobs are pushed below.
-    let mut changed_to = Vec::new();
-    if outcome.changed {
-        changed_to.push(outcome.status.clone());
-    }
     // Silence is news too: a parcel never scanned expires, one stuck becomes an exception.
     let now = chrono::Utc::now();
     let current = Status::parse(&outcome.status).unwrap_or(Status::Pending);
@@ -158,31 +145,13 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
         outcome = shipments::record_poll(&app.pool, &s, &[event], roll, delivery_id)
             .await
             .map_err(db)?;
-        if outcome.changed {
-            changed_to.push(outcome.status.clone());
-        }
     }
-    for status in changed_to {
-        let id = delivery_id(s.id, &status);
-        app.push_once(
-            notify_merchant::QUEUE,
-            &format!("notify:{id}"),
-            &notify_merchant::Args { delivery_id: id },
-            None,
-        )
-        .await?;
-    }
-    if outcome.return_received {
-        // The return parcel reached the merchant: the refund goes out.
-        app.push_once(
-            super::adjust_payment::QUEUE,
-            &format!("adjust:{}:return-parcel:{}", s.order_id, s.id),
-            &super::adjust_payment::Args::new(s.order_id),
-            None,
-        )
-        .await?;
-        notify_merchant::push_pending_for_order(&app, s.order_id).await?;
-    }
+    crate::faults::crash_point("track.recorded");
+    // What the order's state now needs, derived from it rather than from what this poll
+    // changed, so a rerun after a crash here pushes it too: the merchant's webhooks of each
+    // status change, and the refund once a return parcel reached the merchant (receipt marks
+    // the order's charge due for adjustment).
+    crate::enqueue::follow_ups(&app, s.order_id).await?;
     if args.hint {
         return Ok(());
     }

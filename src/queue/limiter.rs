@@ -75,3 +75,33 @@ pub async fn unlock(conn: &mut ConnectionManager, key: &str, token: &str) -> red
     let _: i64 = UNLOCK.key(key).arg(token).invoke_async(conn).await?;
     Ok(())
 }
+
+/// KEYS: the lock. ARGV: the holder's token, the lease (ms). Extends the lease only if this
+/// holder still has the lock; 1 when it did.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#,
+    )
+});
+
+/// Extends a lock taken by [`try_lock`] to `ttl` from now; false when this holder lost it (its
+/// lease ran out and someone else may hold it).
+pub async fn renew(
+    conn: &mut ConnectionManager,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+) -> redis::RedisResult<bool> {
+    let n: i64 = RENEW
+        .key(key)
+        .arg(token)
+        .arg(ttl.as_millis().max(1) as u64)
+        .invoke_async(conn)
+        .await?;
+    Ok(n == 1)
+}

@@ -29,6 +29,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod producer;
 pub(crate) mod scripts;
+pub mod slot_waits;
 pub mod stats;
 
 use std::{sync::Arc, time::Duration};

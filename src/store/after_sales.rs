@@ -22,12 +22,12 @@ fn refused(code: &'static str, message: String) -> Rejection {
 
 /// The webhook id of a return's event.
 pub fn return_delivery_id(return_id: i64, event: &str) -> String {
-    format!("msg_ret{return_id}_{event}")
+    crate::domain::ids::return_webhook_id(return_id, event)
 }
 
 /// The webhook id of a complaint's event.
 pub fn complaint_delivery_id(complaint_id: i64, event: &str) -> String {
-    format!("msg_cp{complaint_id}_{event}")
+    crate::domain::ids::complaint_webhook_id(complaint_id, event)
 }
 
 /// What a return or complaint is about.
@@ -464,7 +464,8 @@ pub async fn shippable_return(
     })
 }
 
-/// Marks an approved return received (once) with its event; true if it changed now.
+/// Marks an approved return received (once) with its event, and the order's charge due for
+/// adjustment (the refund of what came back); true if it changed now.
 pub async fn mark_received(
     tx: &mut Tx<'_>,
     return_id: i64,
@@ -485,6 +486,7 @@ pub async fn mark_received(
     .bind(return_id)
     .execute(&mut **tx)
     .await?;
+    crate::store::orders::mark_adjust_due(tx, c.order_id).await?;
     tell(
         tx,
         &c,

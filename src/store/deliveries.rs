@@ -165,3 +165,17 @@ pub async fn disable_endpoint(pool: &PgPool, merchant: &str, reason: &str) -> Re
     tx.commit().await?;
     Ok(n == 1)
 }
+
+/// Webhook deliveries still pending, never attempted and older than `grace_s`: their job was
+/// lost (or waits for a slow merchant's slot; pushing again is then a no-op). Oldest first.
+pub async fn unsent(pool: &PgPool, grace_s: u64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM webhook_deliveries
+         WHERE status = 'pending' AND attempts = 0 AND created_at < now() - make_interval(secs => $1)
+         ORDER BY created_at LIMIT $2",
+    )
+    .bind(grace_s as f64)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

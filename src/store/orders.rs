@@ -97,12 +97,15 @@ pub struct OrderRow {
     pub captured_minor: i64,
     pub refunded_minor: i64,
     pub enqueued_at: chrono::DateTime<chrono::Utc>,
+    /// Set while the charge must still be brought in line with what ships (migration 0014).
+    pub adjust_due_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Orders by id, in one read: an answer per id, in the order given.
 pub async fn orders_by_id(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<OrderRow>>, sqlx::Error> {
     let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT id, storefront_order_id, status, payment_id, total_minor, captured_minor, refunded_minor, enqueued_at
+        "SELECT id, storefront_order_id, status, payment_id, total_minor, captured_minor, refunded_minor, enqueued_at,
+                adjust_due_at
          FROM orders WHERE id = ANY($1)",
     )
     .bind(ids)
@@ -193,7 +196,7 @@ pub type WithTarget = (OrderRow, Option<(i64, i64)>);
 pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<WithTarget>>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT o.id, o.storefront_order_id, o.status, o.payment_id, o.total_minor, o.captured_minor,
-                o.refunded_minor, o.enqueued_at, t.pending, t.shipping,
+                o.refunded_minor, o.enqueued_at, o.adjust_due_at, t.pending, t.shipping,
                 (SELECT coalesce(sum(refund_minor), 0) FROM returns
                  WHERE order_id = o.id AND status IN ('received', 'refunded'))::bigint AS returned
          FROM orders o,
@@ -361,6 +364,8 @@ pub async fn decide(
         confirm_reservations(&mut tx, sub_order_id).await?;
     } else {
         release_reservations(&mut tx, sub_order_id).await?;
+        // That share no longer ships: the charge follows, even if this process dies now.
+        mark_adjust_due(&mut tx, order_id).await?;
     }
     let event = if accept {
         "sub_order.accepted"
@@ -382,8 +387,11 @@ pub async fn decide(
     Ok(true)
 }
 
-/// Cancels every sub-order of an order that has not been accepted yet, releasing stock, and the
-/// order itself. Returns the sub-orders cancelled (with their merchants) for notification.
+/// Cancels every live sub-order of an order, releasing stock, and the order itself. In the
+/// same transaction: a `sub_order.cancelled` webhook for each merchant that had been told of its
+/// sub-order, and the order's charge marked due for adjustment. Returns the sub-orders cancelled
+/// now (with their merchants); a rerun cancels nothing more and returns none, and what is left to
+/// push is read from the state ([`outstanding`]).
 pub async fn cancel_order(
     pool: &PgPool,
     order_id: i64,
@@ -439,8 +447,23 @@ pub async fn cancel_order(
         )
         .await?;
         if st != "pending" {
+            // The merchant was told of this sub-order (or is being told): it hears of the
+            // cancellation too. Written here, so a crash after the commit cannot skip it.
+            insert_sub_order_delivery(
+                &mut tx,
+                &merchant,
+                order_id,
+                &sf,
+                id,
+                "sub_order.cancelled",
+                json!({"reason": reason}),
+            )
+            .await?;
             cancelled.push((id, merchant));
         }
+    }
+    if status != "cancelled" || !cancelled.is_empty() {
+        mark_adjust_due(&mut tx, order_id).await?;
     }
     if status != "cancelled" {
         sqlx::query(
@@ -466,8 +489,8 @@ pub async fn cancel_order(
     Ok(cancelled)
 }
 
-/// Releases held reservations past their expiry (sub-orders waiting too long); returns the
-/// sub-orders touched.
+/// Releases held reservations past their expiry (sub-orders waiting too long), rejecting those
+/// sub-orders and marking their orders' charge due for adjustment; returns the orders touched.
 pub async fn release_expired(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
     let subs: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT sub_order_id FROM reservations WHERE status = 'held' AND expires_at < now() LIMIT $1",
@@ -488,6 +511,7 @@ pub async fn release_expired(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sqlx
         .await?;
         release_reservations(&mut tx, id).await?;
         if let Some((order_id, sf)) = &row {
+            mark_adjust_due(&mut tx, *order_id).await?;
             add_event(
                 &mut tx,
                 Some(*order_id),
@@ -501,10 +525,12 @@ pub async fn release_expired(pool: &PgPool, limit: i64) -> Result<Vec<i64>, sqlx
             .await?;
         }
         tx.commit().await?;
-        if row.is_some() {
-            done.push(id);
+        if let Some((order_id, _)) = row {
+            done.push(order_id);
         }
     }
+    done.sort_unstable();
+    done.dedup();
     Ok(done)
 }
 
@@ -527,4 +553,144 @@ pub async fn mark_applied(tx: &mut Tx<'_>, job_id: &str) -> Result<bool, sqlx::E
         .await?
         .rows_affected();
     Ok(n == 1)
+}
+
+/// Creates (once) the webhook delivery of an event about a sub-order, inside the transaction of
+/// the state change it reports. The payload is the published shape: the order's storefront id,
+/// the sub-order, the merchant and the event's `details`.
+pub async fn insert_sub_order_delivery(
+    tx: &mut Tx<'_>,
+    merchant: &str,
+    order_id: i64,
+    storefront_order_id: &str,
+    sub_order_id: i64,
+    event_type: &str,
+    details: Value,
+) -> Result<bool, sqlx::Error> {
+    let id = crate::domain::ids::sub_order_webhook_id(sub_order_id, event_type);
+    let data = json!({"storefront_order_id": storefront_order_id, "sub_order_id": sub_order_id,
+                      "merchant_id": merchant, "details": details});
+    insert_delivery(
+        tx,
+        &id,
+        merchant,
+        Some(order_id),
+        Some(sub_order_id),
+        event_type,
+        &data,
+    )
+    .await
+}
+
+/// Marks the order's charge as due for adjustment, inside the transaction that changed what
+/// ships (migration 0014). Each mark is later than the one before, so an adjustment that read
+/// an older mark (and the target of that moment) cannot clear this one.
+pub async fn mark_adjust_due(tx: &mut Tx<'_>, order_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET adjust_due_at = greatest(clock_timestamp(),
+                coalesce(adjust_due_at, '-infinity'::timestamptz) + interval '1 microsecond')
+         WHERE id = $1",
+    )
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Clears the mark `seen`, which the adjustment read together with the target it has now made
+/// the charge match; a mark set since stays for the next run.
+pub async fn clear_adjust_due(
+    pool: &PgPool,
+    order_id: i64,
+    seen: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("UPDATE orders SET adjust_due_at = NULL WHERE id = $1 AND adjust_due_at = $2")
+        .bind(order_id)
+        .bind(seen)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+/// What an order's state says must still be pushed: the deadline job of every sub-order
+/// awaiting its merchant, the job of every webhook not yet delivered, and the adjustment of the
+/// charge when one is due. Reading it after a commit (and again on every rerun) is what makes a
+/// crash between a commit and its pushes harmless: the pushes are idempotent by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outstanding {
+    pub order_id: i64,
+    /// Sub-orders awaiting their merchant's decision, with the deadline.
+    pub awaiting: Vec<(i64, chrono::DateTime<chrono::Utc>)>,
+    /// Webhook deliveries of the order still pending.
+    pub pending_deliveries: Vec<String>,
+    /// The order's adjustment mark, when the charge must still follow what ships.
+    pub adjust_due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// [`Outstanding`] of one order, in one statement.
+pub async fn outstanding(pool: &PgPool, order_id: i64) -> Result<Outstanding, sqlx::Error> {
+    type Row = (
+        Option<i64>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT NULL::bigint, NULL::timestamptz, NULL::text, adjust_due_at FROM orders WHERE id = $1
+         UNION ALL
+         SELECT id, accept_by, NULL, NULL FROM sub_orders
+         WHERE order_id = $1 AND status = 'awaiting_acceptance' AND accept_by IS NOT NULL
+         UNION ALL
+         SELECT NULL, NULL, id, NULL FROM webhook_deliveries WHERE order_id = $1 AND status = 'pending'",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Outstanding {
+        order_id,
+        ..Default::default()
+    };
+    for (sub, at, delivery, due) in rows {
+        match (sub, at, delivery, due) {
+            (Some(sub), Some(at), _, _) => out.awaiting.push((sub, at)),
+            (_, _, Some(d), _) => out.pending_deliveries.push(d),
+            (_, _, _, Some(due)) => out.adjust_due = Some(due),
+            _ => {}
+        }
+    }
+    out.awaiting.sort_unstable();
+    out.pending_deliveries.sort_unstable();
+    Ok(out)
+}
+
+/// Orders whose adjustment mark is older than `grace_s` (its job lost, or still retrying),
+/// oldest first, with the mark.
+pub async fn adjust_overdue(
+    pool: &PgPool,
+    grace_s: u64,
+    limit: i64,
+) -> Result<Vec<(i64, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, adjust_due_at FROM orders
+         WHERE adjust_due_at IS NOT NULL AND adjust_due_at < now() - make_interval(secs => $1)
+         ORDER BY adjust_due_at LIMIT $2",
+    )
+    .bind(grace_s as f64)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Sub-orders still awaiting a decision `grace_s` past their deadline (their deadline job lost).
+pub async fn decisions_overdue(pool: &PgPool, grace_s: u64, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM sub_orders
+         WHERE status = 'awaiting_acceptance' AND accept_by < now() - make_interval(secs => $1)
+         ORDER BY accept_by LIMIT $2",
+    )
+    .bind(grace_s as f64)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }

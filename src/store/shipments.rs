@@ -473,7 +473,8 @@ pub async fn complete_delivered(pool: &PgPool, after_s: u64, limit: i64) -> Resu
 }
 
 /// Flags accepted sub-orders not shipped by their merchant's ship-by deadline (merchant's own, else
-/// `default_s`) with an outcome event; returns (order id, sub-order id, merchant) of each.
+/// `default_s`) with an outcome event and the merchant's `sub_order.late` webhook; returns
+/// (order id, sub-order id, merchant) of each.
 pub async fn flag_late(
     pool: &PgPool,
     default_s: u64,
@@ -498,6 +499,18 @@ pub async fn flag_late(
     .fetch_all(&mut *tx)
     .await?;
     for (order, sub, merchant, sf) in &late {
+        // The merchant's webhook in the same transaction as the flag: a crash after the
+        // commit leaves a pending delivery the sweep finds, never a flag nobody was told of.
+        crate::store::orders::insert_sub_order_delivery(
+            &mut tx,
+            merchant,
+            *order,
+            sf,
+            *sub,
+            "sub_order.late",
+            json!({"reason": "not shipped by the ship-by deadline"}),
+        )
+        .await?;
         add_event(
             &mut tx,
             Some(*order),

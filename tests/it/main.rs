@@ -10,3 +10,4 @@ mod forecast;
 mod pipeline;
 mod queue_inprocess;
 mod queue_processes;
+mod seams;

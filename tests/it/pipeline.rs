@@ -24,6 +24,8 @@ pub(crate) struct Pipeline {
     pub(crate) base: String,
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) workers: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The settings this pipeline's world runs with, for `souk` child processes to join it.
+    pub(crate) vars: Vec<(String, String)>,
 }
 
 impl Pipeline {
@@ -33,6 +35,23 @@ impl Pipeline {
 
     /// A pipeline whose tracking client points at `path` of its sandbox.
     pub(crate) async fn start_tracking(path: &str, extra: &[(&str, &str)]) -> Pipeline {
+        Self::start_with(path, extra, true).await
+    }
+
+    /// A pipeline whose workers run in `souk` child processes the test starts itself
+    /// ([`Pipeline::spawn_worker`]), so that it can kill them.
+    pub(crate) async fn start_without_workers(extra: &[(&str, &str)]) -> Pipeline {
+        Self::start_with("/aftership", extra, false).await
+    }
+
+    /// Starts `souk run --no-cron` in this pipeline's world, with `extra` settings on top.
+    pub(crate) fn spawn_worker(&self, extra: &[(&str, &str)]) -> std::process::Child {
+        let mut vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        vars.extend_from_slice(extra);
+        self.env.spawn_souk(&["run", "--no-cron"], &vars)
+    }
+
+    async fn start_with(path: &str, extra: &[(&str, &str)], in_process: bool) -> Pipeline {
         let sb = Sandbox::new(KEY);
         let (addr, _h) = sandbox::start("127.0.0.1:0".parse().unwrap(), sb.clone())
             .await
@@ -54,17 +73,22 @@ impl Pipeline {
         let (stop, mut rx) = watch::channel(false);
         let app = env.app.clone();
         let workers = tokio::spawn(async move {
+            if !in_process {
+                return Ok(());
+            }
             app.run_workers(&[], false, async move {
                 let _ = rx.changed().await;
             })
             .await
         });
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Pipeline {
             env,
             sb,
             base,
             stop,
             workers,
+            vars,
         }
     }
 

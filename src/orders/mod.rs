@@ -1,0 +1,63 @@
+//! The order services: operations on an order that more than one job (or the admin API) runs.
+//! Each loads, lets the store's compare-and-set decide, commits one transaction holding the
+//! state change, its events, its webhook rows and the marks of its follow-up work, and then
+//! pushes what the order's state says is outstanding ([`crate::enqueue::follow_ups`]). A rerun
+//! changes nothing more and pushes the same follow-ups again (idempotent by key), so a crash
+//! between the commit and the pushes delays them instead of losing them; the sweep pushes
+//! whatever is still outstanding after a grace period.
+//!
+//! Must not: name a job module, or push a follow-up the state does not record.
+
+pub mod payment;
+
+use crate::{app::App, enqueue, faults::crash_point, queue::JobError, store::orders};
+
+fn db(e: sqlx::Error) -> JobError {
+    JobError::retry(e)
+}
+
+/// Cancels an order's live sub-orders (telling the merchants that were told of them) and the
+/// order, then settles the payment (the adjustment releases the authorisation or refunds).
+pub async fn cancel(app: &App, order_id: i64, actor: &str, reason: &str) -> Result<(), JobError> {
+    orders::cancel_order(&app.pool, order_id, actor, reason)
+        .await
+        .map_err(db)?;
+    crash_point("cancel.committed");
+    enqueue::follow_ups(app, order_id).await
+}
+
+/// What became of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// Applied now, or by an earlier run of the same decision.
+    Applied,
+    /// The sub-order is in another state (named): the decision cannot apply.
+    Refused(String),
+}
+
+/// Applies a decision (a merchant's, or the default at the deadline) to a sub-order awaiting
+/// it; a rejection releases stock and marks the charge due for adjustment in the same
+/// transaction. A rerun of a decision already applied answers `Applied` and pushes the same
+/// follow-ups.
+pub async fn decide(
+    app: &App,
+    sub_order_id: i64,
+    accept: bool,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<Decided, JobError> {
+    let changed = orders::decide(&app.pool, sub_order_id, accept, actor, reason)
+        .await
+        .map_err(db)?;
+    crash_point("decide.committed");
+    let row = orders::sub_order(&app.pool, sub_order_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| JobError::abort("sub-order vanished"))?;
+    let wanted = if accept { "accepted" } else { "rejected" };
+    if !changed && row.status != wanted {
+        return Ok(Decided::Refused(row.status));
+    }
+    enqueue::follow_ups(app, row.order_id).await?;
+    Ok(Decided::Applied)
+}
