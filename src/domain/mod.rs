@@ -9,5 +9,6 @@ pub mod forecast;
 pub mod ids;
 pub mod order;
 pub mod payment;
+pub mod status;
 pub mod tracking;
 pub mod webhook;

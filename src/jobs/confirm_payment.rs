@@ -11,7 +11,7 @@ use apalis::prelude::*;
 use super::{db, register_job};
 use crate::{
     app::App,
-    domain::payment::IntentStatus,
+    domain::{payment::IntentStatus, status::OrderStatus},
     enqueue::{self, Why},
     faults::crash_point,
     integrations::payment::ProviderError,
@@ -28,14 +28,15 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     let Some(order) = app.batches.order.call(args.order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
-    if !matches!(order.status.as_str(), "received" | "authorised") {
+    let status = OrderStatus::parse(&order.status).map_err(JobError::abort)?;
+    if !status.awaits_payment() {
         // Moved on (handed over or cancelled) by an earlier run of this job, or by
         // adjust_payment. A run after a crash between that commit and its pushes finds the
         // follow-ups in the state and pushes them now (no-ops when they were pushed).
         return enqueue::follow_ups(&app, order.id).await;
     }
     let (mut authorised, mut authorised_minor) = (None, None);
-    if order.status == "received" {
+    if status == OrderStatus::Received {
         let view = match app.payments.retrieve(&order.payment_id).await {
             Ok(v) => v,
             Err(ProviderError::Refused(why)) => {
@@ -81,41 +82,39 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     // Authorised (now or by an earlier run that stopped): the order is recorded as authorised
     // and every pending sub-order reserved in one request to the reservation group commit,
     // instead of a transaction for the payment and a `reserve_stock` job per sub-order. A rerun
-    // finds them decided and only pushes the next step again. An order that moved on
-    // (captured, cancelled) has no pending sub-order and needs nothing.
-    if order.status == "received" || order.status == "authorised" {
-        let answer = app
-            .batches
-            .reserve
-            .call(ReserveReq::Order {
-                order_id: order.id,
-                authorised,
-            })
-            .await
-            .map_err(db)?;
-        for (sub_order_id, outcome) in &answer.outcomes {
-            if let orders::Reserve::OutOfStock(short) = outcome {
-                tracing::info!(sub_order_id, ?short, "sub-order out of stock");
-            }
+    // finds them decided and only pushes the next step again (an order that moved on returned
+    // above).
+    let answer = app
+        .batches
+        .reserve
+        .call(ReserveReq::Order {
+            order_id: order.id,
+            authorised,
+        })
+        .await
+        .map_err(db)?;
+    for (sub_order_id, outcome) in &answer.outcomes {
+        if let orders::Reserve::OutOfStock(short) = outcome {
+            tracing::info!(sub_order_id, ?short, "sub-order out of stock");
         }
-        crash_point("confirm.reserved");
-        if answer.all_decided {
-            // The capture and the hand-over to merchants run here, as the adjust_payment job
-            // would run them (under the same per-order lock): an order takes one trip through
-            // the queues fewer. When another run holds the lock, or this attempt fails
-            // (provider, database), the adjust_payment job takes over, pushed once per order
-            // as before, with its own retries; it repeats nothing that was done.
-            let args = enqueue::AdjustPayment {
-                order_id: order.id,
-                authorised_minor,
-            };
-            let ran = crate::orders::payment::run_now(&app, &args).await?;
-            if let Some(Err(e)) = &ran {
-                tracing::info!(order_id = order.id, error = %e, "capture deferred to adjust_payment");
-            }
-            if !matches!(ran, Some(Ok(()))) {
-                enqueue::adjust_payment(&app, &args, Why::StockDecided).await?;
-            }
+    }
+    crash_point("confirm.reserved");
+    if answer.all_decided {
+        // The capture and the hand-over to merchants run here, as the adjust_payment job
+        // would run them (under the same per-order lock): an order takes one trip through
+        // the queues fewer. When another run holds the lock, or this attempt fails
+        // (provider, database), the adjust_payment job takes over, pushed once per order
+        // as before, with its own retries; it repeats nothing that was done.
+        let args = enqueue::AdjustPayment {
+            order_id: order.id,
+            authorised_minor,
+        };
+        let ran = crate::orders::payment::run_now(&app, &args).await?;
+        if let Some(Err(e)) = &ran {
+            tracing::info!(order_id = order.id, error = %e, "capture deferred to adjust_payment");
+        }
+        if !matches!(ran, Some(Ok(()))) {
+            enqueue::adjust_payment(&app, &args, Why::StockDecided).await?;
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use apalis::prelude::*;
 use super::{db, register_job};
 use crate::{
     app::App,
+    domain::status::SubOrderStatus,
     enqueue,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
     store::orders,
@@ -25,7 +26,7 @@ pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<()
     else {
         return Err(JobError::abort("no such sub-order"));
     };
-    if s.status != "awaiting_acceptance" {
+    if SubOrderStatus::parse(&s.status).map_err(JobError::abort)? != SubOrderStatus::AwaitingAcceptance {
         // Decided already: by the merchant, or by an earlier run of this job that stopped
         // before its follow-ups were pushed. Push what the order still needs (no-op pushes when
         // nothing is missing).

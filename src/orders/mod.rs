@@ -10,7 +10,9 @@
 
 pub mod payment;
 
-use crate::{app::App, enqueue, faults::crash_point, queue::JobError, store::orders};
+use crate::{
+    app::App, domain::status::SubOrderStatus, enqueue, faults::crash_point, queue::JobError, store::orders,
+};
 
 fn db(e: sqlx::Error) -> JobError {
     JobError::retry(e)
@@ -54,8 +56,12 @@ pub async fn decide(
         .await
         .map_err(db)?
         .ok_or_else(|| JobError::abort("sub-order vanished"))?;
-    let wanted = if accept { "accepted" } else { "rejected" };
-    if !changed && row.status != wanted {
+    let wanted = if accept {
+        SubOrderStatus::Accepted
+    } else {
+        SubOrderStatus::Rejected
+    };
+    if !changed && row.status != wanted.as_str() {
         return Ok(Decided::Refused(row.status));
     }
     enqueue::follow_ups(app, row.order_id).await?;

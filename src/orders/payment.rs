@@ -24,7 +24,10 @@ use serde_json::json;
 
 use crate::{
     app::App,
-    domain::payment::{reconcile, IntentStatus, PaymentAction, ProviderView},
+    domain::{
+        payment::{reconcile, IntentStatus, PaymentAction, ProviderView},
+        status::OrderStatus,
+    },
     enqueue::{self, AdjustPayment},
     faults::crash_point,
     integrations::payment::ProviderError,
@@ -107,7 +110,8 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
     let Some((order, target)) = app.batches.target.call(order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {order_id} does not exist")));
     };
-    if order.status == "received" {
+    let status = OrderStatus::parse(&order.status).map_err(JobError::abort)?;
+    if status == OrderStatus::Received {
         // Not authorised yet: confirm_payment decides first.
         return Ok(());
     }
@@ -122,7 +126,7 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
     // state now. Only a capture goes out on that first view. Its idempotency key names the
     // amount, so if an earlier run made this capture the provider answers it again; any other
     // refusal (the payment moved on meanwhile) sends the run to the provider's state.
-    let fresh = order.status == "authorised" && order.captured_minor == 0 && order.refunded_minor == 0;
+    let fresh = status == OrderStatus::Authorised && order.captured_minor == 0 && order.refunded_minor == 0;
     let mut first = authorised_minor.filter(|_| fresh).map(|amount| ProviderView {
         status: IntentStatus::RequiresCapture,
         amount,
@@ -276,7 +280,7 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
     }
     if shipping == 0 {
         clear_due(app, order.id, due).await?;
-        if order.status != "cancelled" {
+        if status != OrderStatus::Cancelled {
             super::cancel(
                 app,
                 order.id,

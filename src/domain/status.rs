@@ -1,0 +1,223 @@
+//! The order and sub-order state machines: every status an order or sub-order can be in, and
+//! which moves between them are allowed. The SQL keeps its compare-and-set guards (`UPDATE …
+//! WHERE status = …`); this is the one place that says what those guards must allow, and
+//! migration 0015 makes the database refuse any other value.
+
+use std::fmt;
+
+/// An order's status (`orders.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    /// Stored; its payment not yet confirmed.
+    Received,
+    /// The payment is authorised (or paid); stock is being reserved.
+    Authorised,
+    /// Charged for what ships and handed to its merchants.
+    Captured,
+    /// Ended before anything shipped (by the storefront, unpaid, declined, out of stock).
+    Cancelled,
+}
+
+/// A sub-order's status (`sub_orders.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubOrderStatus {
+    /// Waiting for its stock decision.
+    Pending,
+    /// Its stock is held; not yet handed to the merchant.
+    Reserved,
+    /// Not enough stock.
+    OutOfStock,
+    /// Handed to a merchant that decides; waiting for the decision until `accept_by`.
+    AwaitingAcceptance,
+    /// Accepted (by the merchant, automatically or by the deadline default); ships.
+    Accepted,
+    /// Refused by the merchant, by the deadline default, or its reservation expired.
+    Rejected,
+    /// Cancelled with its order.
+    Cancelled,
+    /// Delivered and past the completion delay; settled.
+    Completed,
+}
+
+/// A status name that is not one of the machine's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStatus(pub String);
+
+impl fmt::Display for UnknownStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown status {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownStatus {}
+
+impl OrderStatus {
+    /// Whether an order may move from `self` to `to`.
+    pub fn can_become(self, to: Self) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, to),
+            (Received, Authorised) | (Received | Authorised | Captured, Cancelled) | (Authorised, Captured)
+        )
+    }
+
+    /// Still on its way to a payment decision: `confirm_payment` has work to do.
+    pub fn awaits_payment(self) -> bool {
+        matches!(self, Self::Received | Self::Authorised)
+    }
+}
+
+impl SubOrderStatus {
+    /// Whether a sub-order may move from `self` to `to`.
+    pub fn can_become(self, to: Self) -> bool {
+        use SubOrderStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Reserved | OutOfStock)
+                | (Reserved, AwaitingAcceptance | Accepted)
+                | (AwaitingAcceptance, Accepted)
+                | (Reserved | AwaitingAcceptance, Rejected)
+                | (Pending | Reserved | AwaitingAcceptance | Accepted, Cancelled)
+                | (Accepted, Completed)
+        )
+    }
+
+    /// The sub-order still ships (or shipped): its subtotal is part of the charge.
+    pub fn ships(self) -> bool {
+        matches!(
+            self,
+            Self::Reserved | Self::AwaitingAcceptance | Self::Accepted | Self::Completed
+        )
+    }
+
+    /// No move leaves this status.
+    pub fn is_final(self) -> bool {
+        Self::ALL.into_iter().all(|to| !self.can_become(to))
+    }
+}
+
+/// The names of a status enum's values, as stored and published: `ALL`, `as_str`, `parse`
+/// and `Display` from one list.
+macro_rules! status_names {
+    ($t:ident { $($v:ident => $name:literal),+ $(,)? }) => {
+        impl $t {
+            /// Every value, in the machine's order.
+            pub const ALL: [Self; [$($name),+].len()] = [$(Self::$v),+];
+
+            /// The name stored in the database and published in docs/storefront.md.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$v => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Result<Self, UnknownStatus> {
+                Self::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == s)
+                    .ok_or_else(|| UnknownStatus(s.to_owned()))
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+status_names!(OrderStatus {
+    Received => "received",
+    Authorised => "authorised",
+    Captured => "captured",
+    Cancelled => "cancelled",
+});
+
+status_names!(SubOrderStatus {
+    Pending => "pending",
+    Reserved => "reserved",
+    OutOfStock => "out_of_stock",
+    AwaitingAcceptance => "awaiting_acceptance",
+    Accepted => "accepted",
+    Rejected => "rejected",
+    Cancelled => "cancelled",
+    Completed => "completed",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole order machine as a table: every pair, allowed or not.
+    #[test]
+    fn an_order_moves_only_forward_and_can_be_cancelled_until_the_end() {
+        use OrderStatus::*;
+        let allowed = [
+            (Received, Authorised),
+            (Received, Cancelled),
+            (Authorised, Captured),
+            (Authorised, Cancelled),
+            (Captured, Cancelled),
+        ];
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+        assert!(Received.awaits_payment() && Authorised.awaits_payment());
+        assert!(!Captured.awaits_payment() && !Cancelled.awaits_payment());
+    }
+
+    /// The whole sub-order machine as a table.
+    #[test]
+    fn a_sub_order_is_decided_once_and_only_an_accepted_one_completes() {
+        use SubOrderStatus::*;
+        let allowed = [
+            (Pending, Reserved),
+            (Pending, OutOfStock),
+            (Pending, Cancelled),
+            (Reserved, AwaitingAcceptance),
+            (Reserved, Accepted),
+            (Reserved, Rejected),
+            (Reserved, Cancelled),
+            (AwaitingAcceptance, Accepted),
+            (AwaitingAcceptance, Rejected),
+            (AwaitingAcceptance, Cancelled),
+            (Accepted, Cancelled),
+            (Accepted, Completed),
+        ];
+        for from in SubOrderStatus::ALL {
+            for to in SubOrderStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+        let finals: Vec<_> = SubOrderStatus::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals, [OutOfStock, Rejected, Cancelled, Completed]);
+        let shipping: Vec<_> = SubOrderStatus::ALL.into_iter().filter(|s| s.ships()).collect();
+        assert_eq!(shipping, [Reserved, AwaitingAcceptance, Accepted, Completed]);
+    }
+
+    #[test]
+    fn status_names_round_trip_and_unknown_names_are_refused() {
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Ok(s));
+        }
+        for s in SubOrderStatus::ALL {
+            assert_eq!(SubOrderStatus::parse(s.as_str()), Ok(s));
+        }
+        assert_eq!(
+            OrderStatus::parse("shipped"),
+            Err(UnknownStatus("shipped".into()))
+        );
+        assert!(SubOrderStatus::parse("Accepted").is_err());
+    }
+}
