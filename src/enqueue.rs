@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{app::App, queue::JobError, store::orders::Outstanding};
+use crate::{app::App, queue::JobError, store::follow_ups::Outstanding};
 
 /// `souk.storefront.v1`: the storefront's commands (docs/storefront.md), pushed raw.
 pub const STOREFRONT: &str = "souk.storefront.v1";
@@ -232,7 +232,7 @@ pub async fn forecast_merchant(app: &App, run_id: i64, merchant_id: &str) -> Res
 }
 
 /// Pushes everything an order's state says is still to do (see
-/// [`crate::store::orders::outstanding`]): deadlines, webhooks, the adjustment of its charge.
+/// [`crate::store::follow_ups::outstanding`]): deadlines, webhooks, the adjustment of its charge.
 pub async fn outstanding(app: &App, o: &Outstanding) -> Result<(), JobError> {
     expire_acceptance(app, &o.awaiting).await?;
     notify_merchants(app, o.pending_deliveries.clone()).await?;
@@ -245,7 +245,7 @@ pub async fn outstanding(app: &App, o: &Outstanding) -> Result<(), JobError> {
 /// Reads what an order's state says is outstanding and pushes it: the one call that ends every
 /// order operation after its commit, and that its rerun repeats.
 pub async fn follow_ups(app: &App, order_id: i64) -> Result<(), JobError> {
-    let o = crate::store::orders::outstanding(&app.pool, order_id)
+    let o = crate::store::follow_ups::outstanding(&app.pool, order_id)
         .await
         .map_err(JobError::retry)?;
     outstanding(app, &o).await

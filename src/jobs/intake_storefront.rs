@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{db, register_job};
 use crate::{
     app::App,
+    domain::status::SubOrderStatus,
     domain::{
         after_sales::{ItemLine, ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
         order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
@@ -360,12 +361,8 @@ async fn ship(
         };
         return refuse(app, d, raw, Some(sf), r).await;
     };
-    let status: String = sqlx::query_scalar("SELECT status FROM sub_orders WHERE id = $1")
-        .bind(sub)
-        .fetch_one(&app.pool)
-        .await
-        .map_err(db)?;
-    if status != "accepted" {
+    let status = orders::sub_order_status(&app.pool, sub).await.map_err(db)?;
+    if status != SubOrderStatus::Accepted.as_str() {
         let r = Rejection {
             code: "not_shippable",
             message: format!("the sub-order is {status}; only accepted sub-orders ship"),

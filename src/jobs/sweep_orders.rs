@@ -24,7 +24,7 @@ use crate::{
     enqueue::{self, Why},
     faults::crash_point,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::{after_sales, deliveries, orders, settlement, shipments},
+    store::{after_sales, deliveries, follow_ups, orders, settlement, shipments},
 };
 
 pub const QUEUE: &str = "souk.sweep_orders.v1";
@@ -86,7 +86,7 @@ pub async fn handle(_args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(
 /// Pushes again what the state says has been outstanding for longer than the grace period.
 async fn backstop(app: &App) -> Result<(), JobError> {
     let grace = app.config.marketplace.follow_up_grace_s;
-    for (order_id, at) in orders::adjust_overdue(&app.pool, grace, BATCH)
+    for (order_id, at) in follow_ups::adjust_overdue(&app.pool, grace, BATCH)
         .await
         .map_err(db)?
     {
@@ -97,7 +97,7 @@ async fn backstop(app: &App) -> Result<(), JobError> {
         deliveries::unsent(&app.pool, grace, BATCH).await.map_err(db)?,
     )
     .await?;
-    let overdue = orders::decisions_overdue(&app.pool, grace, BATCH)
+    let overdue = follow_ups::decisions_overdue(&app.pool, grace, BATCH)
         .await
         .map_err(db)?;
     let now = chrono::Utc::now();

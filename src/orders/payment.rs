@@ -33,7 +33,7 @@ use crate::{
     integrations::payment::ProviderError,
     queue::{limiter, JobError},
     store::{
-        after_sales, orders,
+        after_sales, follow_ups, orders,
         pipeline::{Capture, HandOver},
     },
 };
@@ -304,7 +304,7 @@ async fn clear_due(
     due: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), JobError> {
     if let Some(seen) = due {
-        orders::clear_adjust_due(&app.pool, order_id, seen)
+        follow_ups::clear_adjust_due(&app.pool, order_id, seen)
             .await
             .map_err(db)?;
     }

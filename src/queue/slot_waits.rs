@@ -14,10 +14,10 @@ use std::{
 use tokio::sync::Notify;
 
 /// Longest a job waits in its worker for a merchant's slot before it snoozes instead.
-pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(1);
+pub const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// How often a waiting job looks again for a slot freed by another process (one freed in this
 /// process wakes a waiter at once).
-pub(crate) const SLOT_POLL: Duration = Duration::from_millis(50);
+pub const SLOT_POLL: Duration = Duration::from_millis(50);
 
 /// The jobs of this process waiting for a delivery slot, per merchant. A job that finds its
 /// merchant's slots all taken waits here (up to [`SLOT_WAIT`]) instead of snoozing: a snooze

@@ -486,7 +486,7 @@ pub async fn mark_received(
     .bind(return_id)
     .execute(&mut **tx)
     .await?;
-    crate::store::orders::mark_adjust_due(tx, c.order_id).await?;
+    crate::store::follow_ups::mark_adjust_due(tx, c.order_id).await?;
     tell(
         tx,
         &c,

@@ -5,6 +5,7 @@
 pub mod after_sales;
 pub mod batch;
 pub mod deliveries;
+pub mod follow_ups;
 pub mod forecasts;
 pub mod kpis;
 pub mod merchants;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{pipeline::Pipeline, support::eventually};
+use crate::support::{eventually, pipeline::Pipeline};
 
 /// Polls every second, parcels move a step every 200 ms.
 async fn start(extra: &[(&str, &str)]) -> Pipeline {

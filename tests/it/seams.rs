@@ -10,10 +10,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::{
-    pipeline::Pipeline,
-    support::{eventually, Reaper},
-};
+use crate::support::{eventually, pipeline::Pipeline, Reaper};
 
 /// Fast sweeps' view of "outstanding for too long".
 const GRACE: (&str, &str) = ("SOUK_MARKETPLACE__FOLLOW_UP_GRACE_S", "1");

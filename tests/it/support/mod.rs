@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod pipeline;
+
 use std::{
     future::Future,
     process::{Child, Command, Stdio},

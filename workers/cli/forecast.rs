@@ -1,0 +1,288 @@
+//! `souk forecast …`: run, show and generate demand forecasts from the command line.
+
+use crate::*;
+
+#[derive(Subcommand)]
+pub(crate) enum ForecastAction {
+    /// Forecast every merchant (or those named) now. Resumes the day's run: merchants already
+    /// done are not done again.
+    Run {
+        /// Only this merchant (repeatable).
+        #[arg(long)]
+        merchant: Vec<String>,
+        /// Last day of history (YYYY-MM-DD); default yesterday (UTC).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// Start a new run instead of resuming the day's.
+        #[arg(long)]
+        again: bool,
+        /// Queue one job per merchant for the fleet instead of working here.
+        #[arg(long)]
+        enqueue: bool,
+    },
+    /// A merchant's latest forecast: SKUs riskiest first, or one SKU with a text chart.
+    Show {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        sku: Option<String>,
+        /// SKUs listed.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the restocking lead time of a merchant, or of one SKU (which wins over its merchant's).
+    LeadTime {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        sku: Option<String>,
+        /// Days from ordering to sellable stock (0–365); omit with --clear.
+        days: Option<i32>,
+        /// Go back to the merchant's (or the configured) lead time.
+        #[arg(long, conflicts_with = "days")]
+        clear: bool,
+    },
+    /// Load a seeded, generated marketplace history (daily demand and stock) into Postgres.
+    Generate {
+        #[arg(long, default_value_t = 20)]
+        merchants: usize,
+        #[arg(long, default_value_t = 2_000)]
+        skus: usize,
+        #[arg(long, default_value_t = 730)]
+        days: usize,
+        #[arg(long, default_value_t = 20261124)]
+        seed: u64,
+        /// Last day of the history; default yesterday (UTC).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// Webhook URL of merchants created ({id} is replaced). `souk sandbox`'s receivers are at
+        /// http://127.0.0.1:12111/merchants/{id}/webhook (needs webhooks.allow_private_targets).
+        #[arg(long, default_value = "https://{id}.merchant.invalid/webhook")]
+        webhook_url: String,
+    },
+}
+
+pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> anyhow::Result<()> {
+    use souk::{forecast, jobs::plan_forecasts, store::forecasts};
+    let app = App::connect(config).await?;
+    match action {
+        ForecastAction::Run {
+            merchant,
+            as_of,
+            again,
+            enqueue,
+        } => {
+            let as_of = as_of.unwrap_or_else(|| forecast::default_as_of(chrono::Utc::now()));
+            let key = if again {
+                format!(
+                    "manual:{as_of}:{}",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+                )
+            } else {
+                forecast::daily_key(as_of)
+            };
+            let only = (!merchant.is_empty()).then_some(merchant);
+            if enqueue {
+                let args = plan_forecasts::Args {
+                    as_of: Some(as_of),
+                    run_key: Some(key),
+                    merchants: only,
+                };
+                let (run, n) = plan_forecasts::plan(&app, &args)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "run {} ({}): {n} merchant jobs queued on {}",
+                    run.id,
+                    run.run_key,
+                    souk::jobs::forecast_merchant::QUEUE
+                );
+                return Ok(());
+            }
+            let run = forecast::open_run(&app, &key, as_of, only.as_deref()).await?;
+            let pending = forecasts::pending_merchants(&app.pool, run.id).await?;
+            println!(
+                "run {} ({}, history to {}): {} of {} merchants to do",
+                run.id,
+                run.run_key,
+                run.as_of,
+                pending.len(),
+                run.merchants_total
+            );
+            let started = std::time::Instant::now();
+            let (ok, failed) = forecast::run_in_process(&app, &run, |m, r| match r {
+                Ok(o) if o.skipped => println!("  {m}: already done"),
+                Ok(o) => println!(
+                    "  {m}: {} SKUs, {} at risk{}",
+                    o.skus,
+                    o.at_risk,
+                    if o.digest.is_some() { ", digest queued" } else { "" }
+                ),
+                Err(e) => println!("  {m}: FAILED: {e:#}"),
+            })
+            .await?;
+            println!(
+                "{ok} merchants done, {failed} failed, in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            anyhow::ensure!(failed == 0, "{failed} merchants failed; run again to retry them");
+            Ok(())
+        }
+        ForecastAction::Show {
+            merchant,
+            sku,
+            limit,
+            json,
+        } => {
+            let rows = forecasts::latest_advice(&app.pool, &merchant, sku.as_deref()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows.iter().take(limit).collect::<Vec<_>>())?
+                );
+                return Ok(());
+            }
+            let Some(first) = rows.first() else {
+                anyhow::bail!(
+                    "no forecast for merchant {merchant}{} yet: run `souk forecast run`",
+                    sku.map(|s| format!(" SKU {s}")).unwrap_or_default()
+                );
+            };
+            if let Some(sku) = &sku {
+                let r = first;
+                let from = r.as_of - chrono::Duration::days(55);
+                let hist = forecasts::daily_units(&app.pool, &merchant, sku, from, r.as_of).await?;
+                println!(
+                    "{merchant} / {sku}: forecast from {} (run {})",
+                    r.as_of + chrono::Duration::days(1),
+                    r.run_id
+                );
+                println!(
+                    "  model {}{}, demand {}, validation RMSSE {}",
+                    r.model,
+                    r.fallback
+                        .as_ref()
+                        .map(|f| format!(" (fallback: {f})"))
+                        .unwrap_or_default(),
+                    r.demand_class,
+                    r.validation_rmsse.map_or("-".to_owned(), |v| format!("{v:.3}"))
+                );
+                let week = souk::domain::forecast::dist::Demand::new(
+                    r.mean.iter().take(7).sum::<f64>(),
+                    r.mean.iter().take(7).sum::<f64>() * r.dispersion,
+                );
+                let mut q = [0.0; 3];
+                week.quantiles(&souk::domain::forecast::LEVELS, &mut q);
+                println!(
+                    "  next 7 days: mean {:.1} units; p50 {}, p90 {}, p95 {}",
+                    week.mean, q[0], q[1], q[2]
+                );
+                println!(
+                    "  stock {} available; lead time {} d, demand over it {:.1}; P(stock-out) {:.0} %; reorder point {}; suggested order {}",
+                    r.available,
+                    r.lead_time_days,
+                    r.lead_time_demand,
+                    r.stockout_probability * 100.0,
+                    r.reorder_point,
+                    r.suggested_order
+                );
+                println!();
+                print!("{}", forecast::text_chart(&hist, &r.p50, &r.p90, 10));
+                return Ok(());
+            }
+            let at_risk = rows.iter().filter(|r| r.at_risk).count();
+            println!(
+                "{merchant}: {} SKUs forecast from {} (run {}), {at_risk} at risk of running out within their lead time",
+                rows.len(),
+                first.as_of + chrono::Duration::days(1),
+                first.run_id
+            );
+            println!(
+                "{:<16} {:<13} {:<14} {:>6} {:>8} {:>7} {:>6} {:>7} {:>6} {:>11}",
+                "SKU", "demand", "model", "stock", "LT dem.", "P(out)", "ROP", "order", "cover", "value@risk"
+            );
+            for r in rows.iter().take(limit) {
+                println!(
+                    "{:<16} {:<13} {:<14} {:>6} {:>8.1} {:>6.0}% {:>6} {:>7} {:>6} {:>11.2}",
+                    r.sku,
+                    r.demand_class,
+                    r.model,
+                    r.available,
+                    r.lead_time_demand,
+                    r.stockout_probability * 100.0,
+                    r.reorder_point,
+                    r.suggested_order,
+                    r.days_of_cover.map_or("-".to_owned(), |d| format!("{d} d")),
+                    r.value_at_risk_minor as f64 / 100.0
+                );
+            }
+            if rows.len() > limit {
+                println!("… {} more (--limit)", rows.len() - limit);
+            }
+            println!(
+                "\nOne SKU with its chart: souk forecast show --merchant {merchant} --sku {}",
+                first.sku
+            );
+            Ok(())
+        }
+        ForecastAction::LeadTime {
+            merchant,
+            sku,
+            days,
+            clear,
+        } => {
+            anyhow::ensure!(clear || days.is_some(), "give the lead time in days, or --clear");
+            if let Some(d) = days {
+                anyhow::ensure!((0..=365).contains(&d), "the lead time must be 0 to 365 days");
+            }
+            let what = sku.as_ref().map_or(format!("merchant {merchant}"), |s| {
+                format!("SKU {s} of {merchant}")
+            });
+            if !forecasts::set_lead_time(&app.pool, &merchant, sku.as_deref(), days).await? {
+                anyhow::bail!("no {what}");
+            }
+            match days {
+                Some(d) => println!("lead time of {what}: {d} days (used from the next forecast run)"),
+                None => println!("lead time of {what} cleared"),
+            }
+            Ok(())
+        }
+        ForecastAction::Generate {
+            merchants,
+            skus,
+            days,
+            seed,
+            as_of,
+            webhook_url,
+        } => {
+            anyhow::ensure!(
+                merchants >= 1 && skus >= 1 && days >= 28,
+                "need at least 1 merchant, 1 SKU and 28 days"
+            );
+            let as_of = as_of.unwrap_or_else(|| forecast::default_as_of(chrono::Utc::now()));
+            let spec = souk::domain::forecast::generator::PanelSpec {
+                merchants,
+                skus,
+                days,
+                seed,
+            };
+            let ids: Vec<String> = (0..merchants)
+                .map(souk::domain::forecast::generator::merchant_id)
+                .collect();
+            let loaded = forecast::generate::load(&app, &spec, &ids, as_of, &webhook_url).await?;
+            println!(
+                "loaded {} SKUs of {} merchants ({} created): {} demand rows from {} to {}",
+                loaded.skus,
+                loaded.merchants,
+                loaded.merchants_created,
+                loaded.demand_rows,
+                loaded.first_day,
+                loaded.last_day
+            );
+            println!("next: souk forecast run --as-of {as_of}");
+            Ok(())
+        }
+    }
+}
