@@ -16,7 +16,9 @@
 //! same excess twice. The lock's lease is the queue's reclaim bound (`claim_idle_ms`) and the
 //! holder renews it while it runs, as the queue renews its entries: a crashed holder's lock is
 //! free within that bound, not after the handler timeout. A holder that fails to renew (its
-//! lease ran out: paused, cut off from Redis) stops before it records anything more.
+//! lease ran out: paused, cut off from Redis) stops before it records anything more, and the
+//! lock's token fences what it writes: a payment record carries the token and is refused in
+//! the database when a newer holder has written the order since (`orders.payment_fence`).
 
 use std::time::Duration;
 
@@ -73,12 +75,13 @@ pub async fn run_now(app: &App, args: &AdjustPayment) -> Result<Option<Result<()
     // and the holder renews it at a third of that while it runs.
     let lease = app.config.queue(enqueue::ADJUST_PAYMENT).claim_idle();
     let mut conn = app.conn.clone();
-    let Some(token) = limiter::try_lock(&mut conn, &key, lease)
+    let Some(fence) = limiter::try_lock_fenced(&mut conn, &key, lease)
         .await
         .map_err(JobError::retry)?
     else {
         return Ok(None);
     };
+    let token = fence.to_string();
     crash_point("adjust.locked");
     let renewal = async {
         let mut conn = app.conn.clone();
@@ -98,7 +101,7 @@ pub async fn run_now(app: &App, args: &AdjustPayment) -> Result<Option<Result<()
     // A run whose lease could not be kept stops where it is (a provider call repeats with the
     // same idempotency key; an unfinished transaction rolls back) and is retried.
     let result = tokio::select! {
-        r = adjust(app, args.order_id, args.authorised_minor) => r,
+        r = adjust(app, args.order_id, args.authorised_minor, fence) => r,
         e = renewal => Err(e),
     };
     // A lock left behind (Redis unreachable now) frees itself when its lease ends.
@@ -106,7 +109,26 @@ pub async fn run_now(app: &App, args: &AdjustPayment) -> Result<Option<Result<()
     Ok(Some(result))
 }
 
-async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Result<(), JobError> {
+/// Stops a run whose payment record was refused: a newer holder of the order's payment lock
+/// wrote it since (this one was paused past its lease), so what it saw is out of date.
+fn stale(order_id: i64) -> JobError {
+    tracing::warn!(
+        order_id,
+        "payment record refused: a newer run holds the order's payment lock"
+    );
+    JobError::retry("stale payment run: a newer holder of the payment lock wrote the order")
+}
+
+/// Records `r`, or stops the run if a newer lock holder wrote the order since ([`stale`]).
+async fn record(app: &App, r: orders::PaymentRecord<'_>) -> Result<(), JobError> {
+    if orders::record_payment(&app.pool, &r).await.map_err(db)? {
+        Ok(())
+    } else {
+        Err(stale(r.order_id))
+    }
+}
+
+async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>, fence: i64) -> Result<(), JobError> {
     let Some((order, target)) = app.batches.target.call(order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {order_id} does not exist")));
     };
@@ -170,6 +192,7 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
                     refunded_minor: after.amount_refunded,
                     payment_status: status_name(after.status),
                     data: json!({"amount_minor": amount, "authorised_minor": view.amount}),
+                    fence,
                 });
                 break (view, action);
             }
@@ -208,20 +231,22 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
                 } else {
                     None
                 };
-                orders::record_payment(
-                    &app.pool,
-                    order.id,
-                    "sync",
-                    None,
-                    None,
-                    "ok",
-                    view.amount_received,
-                    view.amount_refunded,
-                    &status_name(view.status),
-                    event,
+                record(
+                    app,
+                    orders::PaymentRecord {
+                        order_id: order.id,
+                        kind: "sync",
+                        idempotency_key: None,
+                        amount_minor: None,
+                        outcome: "ok",
+                        captured_minor: view.amount_received,
+                        refunded_minor: view.amount_refunded,
+                        payment_status: &status_name(view.status),
+                        event,
+                        fence,
+                    },
                 )
-                .await
-                .map_err(db)?;
+                .await?;
             }
         }
         PaymentAction::Cancel { idempotency_key } => {
@@ -230,20 +255,22 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
                 .cancel(&order.payment_id, idempotency_key)
                 .await
                 .map_err(provider_error)?;
-            orders::record_payment(
-                &app.pool,
-                order.id,
-                "cancel",
-                Some(idempotency_key),
-                None,
-                "ok",
-                0,
-                0,
-                &status_name(after.status),
-                Some(("order.payment_released", json!({"authorised_minor": view.amount}))),
+            record(
+                app,
+                orders::PaymentRecord {
+                    order_id: order.id,
+                    kind: "cancel",
+                    idempotency_key: Some(idempotency_key),
+                    amount_minor: None,
+                    outcome: "ok",
+                    captured_minor: 0,
+                    refunded_minor: 0,
+                    payment_status: &status_name(after.status),
+                    event: Some(("order.payment_released", json!({"authorised_minor": view.amount}))),
+                    fence,
+                },
             )
-            .await
-            .map_err(db)?;
+            .await?;
         }
         PaymentAction::Refund {
             amount,
@@ -253,20 +280,23 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>) -> Resu
                 .refund(&order.payment_id, *amount, idempotency_key)
                 .await
                 .map_err(provider_error)?;
-            orders::record_payment(
-                &app.pool,
-                order.id,
-                "refund",
-                Some(idempotency_key),
-                Some(*amount),
-                "ok",
-                view.amount_received,
-                view.amount_refunded + amount,
-                &status_name(view.status),
-                Some(("order.refunded", json!({"amount_minor": amount}))),
+            crash_point("adjust.refunded");
+            record(
+                app,
+                orders::PaymentRecord {
+                    order_id: order.id,
+                    kind: "refund",
+                    idempotency_key: Some(idempotency_key),
+                    amount_minor: Some(*amount),
+                    outcome: "ok",
+                    captured_minor: view.amount_received,
+                    refunded_minor: view.amount_refunded + amount,
+                    payment_status: &status_name(view.status),
+                    event: Some(("order.refunded", json!({"amount_minor": amount}))),
+                    fence,
+                },
             )
-            .await
-            .map_err(db)?;
+            .await?;
         }
     }
     if view.status == IntentStatus::Succeeded {

@@ -105,3 +105,45 @@ pub async fn renew(
         .await?;
     Ok(n == 1)
 }
+
+/// KEYS: the lock. ARGV: the lease (ms). Takes the lock unless held, with a fencing token as its
+/// value: Redis's clock at the moment, in microseconds (`<seconds><6-digit micros>`), so a later
+/// holder always has a larger token. Returns the token, or false when held.
+static LOCK_FENCED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local token = t[1] .. string.format('%06d', tonumber(t[2]))
+if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[1]) then
+  return token
+end
+return false
+"#,
+    )
+});
+
+/// [`try_lock`] whose token is a fencing number: `Some(fence)` when this caller now holds `key`.
+/// A holder that lost its lease carries an older fence than whoever holds the lock after it, so
+/// a store that keeps the largest fence it has seen refuses the stale holder's writes. (Tokens
+/// follow Redis's clock: a clock stepped back by the operator could reorder two holders.)
+pub async fn try_lock_fenced(
+    conn: &mut ConnectionManager,
+    key: &str,
+    ttl: Duration,
+) -> redis::RedisResult<Option<i64>> {
+    let token: Option<String> = LOCK_FENCED
+        .key(key)
+        .arg(ttl.as_millis().max(1) as u64)
+        .invoke_async(conn)
+        .await?;
+    token
+        .map(|t| {
+            t.parse::<i64>().map_err(|_| {
+                redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "fencing token is not a number",
+                ))
+            })
+        })
+        .transpose()
+}

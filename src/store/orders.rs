@@ -220,48 +220,62 @@ pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Optio
     Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
 }
 
-/// Records a payment call and the order's resulting amounts and status.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_payment(
-    pool: &PgPool,
-    order_id: i64,
-    kind: &str,
-    key: Option<&str>,
-    amount: Option<i64>,
-    outcome: &str,
-    captured: i64,
-    refunded: i64,
-    payment_status: &str,
-    event: Option<(&str, Value)>,
-) -> Result<(), sqlx::Error> {
-    let (event, data) = match event {
-        Some((k, d)) => (Some(k), d),
+/// A payment call (or a sync with the provider's state) to record with the order's resulting
+/// amounts and status.
+#[derive(Debug, Clone)]
+pub struct PaymentRecord<'a> {
+    pub order_id: i64,
+    /// `capture`, `cancel`, `refund` or `sync`.
+    pub kind: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub amount_minor: Option<i64>,
+    pub outcome: &'a str,
+    /// The provider's totals after the call.
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub payment_status: &'a str,
+    /// The outcome event, when the call changed something the storefront should hear of.
+    pub event: Option<(&'a str, Value)>,
+    /// The payment lock's fencing token of the writer (migration 0016).
+    pub fence: i64,
+}
+
+/// Records a payment call and the order's resulting amounts and status, unless a newer
+/// payment-lock holder has written the order since (`payment_fence` above `r.fence`): then
+/// nothing is written and the answer is false.
+pub async fn record_payment(pool: &PgPool, r: &PaymentRecord<'_>) -> Result<bool, sqlx::Error> {
+    let (event, data) = match &r.event {
+        Some((k, d)) => (Some(*k), d.clone()),
         None => (None, Value::Null),
     };
-    // One statement: the operation, the order's amounts and the event commit together.
-    sqlx::query(
-        "WITH op AS (
+    // One statement: the fenced update, then the operation and the event only if it applied.
+    let applied: i64 = sqlx::query_scalar(
+        "WITH u AS (
+            UPDATE orders SET captured_minor = $6, refunded_minor = $7, payment_status = $8,
+                              payment_fence = $11, updated_at = now()
+            WHERE id = $1 AND payment_fence <= $11 RETURNING id, storefront_order_id),
+         op AS (
             INSERT INTO payment_operations (order_id, kind, idempotency_key, amount_minor, outcome)
-            VALUES ($1, $2, $3, $4, $5)),
-         u AS (
-            UPDATE orders SET captured_minor = $6, refunded_minor = $7, payment_status = $8, updated_at = now()
-            WHERE id = $1 RETURNING id, storefront_order_id)
-         INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
-         SELECT id, storefront_order_id, $9, 'souk:payment', $10 FROM u WHERE $9::text IS NOT NULL",
+            SELECT id, $2, $3, $4, $5 FROM u),
+         ev AS (
+            INSERT INTO order_events (order_id, storefront_order_id, type, actor, data)
+            SELECT id, storefront_order_id, $9, 'souk:payment', $10 FROM u WHERE $9::text IS NOT NULL)
+         SELECT count(*) FROM u",
     )
-    .bind(order_id)
-    .bind(kind)
-    .bind(key)
-    .bind(amount)
-    .bind(outcome)
-    .bind(captured)
-    .bind(refunded)
-    .bind(payment_status)
+    .bind(r.order_id)
+    .bind(r.kind)
+    .bind(r.idempotency_key)
+    .bind(r.amount_minor)
+    .bind(r.outcome)
+    .bind(r.captured_minor)
+    .bind(r.refunded_minor)
+    .bind(r.payment_status)
     .bind(event)
     .bind(data)
-    .execute(pool)
+    .bind(r.fence)
+    .fetch_one(pool)
     .await?;
-    Ok(())
+    Ok(applied == 1)
 }
 
 /// A sub-order with what notifying and deciding need.

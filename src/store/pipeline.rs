@@ -636,6 +636,9 @@ pub struct Capture {
     pub refunded_minor: i64,
     pub payment_status: String,
     pub data: Value,
+    /// The payment lock's fencing token of the run that made it (migration 0016): the capture
+    /// is recorded only if no newer holder wrote the order since.
+    pub fence: i64,
 }
 
 /// Moves paid orders on: their capture recorded (when the request brings one), `authorised` →
@@ -678,9 +681,10 @@ pub async fn hand_over_in(
         .filter_map(|id| first[id].capture.as_ref().map(|c| (*id, c)))
         .collect();
     let moved: Vec<(i64, String, bool, bool)> = sqlx::query_as(
-        "WITH l AS (SELECT id, status FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE),
-              c AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[])
-                    AS c(id, key, amount, captured, refunded, ps)),
+        "WITH l AS (SELECT id, status, payment_fence FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE),
+              c0 AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                     AS c(id, key, amount, captured, refunded, ps, fence)),
+              c AS (SELECT c0.* FROM c0 JOIN l ON l.id = c0.id WHERE l.payment_fence <= c0.fence),
               op AS (INSERT INTO payment_operations (order_id, kind, idempotency_key, amount_minor, outcome)
                      SELECT id, 'capture', key, amount, 'ok' FROM c)
          UPDATE orders o SET
@@ -689,9 +693,11 @@ pub async fn hand_over_in(
                 captured_minor = coalesce(c.captured, o.captured_minor),
                 refunded_minor = coalesce(c.refunded, o.refunded_minor),
                 payment_status = coalesce(c.ps, o.payment_status),
+                payment_fence = coalesce(c.fence, o.payment_fence),
                 updated_at = now()
          FROM l LEFT JOIN c ON c.id = l.id
          WHERE o.id = l.id AND (l.status = 'authorised' OR c.id IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM c0 WHERE c0.id = l.id AND c0.fence < l.payment_fence)
          RETURNING o.id, o.storefront_order_id, c.id IS NOT NULL, l.status = 'authorised'",
     )
     .bind(&sorted)
@@ -701,6 +707,7 @@ pub async fn hand_over_in(
     .bind(captures.iter().map(|c| c.1.captured_minor).collect::<Vec<_>>())
     .bind(captures.iter().map(|c| c.1.refunded_minor).collect::<Vec<_>>())
     .bind(captures.iter().map(|c| c.1.payment_status.clone()).collect::<Vec<_>>())
+    .bind(captures.iter().map(|c| c.1.fence).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
     let mut events = Vec::new();

@@ -1971,6 +1971,7 @@ async fn batch_writes_use_indexes_without_statistics() {
                 refunded_minor: 0,
                 payment_status: "succeeded".to_owned(),
                 data: json!({"amount_minor": 100}),
+                fence: 1,
             }),
         })
         .collect();

@@ -348,3 +348,104 @@ async fn an_order_cancelled_while_its_payment_is_processing_has_its_authorisatio
     .await;
     p.stop().await;
 }
+
+/// The state letter of a process (`T` when stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[tokio::test]
+async fn a_worker_paused_past_its_payment_lease_cannot_record_stale_amounts_when_it_wakes() {
+    let p = Pipeline::start_without_workers(&[GRACE]).await;
+    p.merchant("keeps", "auto", "accept", 3600).await;
+    p.merchant("refuses", "manual", "accept", 3600).await;
+    p.stock("keeps", "A", 5).await;
+    p.stock("refuses", "B", 5).await;
+    let msg = p.order(
+        "SF-PAUSE",
+        &[("keeps", "A", 1, 600), ("refuses", "B", 1, 400)],
+        "requires_capture",
+    );
+    let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
+    // Worker A freezes right after its refund call, before recording it.
+    let mut a = p.spawn_worker(&[("SOUK_STALL_AT", "adjust.refunded")]);
+    let a_pid = a.id();
+    p.send(&msg).await;
+    eventually(Duration::from_secs(30), "captured and both told", || {
+        p.all_delivered("SF-PAUSE", 2)
+    })
+    .await;
+    p.send(
+        &json!({"type": "merchant.decision", "version": 1, "storefront_order_id": "SF-PAUSE",
+                   "merchant_id": "refuses", "decision": "reject"}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "worker A frozen after its refund call",
+        || async { process_state(a_pid) == Some('T') },
+    )
+    .await;
+    assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 1000, 400)));
+    // Worker B takes over once A's entry and lock leases run out, records the refund it finds
+    // at the provider, then a cancellation refunds the rest: newer amounts than A saw.
+    let b = p.spawn_worker(&[]);
+    let refunded = || async {
+        p.scalar(
+            "SELECT refunded_minor FROM orders WHERE storefront_order_id = $1",
+            "SF-PAUSE",
+        )
+        .await
+    };
+    eventually(
+        Duration::from_secs(30),
+        "B recorded the refund A made",
+        || async { refunded().await == 400 },
+    )
+    .await;
+    p.send(&json!({"type": "order.cancel", "version": 1, "storefront_order_id": "SF-PAUSE"}))
+        .await;
+    eventually(Duration::from_secs(30), "B refunded the rest", || async {
+        refunded().await == 1000
+    })
+    .await;
+    // A wakes up and is asked to stop: it finishes the run it was in (graceful shutdown) and
+    // exits. Its record of "refunded 400" carries an older fence than B's and is refused.
+    signal(a_pid, "CONT");
+    signal(a_pid, "TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while a.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "worker A did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        refunded().await,
+        1000,
+        "the stale run wrote older amounts over newer ones"
+    );
+    assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 1000, 1000)));
+    let refunds = p
+        .scalar(
+            "SELECT count(*) FROM payment_operations op JOIN orders o ON o.id = op.order_id
+             WHERE o.storefront_order_id = $1 AND op.kind = 'refund'",
+            "SF-PAUSE",
+        )
+        .await;
+    assert_eq!(
+        refunds, 1,
+        "only B's refund of the rest is recorded as a refund call"
+    );
+    drop(Reaper(vec![a, b]));
+    p.stop().await;
+}
