@@ -56,9 +56,10 @@ async fn a_crash_right_after_the_hand_over_still_tells_every_merchant_once_and_k
         "requires_capture",
     );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
-    let mut first = p.spawn_worker(&[("SOUK_CRASH_AT", "hand_over.committed")]);
+    // Reaped from the start: a test that fails must not leave a worker running.
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_CRASH_AT", "hand_over.committed")])]);
     p.send(&msg).await;
-    wait_for_crash(&mut first, "hand_over.committed").await;
+    wait_for_crash(&mut workers.0[0], "hand_over.committed").await;
     assert_eq!(
         p.order_status("SF-HO").await.as_deref(),
         Some("captured"),
@@ -71,7 +72,7 @@ async fn a_crash_right_after_the_hand_over_still_tells_every_merchant_once_and_k
             .all(|d| d.2 == "pending" && d.3 == 0),
         "nobody told yet"
     );
-    let _r = Reaper(vec![first, p.spawn_worker(&[])]);
+    workers.0.push(p.spawn_worker(&[]));
     eventually(Duration::from_secs(30), "both merchants told", || {
         p.all_delivered("SF-HO", 2)
     })
@@ -91,7 +92,7 @@ async fn a_crash_right_after_the_hand_over_still_tells_every_merchant_once_and_k
     assert_eq!(received(&p, "slow", "sub_order.created"), (1, 0));
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 1000, 300)));
     assert_eq!((counter(&p, "capture"), counter(&p, "refund")), (1, 1));
-    drop(_r);
+    drop(workers);
     p.stop().await;
 }
 
@@ -108,12 +109,13 @@ async fn a_crash_right_after_a_default_rejection_still_refunds_that_share_once()
         "requires_capture",
     );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
-    let mut first = p.spawn_worker(&[("SOUK_CRASH_AT", "decide.committed")]);
+    // Reaped from the start: a test that fails must not leave a worker running.
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_CRASH_AT", "decide.committed")])]);
     p.send(&msg).await;
-    wait_for_crash(&mut first, "decide.committed").await;
+    wait_for_crash(&mut workers.0[0], "decide.committed").await;
     assert_eq!(p.sub_statuses("SF-DR").await["silent"], "rejected", "committed");
     assert_eq!(counter(&p, "refund"), 0, "not refunded yet");
-    let _r = Reaper(vec![first, p.spawn_worker(&[])]);
+    workers.0.push(p.spawn_worker(&[]));
     eventually(Duration::from_secs(30), "the rejected share refunded", || async {
         p.sb.intent_state(&pi).map(|s| s.2) == Some(400)
     })
@@ -129,7 +131,7 @@ async fn a_crash_right_after_a_default_rejection_still_refunds_that_share_once()
     .await;
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 900, 400)));
     assert_eq!(counter(&p, "refund"), 1);
-    drop(_r);
+    drop(workers);
     p.stop().await;
 }
 
@@ -140,7 +142,8 @@ async fn a_crash_right_after_a_cancellation_still_tells_the_merchant_and_refunds
     p.stock("m1", "A", 5).await;
     let msg = p.order("SF-CX", &[("m1", "A", 1, 900)], "requires_capture");
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
-    let mut first = p.spawn_worker(&[("SOUK_CRASH_AT", "cancel.committed")]);
+    // Reaped from the start: a test that fails must not leave a worker running.
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_CRASH_AT", "cancel.committed")])]);
     p.send(&msg).await;
     eventually(Duration::from_secs(30), "captured and told", || {
         p.all_delivered("SF-CX", 1)
@@ -148,13 +151,13 @@ async fn a_crash_right_after_a_cancellation_still_tells_the_merchant_and_refunds
     .await;
     p.send(&json!({"type": "order.cancel", "version": 1, "storefront_order_id": "SF-CX", "reason": "changed my mind"}))
         .await;
-    wait_for_crash(&mut first, "cancel.committed").await;
+    wait_for_crash(&mut workers.0[0], "cancel.committed").await;
     assert_eq!(
         p.order_status("SF-CX").await.as_deref(),
         Some("cancelled"),
         "committed"
     );
-    let _r = Reaper(vec![first, p.spawn_worker(&[])]);
+    workers.0.push(p.spawn_worker(&[]));
     eventually(
         Duration::from_secs(30),
         "the merchant told of the cancellation",
@@ -168,7 +171,7 @@ async fn a_crash_right_after_a_cancellation_still_tells_the_merchant_and_refunds
     assert_eq!(received(&p, "m1", "sub_order.cancelled"), (1, 0));
     assert_eq!((counter(&p, "capture"), counter(&p, "refund")), (1, 1));
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 900, 900)));
-    drop(_r);
+    drop(workers);
     p.stop().await;
 }
 
@@ -177,7 +180,8 @@ async fn a_crash_right_after_the_late_flag_still_tells_the_merchant_once() {
     let p = Pipeline::start_without_workers(&[GRACE, ("SOUK_TRACKING__SHIP_BY_S", "1")]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
     p.stock("m1", "A", 5).await;
-    let mut first = p.spawn_worker(&[("SOUK_CRASH_AT", "sweep.committed")]);
+    // Reaped from the start: a test that fails must not leave a worker running.
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_CRASH_AT", "sweep.committed")])]);
     p.send(&p.order("SF-LATE", &[("m1", "A", 1, 500)], "requires_capture"))
         .await;
     eventually(Duration::from_secs(30), "captured and told", || {
@@ -186,14 +190,14 @@ async fn a_crash_right_after_the_late_flag_still_tells_the_merchant_once() {
     .await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s ship-by
     p.sweep().await;
-    wait_for_crash(&mut first, "sweep.committed").await;
+    wait_for_crash(&mut workers.0[0], "sweep.committed").await;
     assert_eq!(
         p.scalar("SELECT count(*) FROM sub_orders WHERE late_at IS NOT NULL", "")
             .await,
         1,
         "flagged"
     );
-    let _r = Reaper(vec![first, p.spawn_worker(&[])]);
+    workers.0.push(p.spawn_worker(&[]));
     // The flag is not raised again; the webhook written with it is found by the next sweep.
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the grace
     p.sweep().await;
@@ -214,7 +218,7 @@ async fn a_crash_right_after_the_late_flag_still_tells_the_merchant_once() {
     })
     .await;
     assert_eq!(received(&p, "m1", "sub_order.late"), (1, 0));
-    drop(_r);
+    drop(workers);
     p.stop().await;
 }
 
@@ -231,7 +235,8 @@ async fn a_crash_right_after_an_expired_reservation_still_refunds_that_share_onc
         "requires_capture",
     );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
-    let mut first = p.spawn_worker(&[("SOUK_CRASH_AT", "sweep.committed")]);
+    // Reaped from the start: a test that fails must not leave a worker running.
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_CRASH_AT", "sweep.committed")])]);
     p.send(&msg).await;
     eventually(Duration::from_secs(30), "both told", || {
         p.all_delivered("SF-EX", 2)
@@ -239,10 +244,10 @@ async fn a_crash_right_after_an_expired_reservation_still_refunds_that_share_onc
     .await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the reservation's 1 s
     p.sweep().await;
-    wait_for_crash(&mut first, "sweep.committed").await;
+    wait_for_crash(&mut workers.0[0], "sweep.committed").await;
     assert_eq!(p.sub_statuses("SF-EX").await["ponders"], "rejected", "committed");
     assert_eq!(counter(&p, "refund"), 0, "not refunded yet");
-    let _r = Reaper(vec![first, p.spawn_worker(&[])]);
+    workers.0.push(p.spawn_worker(&[]));
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the grace
     p.sweep().await;
     eventually(Duration::from_secs(30), "the expired share refunded", || async {
@@ -258,7 +263,7 @@ async fn a_crash_right_after_an_expired_reservation_still_refunds_that_share_onc
     .await;
     assert_eq!(counter(&p, "refund"), 1);
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 950, 350)));
-    drop(_r);
+    drop(workers);
     p.stop().await;
 }
 
@@ -269,9 +274,10 @@ async fn a_worker_killed_holding_a_payment_lock_frees_it_within_the_reclaim_boun
     p.stock("m1", "A", 5).await;
     let msg = p.order("SF-LK", &[("m1", "A", 1, 800)], "requires_capture");
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
-    let mut first = p.spawn_worker(&[("SOUK_CRASH_AT", "adjust.locked")]);
+    // Reaped from the start: a test that fails must not leave a worker running.
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_CRASH_AT", "adjust.locked")])]);
     p.send(&msg).await;
-    wait_for_crash(&mut first, "adjust.locked").await;
+    wait_for_crash(&mut workers.0[0], "adjust.locked").await;
     let died = Instant::now();
     let order_id = p
         .scalar("SELECT id FROM orders WHERE storefront_order_id = $1", "SF-LK")
@@ -292,7 +298,7 @@ async fn a_worker_killed_holding_a_payment_lock_frees_it_within_the_reclaim_boun
         pttl > 0 && pttl <= claim_idle,
         "the dead holder's lock has {pttl} ms left (bound {claim_idle})"
     );
-    let _r = Reaper(vec![first, p.spawn_worker(&[])]);
+    workers.0.push(p.spawn_worker(&[]));
     eventually(Duration::from_secs(30), "captured and told", || {
         p.all_delivered("SF-LK", 1)
     })
@@ -304,7 +310,7 @@ async fn a_worker_killed_holding_a_payment_lock_frees_it_within_the_reclaim_boun
     );
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 800, 0)));
     assert_eq!(counter(&p, "capture"), 1);
-    drop(_r);
+    drop(workers);
     p.stop().await;
 }
 
@@ -379,8 +385,8 @@ async fn a_worker_paused_past_its_payment_lease_cannot_record_stale_amounts_when
     );
     let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
     // Worker A freezes right after its refund call, before recording it.
-    let mut a = p.spawn_worker(&[("SOUK_STALL_AT", "adjust.refunded")]);
-    let a_pid = a.id();
+    let mut workers = Reaper(vec![p.spawn_worker(&[("SOUK_STALL_AT", "adjust.refunded")])]);
+    let a_pid = workers.0[0].id();
     p.send(&msg).await;
     eventually(Duration::from_secs(30), "captured and both told", || {
         p.all_delivered("SF-PAUSE", 2)
@@ -400,7 +406,7 @@ async fn a_worker_paused_past_its_payment_lease_cannot_record_stale_amounts_when
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 1000, 400)));
     // Worker B takes over once A's entry and lock leases run out, records the refund it finds
     // at the provider, then a cancellation refunds the rest: newer amounts than A saw.
-    let b = p.spawn_worker(&[]);
+    workers.0.push(p.spawn_worker(&[]));
     let refunded = || async {
         p.scalar(
             "SELECT refunded_minor FROM orders WHERE storefront_order_id = $1",
@@ -425,7 +431,7 @@ async fn a_worker_paused_past_its_payment_lease_cannot_record_stale_amounts_when
     signal(a_pid, "CONT");
     signal(a_pid, "TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while a.try_wait().unwrap().is_none() {
+    while workers.0[0].try_wait().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "worker A did not stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -446,6 +452,6 @@ async fn a_worker_paused_past_its_payment_lease_cannot_record_stale_amounts_when
         refunds, 1,
         "only B's refund of the rest is recorded as a refund call"
     );
-    drop(Reaper(vec![a, b]));
+    drop(workers);
     p.stop().await;
 }
