@@ -67,6 +67,7 @@ pub struct MarketplaceConfig {
     pub payment_recheck_ms: u64,
     pub reservation_ttl_s: u64,
     pub follow_up_grace_s: u64,
+    pub command_wait_s: u64,
     pub outcome_stream_maxlen: u64,
 }
 

@@ -303,12 +303,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             for s in all {
                 println!(
-                    "{}\n  length {}  waiting {}  pending {}  delayed {}  dead {}  oldest {}",
+                    "{}\n  length {}  waiting {}  pending {}  delayed {}  held {}  dead {}  oldest {}",
                     s.queue,
                     s.length,
                     s.waiting,
                     s.pending,
                     s.delayed,
+                    s.held,
                     s.dead,
                     s.oldest_age_s
                         .map(|a| format!("{a:.1}s"))

@@ -94,6 +94,23 @@ impl SubOrderStatus {
     pub fn is_final(self) -> bool {
         Self::ALL.into_iter().all(|to| !self.can_become(to))
     }
+
+    /// Still on its way to the hand-over (payment and stock not decided yet): souk's own work
+    /// moves it on, so a merchant's decision or shipment arriving now waits for it. Any other
+    /// status that does not take the command waits for another command (behind it in its
+    /// order's group) or has passed: the command is refused.
+    pub fn before_hand_over(self) -> bool {
+        matches!(self, Self::Pending | Self::Reserved)
+    }
+}
+
+/// How long a storefront command that found its aggregate not yet in the state it needs
+/// waits before looking again, or `None` once it has waited `bound` since it was sent (it is
+/// then refused). Short at first (the state usually arrives within milliseconds: payment and
+/// stock are decided right after intake), then at most every 2 s.
+pub fn wait_for_state(age: std::time::Duration, bound: std::time::Duration) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    (age < bound).then(|| (age / 4).clamp(Duration::from_millis(50), Duration::from_secs(2)))
 }
 
 /// The names of a status enum's values, as stored and published: `ALL`, `as_str`, `parse`
@@ -204,6 +221,23 @@ mod tests {
         assert_eq!(finals, [OutOfStock, Rejected, Cancelled, Completed]);
         let shipping: Vec<_> = SubOrderStatus::ALL.into_iter().filter(|s| s.ships()).collect();
         assert_eq!(shipping, [Reserved, AwaitingAcceptance, Accepted, Completed]);
+        let waiting: Vec<_> = SubOrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.before_hand_over())
+            .collect();
+        assert_eq!(waiting, [Pending, Reserved]);
+    }
+
+    #[test]
+    fn commands_wait_for_state_within_their_bound_only() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        let bound = Duration::from_secs(120);
+        assert_eq!(wait_for_state(ms(0), bound), Some(ms(50)));
+        assert_eq!(wait_for_state(ms(1_000), bound), Some(ms(250)));
+        assert_eq!(wait_for_state(ms(60_000), bound), Some(ms(2_000)));
+        assert_eq!(wait_for_state(bound, bound), None);
+        assert_eq!(wait_for_state(ms(10), Duration::ZERO), None);
     }
 
     #[test]

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::{db, register_job};
 use crate::{
     app::App,
-    domain::status::SubOrderStatus,
+    domain::status::{wait_for_state, SubOrderStatus},
     domain::{
         after_sales::{ItemLine, ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
         order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
     },
     enqueue,
     faults::crash_point,
-    queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
+    queue::{backend::QueueContext, groups::GroupRule, Delivery, JobError, StreamsBackend},
     store::{after_sales, merchants, orders},
 };
 
@@ -37,6 +37,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
     };
     match cmd {
         StorefrontCommand::OrderPlaced { order, .. } => {
+            crash_point("intake.received");
             let pairs = order
                 .lines
                 .iter()
@@ -52,6 +53,14 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
             };
             let plan = match plan_order(&order, &cat) {
                 Ok(p) => p,
+                Err(r) if r.code == "unknown_sku" => {
+                    // Its SKU may be created by an `inventory.set` sent just before it, which is
+                    // in another group (cross-aggregate order is not kept: docs/storefront.md).
+                    if let Some(w) = wait(&app, &d) {
+                        return Err(w);
+                    }
+                    return refuse(&app, &d, &raw, Some(&order.id), r).await;
+                }
                 Err(r) => return refuse(&app, &d, &raw, Some(&order.id), r).await,
             };
             let sf = order.id.clone();
@@ -363,6 +372,11 @@ async fn ship(
     };
     let status = orders::sub_order_status(&app.pool, sub).await.map_err(db)?;
     if status != SubOrderStatus::Accepted.as_str() {
+        if SubOrderStatus::parse(&status).is_ok_and(SubOrderStatus::before_hand_over) {
+            if let Some(w) = wait(app, d) {
+                return Err(w);
+            }
+        }
         let r = Rejection {
             code: "not_shippable",
             message: format!("the sub-order is {status}; only accepted sub-orders ship"),
@@ -474,6 +488,11 @@ pub async fn decide(
     match crate::orders::decide(app, sub, accept, actor, reason).await? {
         crate::orders::Decided::Applied => Ok(()),
         crate::orders::Decided::Refused(status) => {
+            if SubOrderStatus::parse(&status).is_ok_and(SubOrderStatus::before_hand_over) {
+                if let Some(w) = wait(app, d) {
+                    return Err(w);
+                }
+            }
             let wanted = if accept { "accepted" } else { "rejected" };
             let r = Rejection {
                 code: "decision_refused",
@@ -484,6 +503,18 @@ pub async fn decide(
     }
 }
 
+/// A command whose order or SKU has not reached the state it needs waits: a snooze, which in
+/// this grouped queue keeps its place ahead of later commands about the same order or SKU,
+/// until `marketplace.command_wait_s` after it was sent; `None` once that has passed.
+fn wait(app: &App, d: &Delivery) -> Option<JobError> {
+    let age = chrono::Utc::now().timestamp_millis() - d.enqueued_at_ms;
+    wait_for_state(
+        std::time::Duration::from_millis(age.max(0) as u64),
+        std::time::Duration::from_secs(app.config.marketplace.command_wait_s),
+    )
+    .map(JobError::Snooze)
+}
+
 async fn refuse(app: &App, d: &Delivery, raw: &str, sf: Option<&str>, r: Rejection) -> Result<(), JobError> {
     tracing::info!(entry_id = %d.entry_id, code = r.code, reason = %r.message, "storefront message refused");
     orders::record_rejection(&app.pool, &d.job_id, sf, r.code, &r.message, raw)
@@ -491,13 +522,18 @@ async fn refuse(app: &App, d: &Delivery, raw: &str, sf: Option<&str>, r: Rejecti
         .map_err(db)
 }
 
+/// Commands about one order, one merchant's SKU, one return or one complaint run one at a time
+/// in stream order (docs/storefront.md, "Order of commands").
+static GROUPS: std::sync::LazyLock<GroupRule> =
+    std::sync::LazyLock::new(|| GroupRule::new(include_str!("storefront_groups.lua")));
+
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
     register_job!(
         monitor,
         app,
         ctx,
         QUEUE,
-        |c| StreamsBackend::<RawMessage>::with_decoder(c, raw_decoder),
+        |c| StreamsBackend::<RawMessage>::with_decoder(c, raw_decoder).grouped(&GROUPS),
         handle
     )
 }

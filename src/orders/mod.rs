@@ -48,14 +48,24 @@ pub async fn decide(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<Decided, JobError> {
-    let changed = orders::decide(&app.pool, sub_order_id, accept, actor, reason)
+    let mut changed = orders::decide(&app.pool, sub_order_id, accept, actor, reason)
         .await
         .map_err(db)?;
     crash_point("decide.committed");
-    let row = orders::sub_order(&app.pool, sub_order_id)
+    let mut row = orders::sub_order(&app.pool, sub_order_id)
         .await
         .map_err(db)?
         .ok_or_else(|| JobError::abort("sub-order vanished"))?;
+    if !changed && row.status == SubOrderStatus::AwaitingAcceptance.as_str() {
+        // The hand-over committed between the compare-and-set and this read: decide again.
+        changed = orders::decide(&app.pool, sub_order_id, accept, actor, reason)
+            .await
+            .map_err(db)?;
+        row = orders::sub_order(&app.pool, sub_order_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| JobError::abort("sub-order vanished"))?;
+    }
     let wanted = if accept {
         SubOrderStatus::Accepted
     } else {

@@ -5,12 +5,9 @@
 //!   (a blocking read stalls every other command multiplexed on its connection) and decodes
 //!   them into tasks. It reads only as many entries as it holds permits for, so entries fetched
 //!   but not finished never exceed `concurrency + 2 × batch_size`;
-//! - the **keeper** promotes due delayed entries in bounded chunks, renews the lease on running
-//!   entries (`XCLAIM … JUSTID` on the ones still owned), takes over entries idle longer than
-//!   `claim_idle_ms` in other consumers, dead-letters entries delivered too often, trims old
-//!   dead letters and forgets long-gone consumers. It runs from timers, never from `poll_next`,
-//!   because apalis stops calling `poll_next` while concurrency is full;
-//! - the **settler** batches the acknowledgements decided by [`super::ack`].
+//! - the **keeper** ([`super::upkeep`]) promotes due delayed entries, renews leases, takes over
+//!   stale entries (dead-lettering those delivered too often) and tidies up;
+//! - the **settler** ([`super::settle`]) batches the acknowledgements decided by [`super::ack`].
 //!
 //! It must never return an error from `poll_next` (that ends the apalis worker) nor `None`
 //! (that means "no more tasks ever"): Redis failures are retried here with backoff, and a
@@ -39,9 +36,10 @@ use tokio::{
 
 use super::{
     ack::{decide, AckLayer, Decision},
+    groups::GroupRule,
     keys::QueueKeys,
     metrics::{self, QueueMetrics},
-    now_ms, producer, scripts, stats, Delivery, GROUP,
+    now_ms, producer, scripts, Delivery, GROUP,
 };
 use crate::{config::QueueConfig, domain::backoff::RetryPolicy};
 
@@ -110,7 +108,8 @@ pub async fn connection_manager(
 
 /// A settlement for the settler task.
 pub(crate) enum Settle {
-    Done(String),
+    /// Entry id and, in a grouped queue, its sequence id.
+    Done(String, Option<String>),
     Later {
         entry_id: String,
         due_ms: i64,
@@ -121,6 +120,7 @@ pub(crate) enum Settle {
         entry_id: String,
         dead_id: String,
         record: String,
+        seq: Option<String>,
     },
     Flush(oneshot::Sender<()>),
 }
@@ -128,10 +128,12 @@ pub(crate) enum Settle {
 /// State shared by a backend instance, its background tasks and its ack layer.
 pub(crate) struct Inner {
     pub(crate) ctx: QueueContext,
-    in_flight: Mutex<HashSet<String>>,
-    permits: Semaphore,
-    stop: watch::Sender<bool>,
-    settle_tx: mpsc::UnboundedSender<Settle>,
+    pub(crate) in_flight: Mutex<HashSet<String>>,
+    pub(crate) permits: Semaphore,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) settle_tx: mpsc::UnboundedSender<Settle>,
+    /// The queue's message groups, when it has them.
+    pub(crate) groups: Option<&'static GroupRule>,
 }
 
 impl Inner {
@@ -160,20 +162,23 @@ impl Inner {
 
     fn settle(&self, d: Delivery, decision: Decision) {
         let msg = match decision {
-            Decision::Done => Settle::Done(d.entry_id),
+            Decision::Done => Settle::Done(d.entry_id, d.seq),
             Decision::Later { delay, spend, error } => {
                 let spent = if spend {
                     d.attempt
                 } else {
                     d.attempt.saturating_sub(1)
                 };
-                let member = serde_json::json!({
+                let mut member = serde_json::json!({
                     "job_id": d.job_id,
                     "payload": &*d.payload,
                     "attempt": spent.to_string(),
                     "enqueued_at": d.enqueued_at_ms.to_string(),
                     "last_error": truncate(&error, 2000),
                 });
+                if let Some(seq) = &d.seq {
+                    member["gseq"] = seq.as_str().into();
+                }
                 Settle::Later {
                     entry_id: d.entry_id,
                     due_ms: now_ms() + delay.as_millis() as i64,
@@ -187,6 +192,7 @@ impl Inner {
                     dead_id: d.entry_id.clone(),
                     entry_id: d.entry_id,
                     record,
+                    seq: d.seq,
                 }
             }
         };
@@ -195,7 +201,7 @@ impl Inner {
         let _ = self.settle_tx.send(msg);
     }
 
-    fn release(&self, entry_id: &str) {
+    pub(crate) fn release(&self, entry_id: &str) {
         let removed = self
             .in_flight
             .lock()
@@ -298,6 +304,7 @@ impl<Args: Send + 'static> StreamsBackend<Args> {
                 permits: Semaphore::new(prefetch),
                 stop,
                 settle_tx,
+                groups: None,
             }),
             tx: Some(tx),
             rx: Some(rx),
@@ -310,17 +317,29 @@ impl<Args: Send + 'static> StreamsBackend<Args> {
         }
     }
 
+    /// Runs the queue's entries in message groups (see [`super::groups`]). Call before the
+    /// worker starts.
+    pub fn grouped(mut self, rule: &'static GroupRule) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.groups = Some(rule);
+        }
+        self
+    }
+
     fn start(&mut self) {
         let (Some(tx), Some(settle_rx)) = (self.tx.take(), self.settle_rx.take()) else {
             return;
         };
-        self.settler = Some(tokio::spawn(settle_loop(self.inner.clone(), settle_rx)));
+        self.settler = Some(tokio::spawn(super::settle::settle_loop(
+            self.inner.clone(),
+            settle_rx,
+        )));
         self.handles.push(tokio::spawn(fetch_loop::<Args>(
             self.inner.clone(),
             tx.clone(),
             self.decode,
         )));
-        self.handles.push(tokio::spawn(keep_loop::<Args>(
+        self.handles.push(tokio::spawn(super::upkeep::keep_loop::<Args>(
             self.inner.clone(),
             tx,
             self.decode,
@@ -433,6 +452,7 @@ async fn close<Args: Send + 'static>(
                     .arg(&d.job_id)
                     .arg(d.attempt.saturating_sub(1))
                     .arg(d.enqueued_at_ms)
+                    .arg(d.seq.as_deref().unwrap_or(""))
                     .invoke_async(&mut inner.ctx.conn.clone())
                     .await;
                 if res.is_ok() {
@@ -474,7 +494,7 @@ impl RawEntry {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -528,7 +548,7 @@ pub(crate) fn id_millis(id: &str) -> i64 {
 
 impl Inner {
     /// Turns an entry into a task, or dead-letters it when its payload does not decode.
-    async fn deliver<Args>(
+    pub(crate) async fn deliver<Args>(
         &self,
         e: RawEntry,
         deliveries: u32,
@@ -542,6 +562,9 @@ impl Inner {
             .insert(e.id.clone());
         m.in_flight.fetch_add(1, Relaxed);
         let payload: Arc<str> = e.field("payload").unwrap_or_default().into();
+        // In a grouped queue every entry has a sequence id: the one it carries once admitted,
+        // else its own id (releasing an id that is in no group does nothing).
+        let seq = self.groups.map(|_| e.field("gseq").unwrap_or(&e.id).to_owned());
         let spent: u32 = e.field("attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
         let d = Delivery {
             queue: self.ctx.keys.queue.as_str().into(),
@@ -558,6 +581,7 @@ impl Inner {
                 .unwrap_or_else(|| id_millis(&e.id)),
             entry_id: e.id,
             payload,
+            seq,
         };
         if deliveries > self.ctx.settings.max_deliveries {
             let why = format!(
@@ -598,8 +622,45 @@ fn e_has_payload(d: &Delivery) -> bool {
     !d.payload.is_empty()
 }
 
+/// One read of a grouped queue: the read script (non-blocking, since scripts cannot block)
+/// and, when it found nothing new, a blocking `XREAD` past the newest entry, which wakes on
+/// the next `XADD` without consuming it; the loop then reads again.
+async fn read_grouped(
+    inner: &Inner,
+    rule: &GroupRule,
+    c: &mut ConnectionManager,
+    want: usize,
+) -> redis::RedisResult<Vec<RawEntry>> {
+    let keys = &inner.ctx.keys;
+    let v: Value = rule
+        .read
+        .key(&keys.stream)
+        .key(&keys.gkeys)
+        .key(&keys.held)
+        .arg(GROUP)
+        .arg(&inner.ctx.consumer)
+        .arg(want)
+        .arg(&keys.group_prefix)
+        .invoke_async(c)
+        .await?;
+    let (read, last, entries) = super::groups::parse_read(&v);
+    if read == 0 {
+        let _: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(inner.ctx.settings.block_ms)
+            .arg("STREAMS")
+            .arg(&keys.stream)
+            .arg(&last)
+            .query_async(c)
+            .await?;
+    }
+    Ok(entries)
+}
+
 /// Sleeps for an exponential backoff step (100 ms doubling to 5 s), or until stop.
-async fn backoff_sleep(step: &mut u32, stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn backoff_sleep(step: &mut u32, stop: &mut watch::Receiver<bool>) {
     let ms = (100u64 << (*step).min(6)).min(5_000);
     *step += 1;
     tokio::select! {
@@ -652,23 +713,26 @@ async fn fetch_loop<Args: Send + 'static>(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let res: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&inner.ctx.consumer)
-            .arg("COUNT")
-            .arg(want)
-            .arg("BLOCK")
-            .arg(s.block_ms)
-            .arg("STREAMS")
-            .arg(&inner.ctx.keys.stream)
-            .arg(">")
-            .query_async(c)
-            .await;
+        let res = match inner.groups {
+            None => redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&inner.ctx.consumer)
+                .arg("COUNT")
+                .arg(want)
+                .arg("BLOCK")
+                .arg(s.block_ms)
+                .arg("STREAMS")
+                .arg(&inner.ctx.keys.stream)
+                .arg(">")
+                .query_async::<Value>(c)
+                .await
+                .map(|v| parse_read_reply(&v)),
+            Some(rule) => read_grouped(&inner, rule, c, want).await,
+        };
         match res {
-            Ok(v) => {
+            Ok(entries) => {
                 step = 0;
-                let entries = parse_read_reply(&v);
                 inner.permits.add_permits(want - entries.len().min(want));
                 inner.ctx.metrics.fetched.fetch_add(entries.len() as u64, Relaxed);
                 for e in entries {
@@ -678,7 +742,7 @@ async fn fetch_loop<Args: Send + 'static>(
             Err(e) => {
                 inner.permits.add_permits(want);
                 inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
-                if e.code() == Some("NOGROUP") {
+                if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
                     // The stream or group vanished (Redis restarted without persistence, or a
                     // FLUSH): create them again so new pushes are read.
                     let mut m = inner.ctx.conn.clone();
@@ -690,311 +754,6 @@ async fn fetch_loop<Args: Send + 'static>(
             }
         }
     }
-}
-
-async fn keep_loop<Args: Send + 'static>(
-    inner: Arc<Inner>,
-    tx: mpsc::Sender<Task<Args>>,
-    decode: Decoder<Args>,
-) {
-    let mut stop = inner.stop.subscribe();
-    let s = inner.ctx.settings.clone();
-    let mut promote = tokio::time::interval(Duration::from_millis(100));
-    let mut renew = tokio::time::interval(Duration::from_millis((s.claim_idle_ms / 3).max(100)));
-    let mut reclaim = tokio::time::interval(Duration::from_millis((s.claim_idle_ms / 4).clamp(100, 2_000)));
-    let mut tidy = tokio::time::interval(Duration::from_secs(60));
-    for t in [&mut promote, &mut renew, &mut reclaim, &mut tidy] {
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    loop {
-        let res = tokio::select! {
-            _ = stop.changed() => break,
-            _ = promote.tick() => promote_due(&inner).await,
-            _ = renew.tick() => renew_leases(&inner).await,
-            _ = reclaim.tick() => reclaim_stale(&inner, &tx, decode).await,
-            _ = tidy.tick() => tidy_up(&inner).await,
-        };
-        if let Err(e) = res {
-            inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
-            tracing::warn!(queue = %inner.ctx.keys.queue, error = %e, "queue upkeep failed; will retry");
-        }
-    }
-}
-
-/// Moves due delayed entries to the stream, 500 per script call so Redis is never blocked long.
-async fn promote_due(inner: &Inner) -> redis::RedisResult<()> {
-    let mut conn = inner.ctx.conn.clone();
-    loop {
-        let (moved, _next): (i64, Option<String>) = scripts::PROMOTE
-            .key(&inner.ctx.keys.delayed)
-            .key(&inner.ctx.keys.stream)
-            .arg(now_ms())
-            .arg(500)
-            .invoke_async(&mut conn)
-            .await?;
-        if moved < 500 {
-            return Ok(());
-        }
-    }
-}
-
-async fn renew_leases(inner: &Inner) -> redis::RedisResult<()> {
-    let ids: Vec<String> = inner
-        .in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .cloned()
-        .collect();
-    let mut conn = inner.ctx.conn.clone();
-    for chunk in ids.chunks(200) {
-        let mut inv = scripts::RENEW.key(&inner.ctx.keys.stream);
-        inv.arg(GROUP).arg(&inner.ctx.consumer);
-        for id in chunk {
-            inv.arg(id);
-        }
-        let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
-        for id in lost {
-            if inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&id)
-            {
-                tracing::warn!(queue = %inner.ctx.keys.queue, entry_id = %id, "entry was taken over by another consumer while running here (paused too long?)");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Takes over entries idle longer than `claim_idle_ms` in any consumer (a crashed or hung
-/// process, or this one before a restart), counting deliveries so a crash loop ends.
-async fn reclaim_stale<Args: Send + 'static>(
-    inner: &Inner,
-    tx: &mpsc::Sender<Task<Args>>,
-    decode: Decoder<Args>,
-) -> redis::RedisResult<()> {
-    let s = &inner.ctx.settings;
-    let room = inner.permits.available_permits().min(s.batch_size);
-    if room == 0 {
-        return Ok(());
-    }
-    let mut conn = inner.ctx.conn.clone();
-    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(&inner.ctx.keys.stream)
-        .arg(GROUP)
-        .arg("IDLE")
-        .arg(s.claim_idle_ms)
-        .arg("-")
-        .arg("+")
-        .arg(room)
-        .query_async(&mut conn)
-        .await?;
-    let candidates: Vec<(String, u64)> = {
-        let mine = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        pending
-            .into_iter()
-            .filter(|(id, _, _, _)| !mine.contains(id))
-            .map(|(id, _, _, count)| (id, count))
-            .collect()
-    };
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    let Ok(permits) = inner.permits.try_acquire_many(candidates.len() as u32) else {
-        return Ok(());
-    };
-    permits.forget();
-    let mut cmd = redis::cmd("XCLAIM");
-    cmd.arg(&inner.ctx.keys.stream)
-        .arg(GROUP)
-        .arg(&inner.ctx.consumer)
-        .arg(s.claim_idle_ms);
-    for (id, _) in &candidates {
-        cmd.arg(id);
-    }
-    let claimed = match cmd.query_async::<Value>(&mut conn).await {
-        Ok(v) => parse_entries(&v),
-        Err(e) => {
-            inner.permits.add_permits(candidates.len());
-            return Err(e);
-        }
-    };
-    inner
-        .permits
-        .add_permits(candidates.len() - claimed.len().min(candidates.len()));
-    inner
-        .ctx
-        .metrics
-        .reclaimed
-        .fetch_add(claimed.len() as u64, Relaxed);
-    for e in claimed {
-        let before = candidates
-            .iter()
-            .find(|(id, _)| *id == e.id)
-            .map(|(_, c)| *c)
-            .unwrap_or(1);
-        tracing::warn!(queue = %inner.ctx.keys.queue, entry_id = %e.id, deliveries = before + 1, "took over a stale entry");
-        inner.deliver(e, (before + 1) as u32, tx, decode).await;
-    }
-    Ok(())
-}
-
-/// Trims expired dead letters and forgets consumers gone for more than ten minutes.
-async fn tidy_up(inner: &Inner) -> redis::RedisResult<()> {
-    let mut conn = inner.ctx.conn.clone();
-    let keys = &inner.ctx.keys;
-    let cutoff = now_ms() - (inner.ctx.settings.dead_retention_hours as i64) * 3_600_000;
-    loop {
-        let n: i64 = scripts::DEAD_TRIM
-            .key(&keys.dead)
-            .key(&keys.dead_index)
-            .arg(cutoff)
-            .arg(500)
-            .invoke_async(&mut conn)
-            .await?;
-        if n < 500 {
-            break;
-        }
-    }
-    let consumers = stats::consumers(&mut conn, &keys.stream).await?;
-    for c in consumers {
-        if c.pending == 0 && c.idle_ms > 600_000 && c.name != inner.ctx.consumer {
-            let _: i64 = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(&keys.stream)
-                .arg(GROUP)
-                .arg(&c.name)
-                .query_async(&mut conn)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn settle_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Settle>) {
-    let mut buf = Vec::with_capacity(1024);
-    let mut stop = inner.stop.subscribe();
-    loop {
-        if rx.recv_many(&mut buf, 1024).await == 0 {
-            break;
-        }
-        let mut done = Vec::new();
-        let mut others = Vec::new();
-        let mut flushes = Vec::new();
-        for s in buf.drain(..) {
-            match s {
-                Settle::Done(id) => done.push(id),
-                Settle::Flush(tx) => flushes.push(tx),
-                other => others.push(other),
-            }
-        }
-        let mut step = 0u32;
-        loop {
-            match apply(&inner, &done, &others).await {
-                Ok(()) => break,
-                Err(e) => {
-                    inner.ctx.metrics.redis_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(queue = %inner.ctx.keys.queue, error = %e, pending = done.len() + others.len(), "acknowledgement failed; retrying");
-                    if *stop.borrow() && step > 30 {
-                        tracing::error!(queue = %inner.ctx.keys.queue, "giving up on acknowledgements at shutdown; those entries will run again elsewhere");
-                        break;
-                    }
-                    backoff_sleep(&mut step, &mut stop).await;
-                }
-            }
-        }
-        for id in &done {
-            inner.release(id);
-        }
-        for s in &others {
-            match s {
-                Settle::Later { entry_id, .. } | Settle::Dead { entry_id, .. } => inner.release(entry_id),
-                _ => {}
-            }
-        }
-        for f in flushes {
-            let _ = f.send(());
-        }
-    }
-}
-
-async fn apply(inner: &Inner, done: &[String], others: &[Settle]) -> redis::RedisResult<()> {
-    let keys = &inner.ctx.keys;
-    let m = &inner.ctx.metrics;
-    let mut conn = inner.ctx.conn.clone();
-    let minute = keys.stats_minute(now_ms() / 60_000);
-    let (mut retried, mut snoozed, mut dead) = (0i64, 0i64, 0i64);
-    for s in others {
-        match s {
-            Settle::Later {
-                entry_id,
-                due_ms,
-                member,
-                snooze,
-            } => {
-                let _: i64 = scripts::SETTLE_LATER
-                    .key(&keys.stream)
-                    .key(&keys.delayed)
-                    .arg(GROUP)
-                    .arg(entry_id)
-                    .arg(due_ms)
-                    .arg(member)
-                    .invoke_async(&mut conn)
-                    .await?;
-                if *snooze {
-                    snoozed += 1;
-                } else {
-                    retried += 1;
-                }
-            }
-            Settle::Dead {
-                entry_id,
-                dead_id,
-                record,
-            } => {
-                let _: i64 = scripts::SETTLE_DEAD
-                    .key(&keys.stream)
-                    .key(&keys.dead)
-                    .key(&keys.dead_index)
-                    .arg(GROUP)
-                    .arg(entry_id)
-                    .arg(dead_id)
-                    .arg(record)
-                    .arg(now_ms())
-                    .invoke_async(&mut conn)
-                    .await?;
-                dead += 1;
-            }
-            _ => {}
-        }
-    }
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    if !done.is_empty() {
-        pipe.cmd("XACK").arg(&keys.stream).arg(GROUP).arg(done).ignore();
-        pipe.cmd("XDEL").arg(&keys.stream).arg(done).ignore();
-        pipe.cmd("HINCRBY")
-            .arg(&minute)
-            .arg("done")
-            .arg(done.len())
-            .ignore();
-    }
-    for (field, n) in [("retried", retried), ("snoozed", snoozed), ("dead", dead)] {
-        if n > 0 {
-            pipe.cmd("HINCRBY").arg(&minute).arg(field).arg(n).ignore();
-        }
-    }
-    if !done.is_empty() || retried + snoozed + dead > 0 {
-        pipe.cmd("EXPIRE").arg(&minute).arg(3_600).ignore();
-        let () = pipe.query_async(&mut conn).await?;
-    }
-    m.done.fetch_add(done.len() as u64, Relaxed);
-    m.retried.fetch_add(retried as u64, Relaxed);
-    m.snoozed.fetch_add(snoozed as u64, Relaxed);
-    m.dead.fetch_add(dead as u64, Relaxed);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -18,6 +18,12 @@ pub struct QueueKeys {
     pub dead_index: String,
     /// Per-minute counters (done, retried, snoozed, dead), each key expiring after an hour.
     pub stats: String,
+    /// Message groups (grouped queues only): sequence id → its group keys.
+    pub gkeys: String,
+    /// Message groups: sequence id → fields of an entry waiting for its turn.
+    pub held: String,
+    /// Prefix of a group's list of waiting sequence ids (`<prefix><group key>`).
+    pub group_prefix: String,
     tag: String,
 }
 
@@ -32,6 +38,9 @@ impl QueueKeys {
             dead: format!("{tag}:dead"),
             dead_index: format!("{tag}:dead_index"),
             stats: format!("{tag}:stats"),
+            gkeys: format!("{tag}:gkeys"),
+            held: format!("{tag}:held"),
+            group_prefix: format!("{tag}:g:"),
             tag,
         }
     }
@@ -70,7 +79,16 @@ mod tests {
     #[test]
     fn all_keys_of_a_queue_share_one_hash_tag() {
         let k = QueueKeys::new("souk", "souk.notify_merchant.v1");
-        for key in [&k.stream, &k.delayed, &k.dead, &k.dead_index, &k.stats] {
+        for key in [
+            &k.stream,
+            &k.delayed,
+            &k.dead,
+            &k.dead_index,
+            &k.stats,
+            &k.gkeys,
+            &k.held,
+            &k.group_prefix,
+        ] {
             assert_eq!(slot_tag(key), "souk.notify_merchant.v1", "{key}");
         }
         assert_eq!(slot_tag(&k.idempotency("order-1")), "souk.notify_merchant.v1");

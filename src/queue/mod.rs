@@ -11,6 +11,7 @@
 //!   through a consumer group, renews leases, takes over stale entries and promotes delayed ones.
 //! - [`ack`]: the tower layer that turns each handler's result into done / retry / snooze / dead.
 //! - [`dead`]: dead letters: list, show, retry, purge.
+//! - [`groups`]: message groups, for queues whose entries about one thing must run in order.
 //! - [`stats`]: what `souk queues` and `/metrics` show.
 //! - [`cron`]: scheduled pushes that fire once per tick across the fleet.
 //!
@@ -24,13 +25,16 @@ pub mod ack;
 pub mod backend;
 pub mod cron;
 pub mod dead;
+pub mod groups;
 pub mod keys;
 pub mod limiter;
 pub mod metrics;
 pub mod producer;
 pub(crate) mod scripts;
+mod settle;
 pub mod slot_waits;
 pub mod stats;
+mod upkeep;
 
 use std::{sync::Arc, time::Duration};
 
@@ -74,6 +78,8 @@ pub struct Delivery {
     pub enqueued_at_ms: i64,
     /// The raw payload, kept for retries and dead letters.
     pub(crate) payload: Arc<str>,
+    /// The entry's sequence id in its message groups (grouped queues only; see [`groups`]).
+    pub(crate) seq: Option<String>,
 }
 
 /// How a handler asks for anything other than "done". Return it as the handler's error.

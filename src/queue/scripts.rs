@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Moves due entries from the delayed set to the stream, at most ARGV[2] per call, and returns
+/// Moves due entries from the delayed set to the stream, at most ARGV[2] per call (keeping a
+/// grouped entry's sequence id, so a retried head keeps its place), and returns
 /// `{moved, next_due_score_or_false}`.
 /// KEYS: delayed, stream. ARGV: now_ms, limit.
 pub static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
@@ -18,8 +19,13 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, m in ipairs(due) do
   local ok, j = pcall(cjson.decode, m)
   if ok and type(j) == 'table' and type(j.payload) == 'string' then
-    redis.call('XADD', KEYS[2], '*', 'payload', j.payload, 'job_id', tostring(j.job_id or ''),
-      'attempt', tostring(j.attempt or '0'), 'enqueued_at', tostring(j.enqueued_at or ARGV[1]))
+    if type(j.gseq) == 'string' then
+      redis.call('XADD', KEYS[2], '*', 'payload', j.payload, 'job_id', tostring(j.job_id or ''),
+        'attempt', tostring(j.attempt or '0'), 'enqueued_at', tostring(j.enqueued_at or ARGV[1]), 'gseq', j.gseq)
+    else
+      redis.call('XADD', KEYS[2], '*', 'payload', j.payload, 'job_id', tostring(j.job_id or ''),
+        'attempt', tostring(j.attempt or '0'), 'enqueued_at', tostring(j.enqueued_at or ARGV[1]))
+    end
   else
     redis.call('XADD', KEYS[2], '*', 'payload', m)
   end
@@ -169,13 +175,18 @@ return -1
 });
 
 /// Gives an entry this consumer fetched but never started back to the queue, as a new entry
-/// any consumer can read at once (used at shutdown for prefetched entries).
-/// KEYS: stream. ARGV: group, entry_id, payload, job_id, attempt, enqueued_at.
+/// any consumer can read at once (used at shutdown for prefetched entries); a grouped entry
+/// keeps its sequence id (ARGV[7], empty when ungrouped) and so its place in its groups.
+/// KEYS: stream. ARGV: group, entry_id, payload, job_id, attempt, enqueued_at, seq.
 pub static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[1], '*', 'payload', ARGV[3], 'job_id', ARGV[4], 'attempt', ARGV[5], 'enqueued_at', ARGV[6])
+  if ARGV[7] ~= '' then
+    redis.call('XADD', KEYS[1], '*', 'payload', ARGV[3], 'job_id', ARGV[4], 'attempt', ARGV[5], 'enqueued_at', ARGV[6], 'gseq', ARGV[7])
+  else
+    redis.call('XADD', KEYS[1], '*', 'payload', ARGV[3], 'job_id', ARGV[4], 'attempt', ARGV[5], 'enqueued_at', ARGV[6])
+  end
   redis.call('XDEL', KEYS[1], ARGV[2])
   return 1
 end

@@ -30,6 +30,8 @@ pub struct QueueStats {
     /// Age of the oldest unfinished entry, in seconds.
     pub oldest_age_s: Option<f64>,
     pub delayed: u64,
+    /// Grouped queues: entries waiting for an earlier entry of one of their groups.
+    pub held: u64,
     pub dead: u64,
     /// Per-minute rates over the last 5 complete minutes (events per minute).
     pub rates_per_min: BTreeMap<String, f64>,
@@ -104,6 +106,7 @@ pub async fn queue_stats(conn: &mut ConnectionManager, keys: &QueueKeys) -> redi
     pipe.cmd("XLEN").arg(&keys.stream);
     pipe.cmd("ZCARD").arg(&keys.delayed);
     pipe.cmd("HLEN").arg(&keys.dead);
+    pipe.cmd("HLEN").arg(&keys.held);
     pipe.cmd("XRANGE")
         .arg(&keys.stream)
         .arg("-")
@@ -114,8 +117,8 @@ pub async fn queue_stats(conn: &mut ConnectionManager, keys: &QueueKeys) -> redi
         pipe.cmd("HGETALL").arg(keys.stats_minute(minute_now - m));
     }
     type Minute = BTreeMap<String, f64>;
-    type Reply = (u64, u64, u64, Value, Minute, Minute, Minute, Minute, Minute);
-    let (length, delayed, dead, first, r1, r2, r3, r4, r5): Reply = pipe.query_async(conn).await?;
+    type Reply = (u64, u64, u64, u64, Value, Minute, Minute, Minute, Minute, Minute);
+    let (length, delayed, dead, held, first, r1, r2, r3, r4, r5): Reply = pipe.query_async(conn).await?;
     let consumers = consumers(conn, &keys.stream).await?;
     let pending: u64 = consumers.iter().map(|c| c.pending).sum();
     let oldest_age_s = super::backend::parse_entries(&first)
@@ -135,6 +138,7 @@ pub async fn queue_stats(conn: &mut ConnectionManager, keys: &QueueKeys) -> redi
         consumers,
         oldest_age_s,
         delayed,
+        held,
         dead,
         rates_per_min,
     })

@@ -7,6 +7,8 @@ mod support;
 
 mod after_sales;
 mod forecast;
+mod groups;
+mod ordering;
 mod pipeline;
 mod queue_inprocess;
 mod queue_processes;

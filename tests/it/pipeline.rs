@@ -320,7 +320,8 @@ async fn concurrent_orders_for_one_sku_never_oversell() {
 
 #[tokio::test]
 async fn bad_messages_are_recorded_with_a_reason_and_reported() {
-    let p = Pipeline::start(&[]).await;
+    // An order naming an unknown SKU waits this long for it before it is refused.
+    let p = Pipeline::start(&[("SOUK_MARKETPLACE__COMMAND_WAIT_S", "1")]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
     p.stock("m1", "A", 5).await;
     let good = p.order("SF-OK", &[("m1", "A", 1, 100)], "requires_capture");
