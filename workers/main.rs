@@ -164,6 +164,27 @@ enum BenchKind {
         #[arg(long)]
         json: bool,
     },
+    /// Orders through `souk run` processes killed with -9 every few seconds, one Redis kill
+    /// and restart on its append-only file and one PostgreSQL immediate restart, on servers of
+    /// its own; then the invariants (lost, oversold, money kept, not final, ...), each 0.
+    Chaos {
+        #[arg(long, default_value_t = 15_000)]
+        orders: usize,
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// The orders are offered over this many seconds; the faults happen inside them.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 4.0)]
+        kill_every_s: f64,
+        /// Every n-th order is cancelled right after it is placed (0: none).
+        #[arg(long, default_value_t = 10)]
+        cancel_every: usize,
+        #[arg(long, default_value_t = 300)]
+        settle_limit_s: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Many orders for one SKU with little stock.
     FlashSale {
         #[arg(long, default_value_t = 20_000)]
@@ -493,6 +514,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     step_ms,
                 };
                 let figures = bench::tracking(&config, &opts).await?;
+                if !json {
+                    eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                }
+                println!("{figures}");
+                Ok(())
+            }
+            BenchKind::Chaos {
+                orders,
+                workers,
+                seconds,
+                kill_every_s,
+                cancel_every,
+                settle_limit_s,
+                json,
+            } => {
+                let opts = bench::ChaosOptions {
+                    orders,
+                    workers,
+                    seconds,
+                    kill_every_s,
+                    cancel_every,
+                    settle_limit_s,
+                };
+                let figures = bench::chaos(&config, &opts).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }

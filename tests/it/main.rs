@@ -6,6 +6,7 @@
 mod support;
 
 mod after_sales;
+mod chaos;
 mod forecast;
 mod groups;
 mod ordering;
