@@ -25,6 +25,7 @@ pub mod ack;
 pub mod backend;
 pub mod cron;
 pub mod dead;
+mod entries;
 pub mod groups;
 pub mod keys;
 pub mod limiter;

@@ -455,3 +455,83 @@ async fn a_worker_paused_past_its_payment_lease_cannot_record_stale_amounts_when
     drop(workers);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_crash_right_after_a_return_is_received_still_refunds_it_once() {
+    let p = Pipeline::start_without_workers(&[
+        GRACE,
+        ("SOUK_TRACKING__POLL_IMMINENT_S", "1"),
+        ("SOUK_TRACKING__POLL_MOVING_S", "1"),
+        ("SOUK_TRACKING__POLL_UNSCANNED_S", "1"),
+    ])
+    .await;
+    *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(200);
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 5).await;
+    let msg = p.order("SF-RR", &[("m1", "A", 2, 800)], "requires_capture");
+    let pi = msg["order"]["payment"]["payment_id"].as_str().unwrap().to_owned();
+    let mut workers = Reaper(vec![p.spawn_worker(&[])]);
+    p.send(&msg).await;
+    eventually(Duration::from_secs(30), "accepted", || async {
+        p.sub_statuses("SF-RR").await.get("m1").map(String::as_str) == Some("accepted")
+    })
+    .await;
+    let number = (0..100)
+        .map(|i| format!("SFRR{i:04}"))
+        .find(|n| souk::sandbox::tracking::script(n).last().map(|s| s.0) == Some("Delivered"))
+        .unwrap();
+    p.send(
+        &json!({"type": "shipment.created", "version": 1, "storefront_order_id": "SF-RR",
+                   "merchant_id": "m1", "tracking_number": number, "carrier": "ups"}),
+    )
+    .await;
+    let return_status = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM returns WHERE storefront_return_id = 'RMA-RR'")
+            .fetch_optional(&p.env.app.pool)
+            .await
+            .unwrap()
+    };
+    eventually(Duration::from_secs(30), "delivered", || async {
+        p.scalar(
+            "SELECT count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id
+             WHERE o.storefront_order_id = $1 AND s.delivery_status = 'delivered'",
+            "SF-RR",
+        )
+        .await
+            == 1
+    })
+    .await;
+    p.send(&json!({"type": "return.requested", "version": 1, "return_id": "RMA-RR", "storefront_order_id": "SF-RR",
+                   "merchant_id": "m1", "lines": [{"sku": "A", "quantity": 1}]}))
+        .await;
+    p.send(&json!({"type": "return.decision", "version": 1, "return_id": "RMA-RR", "decision": "approve"}))
+        .await;
+    eventually(Duration::from_secs(20), "approved", || async {
+        return_status().await.as_deref() == Some("approved")
+    })
+    .await;
+    let mut healthy = workers.0.remove(0);
+    let _ = healthy.kill();
+    let _ = healthy.wait();
+    workers
+        .0
+        .push(p.spawn_worker(&[("SOUK_CRASH_AT", "after_sales.committed")]));
+    p.send(&json!({"type": "return.received", "version": 1, "return_id": "RMA-RR", "sellable": false}))
+        .await;
+    wait_for_crash(&mut workers.0[0], "after_sales.committed").await;
+    assert_ne!(
+        return_status().await.as_deref(),
+        Some("approved"),
+        "the receipt committed"
+    );
+    assert_eq!(counter(&p, "refund"), 0, "died before the refund was pushed");
+    workers.0.push(p.spawn_worker(&[]));
+    eventually(Duration::from_secs(30), "refunded", || async {
+        return_status().await.as_deref() == Some("refunded")
+    })
+    .await;
+    assert_eq!(counter(&p, "refund"), 1);
+    assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 1600, 800)));
+    drop(workers);
+    p.stop().await;
+}

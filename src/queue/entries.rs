@@ -1,0 +1,134 @@
+//! Stream entries as Redis returns them, and the records souk makes of them.
+
+use redis::Value;
+
+use super::{now_ms, Delivery};
+
+/// The JSON record of a dead letter (see `docs/queue.md`).
+pub(crate) fn dead_record(d: &Delivery, error: &str) -> String {
+    serde_json::json!({
+        "queue": &*d.queue,
+        "job_id": d.job_id,
+        "entry_id": d.entry_id,
+        "payload": &*d.payload,
+        "attempts": d.attempt,
+        "deliveries": d.deliveries,
+        "error": truncate(error, 4000),
+        "enqueued_at": d.enqueued_at_ms,
+        "died_at": now_ms(),
+    })
+    .to_string()
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// One stream entry as Redis returns it.
+#[derive(Debug)]
+pub(crate) struct RawEntry {
+    pub id: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl RawEntry {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub(crate) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses `[[id, [field, value, ...]], ...]` (XRANGE, XCLAIM, one stream of XREADGROUP).
+pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
+    let Value::Array(items) = v else { return Vec::new() };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else { continue };
+        let Some(id) = pair.first().and_then(text) else {
+            continue;
+        };
+        let mut fields = Vec::new();
+        if let Some(Value::Array(kv)) = pair.get(1) {
+            for c in kv.chunks(2) {
+                if let (Some(k), Some(v)) = (c.first().and_then(text), c.get(1).and_then(text)) {
+                    fields.push((k, v));
+                }
+            }
+        }
+        out.push(RawEntry { id, fields });
+    }
+    out
+}
+
+/// Parses an XREADGROUP reply for one stream (RESP2 array or RESP3 map).
+pub(crate) fn parse_read_reply(v: &Value) -> Vec<RawEntry> {
+    match v {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(p) => p.get(1).map(parse_entries),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Value::Map(m) => m.iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The millisecond part of a stream id.
+pub(crate) fn id_millis(id: &str) -> i64 {
+    id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_entries_and_tolerates_missing_fields() {
+        let v = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("payload"), bulk("{}"), bulk("attempt"), bulk("2")]),
+            ]),
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
+        let e = parse_entries(&v);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].field("payload"), Some("{}"));
+        assert_eq!(e[0].field("attempt"), Some("2"));
+        assert!(e[1].fields.is_empty());
+        assert_eq!(id_millis("1700000000123-4"), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(10);
+        let t = truncate(&s, 5);
+        assert!(t.ends_with('…'));
+        assert!(t.len() <= 5 + '…'.len_utf8());
+    }
+}
