@@ -7,8 +7,12 @@
 //! - [`queue`]: the Redis Streams queue under apalis: producer, backend, acks, dead letters, cron.
 //! - [`store`]: all SQL, the pool and migrations.
 //! - [`enqueue`]: every pipeline job's contract (queue, arguments, idempotency key) and typed pushes.
-//! - [`orders`]: the order services (cancel, decide, the payment adjustment), shared by the jobs.
-//! - [`jobs`]: one file per job: the handler (an adapter onto the services) and registration.
+//! - [`orders`]: the order services: storefront commands, payment confirmation and reservation,
+//!   the payment adjustment, decisions and deadlines, cancellation, the sweep.
+//! - [`shipping`], [`notify`], [`settlement`], [`forecast`], [`samples`]: the other services
+//!   (tracking polls, webhook deliveries, payouts and KPIs, forecast runs, the sample job).
+//! - [`jobs`]: one file per job: its queue, the handler (decode → service) and registration;
+//!   no SQL.
 //! - [`faults`]: crash points for fault-injection tests (debug builds only).
 //! - [`http`]: the ops server (health, readiness, metrics).
 //! - [`app`]: connections and the worker fleet of one process.
@@ -30,9 +34,13 @@ pub mod forecast;
 pub mod http;
 pub mod integrations;
 pub mod jobs;
+pub mod notify;
 pub mod orders;
 pub mod outcomes;
 pub mod queue;
+pub mod samples;
 pub mod sandbox;
+pub mod settlement;
+pub mod shipping;
 pub mod store;
 pub mod telemetry;

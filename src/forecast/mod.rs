@@ -26,6 +26,48 @@ use crate::{
     store::forecasts::{self as store, Accuracy, DueForecast, Run, SkuInput, SkuResult},
 };
 
+/// Opens a forecast run (default: the day's, for every merchant) and pushes one
+/// `souk.forecast_merchant.v1` job per merchant still to do; returns the run and how many were
+/// pushed. Safe to run twice: the run is keyed, merchants done are skipped, pushes are
+/// idempotent.
+pub async fn plan(
+    app: &App,
+    as_of: Option<NaiveDate>,
+    run_key: Option<String>,
+    merchants: Option<&[String]>,
+) -> Result<(Run, usize), crate::queue::JobError> {
+    use crate::queue::JobError;
+    let as_of = as_of.unwrap_or_else(|| default_as_of(Utc::now()));
+    let key = run_key.unwrap_or_else(|| daily_key(as_of));
+    let run = open_run(app, &key, as_of, merchants)
+        .await
+        .map_err(|e| JobError::retry(format!("{e:#}")))?;
+    let pending = store::pending_merchants(&app.pool, run.id)
+        .await
+        .map_err(JobError::retry)?;
+    for m in &pending {
+        crate::enqueue::forecast_merchant(app, run.id, m).await?;
+    }
+    Ok((run, pending.len()))
+}
+
+/// One merchant's part of run `run_id` (the job `souk.forecast_merchant.v1`); a merchant
+/// already done is skipped. An unknown run is a dead letter; a failure is retried.
+pub async fn process_run_merchant(
+    app: &App,
+    run_id: i64,
+    merchant: &str,
+) -> Result<(), crate::queue::JobError> {
+    use crate::queue::JobError;
+    let Some(run) = store::run(&app.pool, run_id).await.map_err(JobError::retry)? else {
+        return Err(JobError::abort(format!("no forecast run {run_id}")));
+    };
+    process_merchant(app, &run, merchant)
+        .await
+        .map(|_| ())
+        .map_err(|e| JobError::retry(format!("{e:#}")))
+}
+
 /// The last full day (UTC) before `now`: the default end of a run's history.
 pub fn default_as_of(now: chrono::DateTime<Utc>) -> NaiveDate {
     (now - Duration::days(1)).date_naive()

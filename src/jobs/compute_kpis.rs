@@ -5,11 +5,10 @@
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{db, register_job};
+use super::register_job;
 use crate::{
     app::App,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::kpis,
 };
 
 pub const QUEUE: &str = "souk.compute_kpis.v1";
@@ -22,11 +21,7 @@ pub struct Args {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let to = chrono::Utc::now().date_naive();
-    let from = to - chrono::Duration::days(args.days.unwrap_or(30).clamp(1, 3650) as i64 - 1);
-    let n = kpis::compute(&app.pool, from, to).await.map_err(db)?;
-    tracing::info!(%from, %to, rows = n, "merchant KPIs computed");
-    Ok(())
+    crate::settlement::compute_kpis(&app, args.days).await
 }
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {

@@ -8,22 +8,14 @@ use apalis::prelude::*;
 use super::register_job;
 use crate::{
     app::App,
-    forecast,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::forecasts,
 };
 
 pub const QUEUE: &str = crate::enqueue::FORECAST_MERCHANT;
 pub use crate::enqueue::ForecastMerchant as Args;
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let Some(run) = forecasts::run(&app.pool, args.run_id).await.map_err(super::db)? else {
-        return Err(JobError::abort(format!("no forecast run {}", args.run_id)));
-    };
-    forecast::process_merchant(&app, &run, &args.merchant_id)
-        .await
-        .map(|_| ())
-        .map_err(|e| JobError::retry(format!("{e:#}")))
+    crate::forecast::process_run_merchant(&app, args.run_id, &args.merchant_id).await
 }
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {

@@ -33,7 +33,7 @@ pub mod track_shipment;
 
 use apalis::prelude::Monitor;
 
-use crate::{app::App, queue::JobError};
+use crate::app::App;
 
 /// A job kind: its queue and how to add its workers to a monitor.
 pub struct JobKind {
@@ -100,11 +100,6 @@ pub const ALL: &[JobKind] = &[
         register: record_sample::register,
     },
 ];
-
-/// A database error inside a handler: retried with the queue's backoff.
-pub(crate) fn db(e: sqlx::Error) -> JobError {
-    JobError::retry(e)
-}
 
 /// Registers a handler `fn(Args, Data<Delivery>, Data<App>)` on its queue with the standard
 /// layers (concurrency, timeout, panic capture). `$backend` builds the backend from the context.

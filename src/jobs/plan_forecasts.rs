@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::register_job;
 use crate::{
     app::App,
-    forecast,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::forecasts,
 };
 
 pub const QUEUE: &str = "souk.plan_forecasts.v1";
@@ -31,26 +29,8 @@ pub struct Args {
     pub merchants: Option<Vec<String>>,
 }
 
-/// Opens the run and enqueues its pending merchants; returns the run and how many were queued.
-pub async fn plan(app: &App, args: &Args) -> Result<(forecasts::Run, usize), JobError> {
-    let as_of = args
-        .as_of
-        .unwrap_or_else(|| forecast::default_as_of(chrono::Utc::now()));
-    let key = args.run_key.clone().unwrap_or_else(|| forecast::daily_key(as_of));
-    let run = forecast::open_run(app, &key, as_of, args.merchants.as_deref())
-        .await
-        .map_err(|e| JobError::retry(format!("{e:#}")))?;
-    let pending = forecasts::pending_merchants(&app.pool, run.id)
-        .await
-        .map_err(super::db)?;
-    for m in &pending {
-        crate::enqueue::forecast_merchant(app, run.id, m).await?;
-    }
-    Ok((run, pending.len()))
-}
-
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let (run, n) = plan(&app, &args).await?;
+    let (run, n) = crate::forecast::plan(&app, args.as_of, args.run_key, args.merchants.as_deref()).await?;
     tracing::info!(run = run.id, key = %run.run_key, merchants = n, "forecast run planned");
     Ok(())
 }

@@ -3,16 +3,12 @@
 //! for a while and to fail its first attempts, and is safe to run twice (a completion is
 //! recorded once per job id).
 
-use std::time::Duration;
-
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 use crate::{
     app::App,
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::samples,
 };
 
 /// The stable queue name.
@@ -33,34 +29,13 @@ pub struct SampleArgs {
 }
 
 /// The handler.
-pub async fn handle(args: SampleArgs, d: Data<Delivery>, pool: Data<PgPool>) -> Result<(), JobError> {
-    samples::record_start(
-        &pool,
-        &d.job_id,
-        &args.label,
-        d.attempt,
-        &crate::queue::process_consumer_name(),
-    )
-    .await
-    .map_err(JobError::retry)?;
-    if args.work_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
-    }
-    if d.attempt <= args.fail_first {
-        return Err(JobError::retry(format!(
-            "sample failure {} of {}",
-            d.attempt, args.fail_first
-        )));
-    }
-    samples::record_completion(&pool, &d.job_id, &args.label, d.attempt, d.enqueued_at_ms)
-        .await
-        .map_err(JobError::retry)?;
-    Ok(())
+pub async fn handle(args: SampleArgs, d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
+    crate::samples::record(&app, &d, &args.label, args.work_ms, args.fail_first).await
 }
 
 /// Adds this job's worker to `monitor`.
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
-    let pool = app.pool.clone();
+    let app = app.clone();
     monitor.register(move |_restarts| {
         let s = &ctx.settings;
         WorkerBuilder::new(QUEUE)
@@ -68,7 +43,7 @@ pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
             .concurrency(s.concurrency)
             .timeout(crate::app::handler_timeout(s))
             .catch_panic()
-            .data(pool.clone())
+            .data(app.clone())
             .build(handle)
     })
 }

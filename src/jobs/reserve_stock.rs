@@ -7,12 +7,10 @@
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{db, register_job};
+use super::register_job;
 use crate::{
     app::App,
-    enqueue::{self, Why},
     queue::{backend::QueueContext, Delivery, JobError, StreamsBackend},
-    store::{orders::Reserve, pipeline::ReserveReq},
 };
 
 pub const QUEUE: &str = "souk.reserve_stock.v1";
@@ -24,22 +22,7 @@ pub struct Args {
 }
 
 pub async fn handle(args: Args, _d: Data<Delivery>, app: Data<App>) -> Result<(), JobError> {
-    let answer = app
-        .batches
-        .reserve
-        .call(ReserveReq::Sub(args.sub_order_id))
-        .await
-        .map_err(db)?;
-    let order_id = answer.order_id;
-    for (sub_order_id, outcome) in &answer.outcomes {
-        if let Reserve::OutOfStock(short) = outcome {
-            tracing::info!(sub_order_id, ?short, "sub-order out of stock");
-        }
-    }
-    if answer.all_decided {
-        enqueue::adjust_payment(&app, &enqueue::AdjustPayment::new(order_id), Why::StockDecided).await?;
-    }
-    Ok(())
+    crate::orders::confirm::reserve_sub_order(&app, args.sub_order_id).await
 }
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {

@@ -8,7 +8,12 @@
 //!
 //! Must not: name a job module, or push a follow-up the state does not record.
 
+pub mod commands;
+pub mod confirm;
 pub mod payment;
+pub mod sweep;
+
+use std::time::Duration;
 
 use crate::{
     app::App, domain::status::SubOrderStatus, enqueue, faults::crash_point, queue::JobError, store::orders,
@@ -76,4 +81,34 @@ pub async fn decide(
     }
     enqueue::follow_ups(app, row.order_id).await?;
     Ok(Decided::Applied)
+}
+
+/// At a sub-order's acceptance deadline, applies the merchant's default if it has not decided
+/// (the job `souk.expire_acceptance.v1`); snoozes until the deadline when run early. A rerun
+/// after the decision pushes the follow-ups the state still needs.
+pub async fn expire_acceptance(app: &App, sub_order_id: i64) -> Result<(), JobError> {
+    let Some(s) = orders::sub_order(&app.pool, sub_order_id).await.map_err(db)? else {
+        return Err(JobError::abort("no such sub-order"));
+    };
+    if SubOrderStatus::parse(&s.status).map_err(JobError::abort)? != SubOrderStatus::AwaitingAcceptance {
+        // Decided already: by the merchant, or by an earlier run of this job that stopped
+        // before its follow-ups were pushed. Push what the order still needs (no-op pushes when
+        // nothing is missing).
+        return enqueue::follow_ups(app, s.order_id).await;
+    }
+    if let Some(at) = s.accept_by {
+        let left = at - chrono::Utc::now();
+        if left > chrono::Duration::zero() {
+            return Err(JobError::Snooze(left.to_std().unwrap_or(Duration::from_secs(1))));
+        }
+    }
+    let accept = s.acceptance_default == "accept";
+    let reason = if accept {
+        "no decision by the deadline: accepted by default"
+    } else {
+        "no decision by the deadline: rejected by default"
+    };
+    // Refused only if the merchant decided in between; its own run pushed what follows.
+    decide(app, s.id, accept, "souk:deadline", Some(reason)).await?;
+    Ok(())
 }

@@ -65,7 +65,7 @@ pub(crate) enum ForecastAction {
 }
 
 pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> anyhow::Result<()> {
-    use souk::{forecast, jobs::plan_forecasts, store::forecasts};
+    use souk::{forecast, store::forecasts};
     let app = App::connect(config).await?;
     match action {
         ForecastAction::Run {
@@ -85,19 +85,14 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             };
             let only = (!merchant.is_empty()).then_some(merchant);
             if enqueue {
-                let args = plan_forecasts::Args {
-                    as_of: Some(as_of),
-                    run_key: Some(key),
-                    merchants: only,
-                };
-                let (run, n) = plan_forecasts::plan(&app, &args)
+                let (run, n) = forecast::plan(&app, Some(as_of), Some(key), only.as_deref())
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!(
                     "run {} ({}): {n} merchant jobs queued on {}",
                     run.id,
                     run.run_key,
-                    souk::jobs::forecast_merchant::QUEUE
+                    souk::enqueue::FORECAST_MERCHANT
                 );
                 return Ok(());
             }

@@ -1,0 +1,515 @@
+//! The storefront commands (`souk.storefront.v1`; docs/storefront.md): each is validated,
+//! refused with a recorded reason and code, made to wait while its order or SKU is not yet in
+//! the state it needs (holding its place in its message group), or applied through the order,
+//! shipping and after-sales services. Malformed JSON is recorded as refused too.
+
+use crate::{
+    app::App,
+    domain::status::{wait_for_state, SubOrderStatus},
+    domain::{
+        after_sales::{ItemLine, ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
+        order::{self, parse_command, plan_order, Catalogue, Rejection, StorefrontCommand},
+    },
+    enqueue,
+    faults::crash_point,
+    queue::{Delivery, JobError},
+    store::{after_sales, merchants, orders},
+};
+
+fn db(e: sqlx::Error) -> JobError {
+    JobError::retry(e)
+}
+
+/// Applies one storefront command (the raw `payload` of an entry of `souk.storefront.v1`):
+/// refused with a recorded reason, waiting for its state, or applied through the services.
+pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
+    let cmd = match parse_command(raw) {
+        Ok(c) => c,
+        Err(r) => return refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await,
+    };
+    match cmd {
+        StorefrontCommand::OrderPlaced { order, .. } => {
+            crash_point("intake.received");
+            let pairs = order
+                .lines
+                .iter()
+                .map(|l| (l.merchant_id.clone(), l.sku.clone()))
+                .collect();
+            let (m, s) = app.batches.catalogue.call(pairs).await.map_err(db)?;
+            let providers = [app.config.payment.provider.as_str()];
+            let cat = Catalogue {
+                currency: &app.config.marketplace.currency,
+                merchants: &m,
+                skus: &s,
+                providers: &providers,
+            };
+            let plan = match plan_order(&order, &cat) {
+                Ok(p) => p,
+                Err(r) if r.code == "unknown_sku" => {
+                    // Its SKU may be created by an `inventory.set` sent just before it, which is
+                    // in another group (cross-aggregate order is not kept: docs/storefront.md).
+                    if let Some(w) = wait(app, d) {
+                        return Err(w);
+                    }
+                    return refuse(app, d, raw, Some(&order.id), r).await;
+                }
+                Err(r) => return refuse(app, d, raw, Some(&order.id), r).await,
+            };
+            let sf = order.id.clone();
+            let stored = app
+                .batches
+                .insert_orders
+                .call(crate::store::pipeline::NewOrder {
+                    order,
+                    plan,
+                    enqueued_at_ms: d.enqueued_at_ms,
+                })
+                .await
+                .map_err(db)?;
+            if !stored.created {
+                tracing::info!(storefront_order_id = %sf, order_id = stored.order_id, "duplicate order message; already stored");
+            }
+            crash_point("intake.stored");
+            // Also on a duplicate: the first run may have stopped before this push.
+            enqueue::confirm_payment(app, stored.order_id).await
+        }
+        StorefrontCommand::InventorySet {
+            merchant_id,
+            sku,
+            on_hand,
+            ..
+        } => {
+            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, Some(on_hand), None)
+                .await
+                .map_err(db)?
+            {
+                Ok(_) => Ok(()),
+                Err(why) => {
+                    refuse(
+                        app,
+                        d,
+                        raw,
+                        None,
+                        Rejection {
+                            code: "inventory_refused",
+                            message: why,
+                        },
+                    )
+                    .await
+                }
+            }
+        }
+        StorefrontCommand::InventoryAdjust {
+            merchant_id,
+            sku,
+            delta,
+            ..
+        } => {
+            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, None, Some(delta))
+                .await
+                .map_err(db)?
+            {
+                Ok(_) => Ok(()),
+                Err(why) => {
+                    refuse(
+                        app,
+                        d,
+                        raw,
+                        None,
+                        Rejection {
+                            code: "inventory_refused",
+                            message: why,
+                        },
+                    )
+                    .await
+                }
+            }
+        }
+        StorefrontCommand::MerchantDecision {
+            storefront_order_id,
+            merchant_id,
+            decision,
+            reason,
+            ..
+        } => {
+            let Some(sub) = orders::sub_order_by_storefront(&app.pool, &storefront_order_id, &merchant_id)
+                .await
+                .map_err(db)?
+            else {
+                let r = Rejection {
+                    code: "unknown_sub_order",
+                    message: format!("no sub-order of {storefront_order_id:?} for merchant {merchant_id:?}"),
+                };
+                return refuse(app, d, raw, Some(&storefront_order_id), r).await;
+            };
+            decide(
+                app,
+                d,
+                raw,
+                sub,
+                decision == order::Decision::Accept,
+                &format!("merchant:{merchant_id}"),
+                reason.as_deref(),
+            )
+            .await
+        }
+        StorefrontCommand::ShipmentCreated {
+            storefront_order_id,
+            merchant_id,
+            tracking_number,
+            carrier,
+            lines,
+            ..
+        } => {
+            ship(
+                app,
+                d,
+                raw,
+                &storefront_order_id,
+                &merchant_id,
+                &tracking_number,
+                carrier.as_deref(),
+                lines.as_deref(),
+            )
+            .await
+        }
+        StorefrontCommand::ReturnRequested {
+            return_id,
+            storefront_order_id,
+            merchant_id,
+            lines,
+            reason,
+            ..
+        } => {
+            if let Some(Err(r)) = reason.as_deref().map(|t| text_ok("reason", t, MAX_MESSAGE)) {
+                return refuse(app, d, raw, Some(&storefront_order_id), r).await;
+            }
+            let req = after_sales::ReturnRequest {
+                return_id: &return_id,
+                storefront_order_id: &storefront_order_id,
+                merchant_id: &merchant_id,
+                lines: &lines,
+                reason: reason.as_deref(),
+            };
+            let c = &app.config.after_sales;
+            let outcome = after_sales::request_return(
+                &app.pool,
+                &d.job_id,
+                &req,
+                c.return_window_s,
+                c.return_response_s,
+            )
+            .await
+            .map_err(db)?;
+            after_sales_done(app, d, raw, outcome).await
+        }
+        StorefrontCommand::ReturnDecision {
+            return_id,
+            decision,
+            reason,
+            ..
+        } => {
+            let approve = decision == ReturnDecision::Approve;
+            let outcome = after_sales::decide_return(&app.pool, &return_id, approve, reason.as_deref())
+                .await
+                .map_err(db)?;
+            after_sales_done(app, d, raw, outcome).await
+        }
+        StorefrontCommand::ReturnShipped {
+            return_id,
+            tracking_number,
+            carrier,
+            ..
+        } => match after_sales::shippable_return(&app.pool, &return_id)
+            .await
+            .map_err(db)?
+        {
+            Ok((rid, sub, merchant)) => {
+                track(
+                    app,
+                    d,
+                    raw,
+                    None,
+                    sub,
+                    &merchant,
+                    &tracking_number,
+                    carrier.as_deref(),
+                    None,
+                    Some(rid),
+                )
+                .await
+            }
+            Err(r) => refuse(app, d, raw, None, r).await,
+        },
+        StorefrontCommand::ReturnReceived {
+            return_id,
+            sellable,
+            note,
+            ..
+        } => {
+            let outcome = after_sales::receive(&app.pool, &d.job_id, &return_id, sellable, note.as_deref())
+                .await
+                .map_err(db)?;
+            // The refund follows from the order's adjustment mark, set with the receipt.
+            after_sales_done(app, d, raw, outcome).await
+        }
+        StorefrontCommand::ComplaintOpened {
+            complaint_id,
+            storefront_order_id,
+            merchant_id,
+            subject,
+            message,
+            ..
+        } => {
+            if let Err(r) =
+                text_ok("subject", &subject, MAX_SUBJECT).and(text_ok("message", &message, MAX_MESSAGE))
+            {
+                return refuse(app, d, raw, Some(&storefront_order_id), r).await;
+            }
+            let n = after_sales::NewComplaint {
+                complaint_id: &complaint_id,
+                storefront_order_id: &storefront_order_id,
+                merchant_id: &merchant_id,
+                subject: &subject,
+                message: &message,
+            };
+            let outcome = after_sales::open_complaint(
+                &app.pool,
+                &d.job_id,
+                &n,
+                app.config.after_sales.complaint_reply_s,
+            )
+            .await
+            .map_err(db)?;
+            after_sales_done(app, d, raw, outcome).await
+        }
+        StorefrontCommand::ComplaintMessage {
+            complaint_id,
+            author,
+            message,
+            ..
+        } => {
+            if let Err(r) = text_ok("message", &message, MAX_MESSAGE) {
+                return refuse(app, d, raw, None, r).await;
+            }
+            let outcome = after_sales::complaint_message(
+                &app.pool,
+                &d.job_id,
+                &complaint_id,
+                author,
+                &message,
+                app.config.after_sales.complaint_reply_s,
+            )
+            .await
+            .map_err(db)?;
+            after_sales_done(app, d, raw, outcome).await
+        }
+        StorefrontCommand::ComplaintClosed {
+            complaint_id,
+            by,
+            resolution,
+            ..
+        } => {
+            if let Err(r) = text_ok("resolution", &resolution, MAX_MESSAGE) {
+                return refuse(app, d, raw, None, r).await;
+            }
+            let outcome = after_sales::close_complaint(&app.pool, &d.job_id, &complaint_id, by, &resolution)
+                .await
+                .map_err(db)?;
+            after_sales_done(app, d, raw, outcome).await
+        }
+        StorefrontCommand::OrderCancel {
+            storefront_order_id,
+            reason,
+            ..
+        } => {
+            let Some(order_id) = orders::order_id_by_storefront_id(&app.pool, &storefront_order_id)
+                .await
+                .map_err(db)?
+            else {
+                let r = Rejection {
+                    code: "unknown_order",
+                    message: format!("no order {storefront_order_id:?}"),
+                };
+                return refuse(app, d, raw, Some(&storefront_order_id), r).await;
+            };
+            let why = reason.unwrap_or_else(|| "cancelled by the storefront".to_owned());
+            super::cancel(app, order_id, "storefront", &why).await
+        }
+    }
+}
+
+/// Records a merchant's shipment of its sub-order, or of some of its lines (accepted ones
+/// only), and starts tracking it.
+#[allow(clippy::too_many_arguments)]
+async fn ship(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    sf: &str,
+    merchant: &str,
+    number: &str,
+    carrier: Option<&str>,
+    lines: Option<&[ItemLine]>,
+) -> Result<(), JobError> {
+    let Some(sub) = orders::sub_order_by_storefront(&app.pool, sf, merchant)
+        .await
+        .map_err(db)?
+    else {
+        let r = Rejection {
+            code: "unknown_sub_order",
+            message: format!("no sub-order of {sf:?} for merchant {merchant:?}"),
+        };
+        return refuse(app, d, raw, Some(sf), r).await;
+    };
+    let status = orders::sub_order_status(&app.pool, sub).await.map_err(db)?;
+    if status != SubOrderStatus::Accepted.as_str() {
+        if SubOrderStatus::parse(&status).is_ok_and(SubOrderStatus::before_hand_over) {
+            if let Some(w) = wait(app, d) {
+                return Err(w);
+            }
+        }
+        let r = Rejection {
+            code: "not_shippable",
+            message: format!("the sub-order is {status}; only accepted sub-orders ship"),
+        };
+        return refuse(app, d, raw, Some(sf), r).await;
+    }
+    track(app, d, raw, Some(sf), sub, merchant, number, carrier, lines, None).await
+}
+
+/// Creates a parcel's shipment (once per tracking number) and starts tracking it. The carrier,
+/// when not given, is the surest candidate detected from the number's format; an ambiguous or
+/// unknown number is left to the tracking provider. `return_id`: a customer's return parcel.
+#[allow(clippy::too_many_arguments)]
+async fn track(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    sf: Option<&str>,
+    sub: i64,
+    merchant: &str,
+    number: &str,
+    carrier: Option<&str>,
+    lines: Option<&[ItemLine]>,
+    return_id: Option<i64>,
+) -> Result<(), JobError> {
+    use crate::domain::tracking::carrier::{detect, normalise, Confidence};
+    let number = normalise(number);
+    if number.is_empty() || number.len() > 64 || !number.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let r = Rejection {
+            code: "invalid_tracking_number",
+            message: format!("tracking numbers are 1–64 letters and digits; got {number:?}"),
+        };
+        return refuse(app, d, raw, sf, r).await;
+    }
+    let candidates = detect(&number);
+    let chosen = match carrier {
+        Some(c) => Some(c.trim().to_ascii_lowercase()),
+        None => match candidates.as_slice() {
+            [only] => Some(only.carrier.slug().to_owned()),
+            [first, second, ..] if first.confidence > second.confidence => {
+                Some(first.carrier.slug().to_owned())
+            }
+            [first, ..] if first.confidence == Confidence::CheckDigit => {
+                Some(first.carrier.slug().to_owned())
+            }
+            _ => None,
+        },
+    };
+    let candidates = serde_json::to_value(&candidates).unwrap_or_default();
+    let n = crate::store::shipments::NewShipment {
+        sub_order_id: sub,
+        merchant,
+        tracking_number: &number,
+        carrier: chosen.as_deref(),
+        candidates: &candidates,
+        provider: &app.config.tracking.provider,
+        lines,
+        return_id,
+    };
+    let id = match crate::store::shipments::create(&app.pool, &n).await.map_err(db)? {
+        Ok((id, _)) => id,
+        Err(r) => return refuse(app, d, raw, sf, r).await,
+    };
+    enqueue::track_shipment(app, id).await
+}
+
+/// The end of an after-sales command: refused with its reason, or applied (what the order's
+/// state says is outstanding pushed: the merchant's webhooks, also those an earlier run of this
+/// command created, and a refund when one is due).
+async fn after_sales_done(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    outcome: Result<i64, Rejection>,
+) -> Result<(), JobError> {
+    match outcome {
+        Ok(order_id) => {
+            crash_point("after_sales.committed");
+            enqueue::follow_ups(app, order_id).await
+        }
+        Err(r) => refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await,
+    }
+}
+
+/// Refuses free text over `max` characters or empty.
+fn text_ok(field: &'static str, s: &str, max: usize) -> Result<(), Rejection> {
+    let n = s.chars().count();
+    if n == 0 || n > max {
+        return Err(Rejection {
+            code: "invalid_text",
+            message: format!("{field} must be 1–{max} characters; got {n}"),
+        });
+    }
+    Ok(())
+}
+
+/// Applies a merchant decision (from the storefront channel or the admin API); a rejection
+/// releases stock and refunds that share. Refused, with a recorded reason, when the sub-order
+/// is no longer awaiting one.
+pub async fn decide(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    sub: i64,
+    accept: bool,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<(), JobError> {
+    match super::decide(app, sub, accept, actor, reason).await? {
+        super::Decided::Applied => Ok(()),
+        super::Decided::Refused(status) => {
+            if SubOrderStatus::parse(&status).is_ok_and(SubOrderStatus::before_hand_over) {
+                if let Some(w) = wait(app, d) {
+                    return Err(w);
+                }
+            }
+            let wanted = if accept { "accepted" } else { "rejected" };
+            let r = Rejection {
+                code: "decision_refused",
+                message: format!("the sub-order is {status}; it cannot be {wanted} now"),
+            };
+            refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await
+        }
+    }
+}
+
+/// A command whose order or SKU has not reached the state it needs waits: a snooze, which in
+/// this grouped queue keeps its place ahead of later commands about the same order or SKU,
+/// until `marketplace.command_wait_s` after it was sent; `None` once that has passed.
+fn wait(app: &App, d: &Delivery) -> Option<JobError> {
+    let age = chrono::Utc::now().timestamp_millis() - d.enqueued_at_ms;
+    wait_for_state(
+        std::time::Duration::from_millis(age.max(0) as u64),
+        std::time::Duration::from_secs(app.config.marketplace.command_wait_s),
+    )
+    .map(JobError::Snooze)
+}
+
+async fn refuse(app: &App, d: &Delivery, raw: &str, sf: Option<&str>, r: Rejection) -> Result<(), JobError> {
+    tracing::info!(entry_id = %d.entry_id, code = r.code, reason = %r.message, "storefront message refused");
+    orders::record_rejection(&app.pool, &d.job_id, sf, r.code, &r.message, raw)
+        .await
+        .map_err(db)
+}
