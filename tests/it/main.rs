@@ -5,6 +5,7 @@
 
 mod support;
 
+mod admin_api;
 mod after_sales;
 mod chaos;
 mod forecast;
@@ -14,3 +15,7 @@ mod pipeline;
 mod queue_inprocess;
 mod queue_processes;
 mod seams;
+mod settlement;
+mod store_batches;
+mod tracking;
+mod webhooks;

@@ -1,0 +1,115 @@
+//! The admin API: its token, merchants, and secrets never shown.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::eventually;
+use crate::support::pipeline::Pipeline;
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets() {
+    let token = "admin-token-for-tests-0123456789";
+    let p = Pipeline::start(&[
+        ("SOUK_ADMIN__TOKEN", token),
+        ("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "false"),
+    ])
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = souk::http::router(p.env.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let r = http.get(url("/admin/merchants")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(url("/admin/merchants"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(url("/admin/merchants"))
+        .bearer_auth(token)
+        .json(&json!({"id": "shop-1", "name": "Shop", "webhook_url": "http://127.0.0.1:9/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "a loopback webhook URL is refused (SSRF guard)");
+    let r = http
+        .post(url("/admin/merchants"))
+        .bearer_auth(token)
+        .json(&json!({"id": "shop-1", "name": "Shop", "webhook_url": "https://shop.example/hook", "acceptance_mode": "auto"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    let secret = body["signing_secret"].as_str().unwrap().to_owned();
+    assert!(souk::domain::webhook::secret_is_valid(&secret));
+    let r = http
+        .post(url("/admin/merchants/shop-1/rotate-secret"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let rotated: Value = r.json().await.unwrap();
+    assert_ne!(rotated["signing_secret"], body["signing_secret"]);
+    let list = http
+        .get(url("/admin/merchants"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains("shop-1") && list.contains("\"secrets\":2"),
+        "{list}"
+    );
+    assert!(!list.contains("whsec_"), "secrets never listed");
+    // Any storefront command through the admin API: checked first, then enqueued.
+    let bad = http
+        .post(url("/admin/commands"))
+        .bearer_auth(token)
+        .body(r#"{"type": "shipment.created", "version": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert!(bad.text().await.unwrap().contains("invalid_message"));
+    let unauthorised = http
+        .post(url("/admin/commands"))
+        .body(r#"{"type": "inventory.set", "version": 1, "merchant_id": "shop-1", "sku": "S", "on_hand": 7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    let good = http
+        .post(url("/admin/commands"))
+        .bearer_auth(token)
+        .body(r#"{"type": "inventory.set", "version": 1, "merchant_id": "shop-1", "sku": "S", "on_hand": 7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 202);
+    eventually(Duration::from_secs(10), "the command applied", || async {
+        sqlx::query_scalar::<_, i32>("SELECT on_hand FROM stock WHERE merchant_id = 'shop-1' AND sku = 'S'")
+            .fetch_optional(&p.env.app.pool)
+            .await
+            .unwrap()
+            == Some(7)
+    })
+    .await;
+    let r = http
+        .get(url("/admin/orders/none"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    p.stop().await;
+}
