@@ -13,7 +13,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{app::App, queue::JobError, store::follow_ups::Outstanding};
+use crate::{
+    app::App,
+    domain::ids::{OrderId, ReturnId, ShipmentId, SubOrderId},
+    queue::JobError,
+    store::follow_ups::Outstanding,
+};
 
 /// `souk.storefront.v1`: the storefront's commands (docs/storefront.md), pushed raw.
 pub const STOREFRONT: &str = "souk.storefront.v1";
@@ -39,21 +44,21 @@ pub const TRACK_SHIPMENT: &str = "souk.track_shipment.v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayMerchant {
-    pub sub_order_id: i64,
+    pub sub_order_id: SubOrderId,
 }
 
 /// Arguments of `souk.reverse_payout.v1`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReversePayout {
-    pub return_id: i64,
+    pub return_id: ReturnId,
 }
 
 /// Arguments of `souk.track_shipment.v1`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackShipment {
-    pub shipment_id: i64,
+    pub shipment_id: ShipmentId,
     /// A provider push's one-off poll: polls once and ends, leaving the regular schedule (the
     /// shipment's own job) as it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -72,14 +77,14 @@ pub struct ForecastMerchant {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmPayment {
-    pub order_id: i64,
+    pub order_id: OrderId,
 }
 
 /// Arguments of `souk.adjust_payment.v1`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustPayment {
-    pub order_id: i64,
+    pub order_id: OrderId,
     /// The amount `confirm_payment` has just seen authorised and waiting for capture. With it,
     /// a run that finds the order freshly authorised (nothing captured or refunded recorded)
     /// captures at once instead of first asking the provider; if the provider refuses that
@@ -90,7 +95,7 @@ pub struct AdjustPayment {
 
 impl AdjustPayment {
     /// A run that reads the provider's state first.
-    pub fn new(order_id: i64) -> Self {
+    pub fn new(order_id: OrderId) -> Self {
         Self {
             order_id,
             authorised_minor: None,
@@ -109,7 +114,7 @@ pub struct NotifyMerchant {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpireAcceptance {
-    pub sub_order_id: i64,
+    pub sub_order_id: SubOrderId,
 }
 
 /// Why an order's charge is adjusted: names the idempotency key of the push.
@@ -124,7 +129,7 @@ pub enum Why {
 }
 
 /// The idempotency key of an adjustment.
-pub fn adjust_key(order_id: i64, why: Why) -> String {
+pub fn adjust_key(order_id: OrderId, why: Why) -> String {
     match why {
         Why::StockDecided => format!("adjust:{order_id}:stock"),
         Why::Due(at) => format!("adjust:{order_id}:due:{}", at.timestamp_micros()),
@@ -132,7 +137,7 @@ pub fn adjust_key(order_id: i64, why: Why) -> String {
 }
 
 /// Asks to confirm an order's payment (once per order).
-pub async fn confirm_payment(app: &App, order_id: i64) -> Result<(), JobError> {
+pub async fn confirm_payment(app: &App, order_id: OrderId) -> Result<(), JobError> {
     app.push_once(
         CONFIRM_PAYMENT,
         &format!("confirm:{order_id}"),
@@ -166,7 +171,7 @@ pub async fn notify_merchants(app: &App, delivery_ids: Vec<String>) -> Result<()
 /// Schedules the acceptance deadlines of sub-orders (once per sub-order), in one round trip.
 pub async fn expire_acceptance(
     app: &App,
-    deadlines: &[(i64, chrono::DateTime<chrono::Utc>)],
+    deadlines: &[(SubOrderId, chrono::DateTime<chrono::Utc>)],
 ) -> Result<(), JobError> {
     let jobs: Vec<_> = deadlines
         .iter()
@@ -182,7 +187,7 @@ pub async fn expire_acceptance(
 }
 
 /// Asks to pay a settled sub-order out (once per sub-order).
-pub async fn pay_merchant(app: &App, sub_order_id: i64) -> Result<(), JobError> {
+pub async fn pay_merchant(app: &App, sub_order_id: SubOrderId) -> Result<(), JobError> {
     app.push_once(
         PAY_MERCHANT,
         &format!("payout:{sub_order_id}"),
@@ -193,7 +198,7 @@ pub async fn pay_merchant(app: &App, sub_order_id: i64) -> Result<(), JobError> 
 }
 
 /// Asks to take a refunded return's share back from its payout (once per return).
-pub async fn reverse_payout(app: &App, return_id: i64) -> Result<(), JobError> {
+pub async fn reverse_payout(app: &App, return_id: ReturnId) -> Result<(), JobError> {
     app.push_once(
         REVERSE_PAYOUT,
         &format!("reverse:{return_id}"),
@@ -204,7 +209,7 @@ pub async fn reverse_payout(app: &App, return_id: i64) -> Result<(), JobError> {
 }
 
 /// Starts tracking a shipment (its one regular job, once per shipment).
-pub async fn track_shipment(app: &App, shipment_id: i64) -> Result<(), JobError> {
+pub async fn track_shipment(app: &App, shipment_id: ShipmentId) -> Result<(), JobError> {
     app.push_once(
         TRACK_SHIPMENT,
         &format!("track:{shipment_id}"),
@@ -234,18 +239,19 @@ pub async fn forecast_merchant(app: &App, run_id: i64, merchant_id: &str) -> Res
 /// Pushes everything an order's state says is still to do (see
 /// [`crate::store::follow_ups::outstanding`]): deadlines, webhooks, the adjustment of its charge.
 pub async fn outstanding(app: &App, o: &Outstanding) -> Result<(), JobError> {
-    expire_acceptance(app, &o.awaiting).await?;
+    let awaiting: Vec<_> = o.awaiting.iter().map(|&(s, at)| (SubOrderId(s), at)).collect();
+    expire_acceptance(app, &awaiting).await?;
     notify_merchants(app, o.pending_deliveries.clone()).await?;
     if let Some(at) = o.adjust_due {
-        adjust_payment(app, &AdjustPayment::new(o.order_id), Why::Due(at)).await?;
+        adjust_payment(app, &AdjustPayment::new(OrderId(o.order_id)), Why::Due(at)).await?;
     }
     Ok(())
 }
 
 /// Reads what an order's state says is outstanding and pushes it: the one call that ends every
 /// order operation after its commit, and that its rerun repeats.
-pub async fn follow_ups(app: &App, order_id: i64) -> Result<(), JobError> {
-    let o = crate::store::follow_ups::outstanding(&app.pool, order_id)
+pub async fn follow_ups(app: &App, order_id: OrderId) -> Result<(), JobError> {
+    let o = crate::store::follow_ups::outstanding(&app.pool, order_id.0)
         .await
         .map_err(JobError::retry)?;
     outstanding(app, &o).await
@@ -258,9 +264,15 @@ mod tests {
     #[test]
     fn each_adjustment_mark_has_its_own_key_and_the_stock_step_one_per_order() {
         let at = chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
-        assert_eq!(adjust_key(7, Why::StockDecided), "adjust:7:stock");
-        assert_eq!(adjust_key(7, Why::Due(at)), "adjust:7:due:1764000000123456");
+        assert_eq!(adjust_key(OrderId(7), Why::StockDecided), "adjust:7:stock");
+        assert_eq!(
+            adjust_key(OrderId(7), Why::Due(at)),
+            "adjust:7:due:1764000000123456"
+        );
         let later = at + chrono::Duration::microseconds(1);
-        assert_ne!(adjust_key(7, Why::Due(at)), adjust_key(7, Why::Due(later)));
+        assert_ne!(
+            adjust_key(OrderId(7), Why::Due(at)),
+            adjust_key(OrderId(7), Why::Due(later))
+        );
     }
 }

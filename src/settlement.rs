@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::{
     app::App,
+    domain::ids::{ReturnId, SubOrderId},
     integrations::payment::{ProviderError, Transfer},
     queue::JobError,
     store::{kpis, settlement},
@@ -19,7 +20,8 @@ fn db(e: sqlx::Error) -> JobError {
 /// Pays a completed sub-order's payout with one provider transfer (idempotency key
 /// `payout:<sub-order>`, transfer group = the parent order's storefront id), then records it
 /// paid with its ledger journal. Safe to run twice.
-pub async fn pay(app: &App, sub_order_id: i64) -> Result<(), JobError> {
+pub async fn pay(app: &App, sub_order_id: SubOrderId) -> Result<(), JobError> {
+    let sub_order_id = sub_order_id.0;
     let Some(p) = settlement::payout(&app.pool, sub_order_id).await.map_err(db)? else {
         return Err(JobError::abort(format!(
             "no payout for sub-order {}",
@@ -53,7 +55,8 @@ pub async fn pay(app: &App, sub_order_id: i64) -> Result<(), JobError> {
 /// Takes a refunded return's share back from the payout its sub-order received (a transfer
 /// reversal, idempotency key `reversal:<return>`) and records it with its journal; snoozes
 /// while that payout is still being made. Safe to run twice.
-pub async fn reverse(app: &App, return_id: i64) -> Result<(), JobError> {
+pub async fn reverse(app: &App, return_id: ReturnId) -> Result<(), JobError> {
+    let return_id = return_id.0;
     let Some(r) = settlement::reversal(&app.pool, return_id).await.map_err(db)? else {
         return Err(JobError::abort(format!(
             "no payout reversal for return {}",

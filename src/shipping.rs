@@ -53,7 +53,7 @@ async fn slot(app: &App) -> Result<(), JobError> {
 }
 
 pub async fn track(app: &App, args: &Args) -> Result<(), JobError> {
-    let Some(s) = shipments::load(&app.pool, args.shipment_id).await.map_err(db)? else {
+    let Some(s) = shipments::load(&app.pool, args.shipment_id.0).await.map_err(db)? else {
         return Err(JobError::abort(format!("no shipment {}", args.shipment_id)));
     };
     if Status::parse(&s.status).is_some_and(Status::is_final) {
@@ -146,7 +146,7 @@ pub async fn track(app: &App, args: &Args) -> Result<(), JobError> {
     // changed, so a rerun after a crash here pushes it too: the merchant's webhooks of each
     // status change, and the refund once a return parcel reached the merchant (receipt marks
     // the order's charge due for adjustment).
-    crate::enqueue::follow_ups(app, s.order_id).await?;
+    crate::enqueue::follow_ups(app, crate::domain::ids::OrderId(s.order_id)).await?;
     if args.hint {
         return Ok(());
     }

@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::{
     admin::{self, AdminError},
     app::App,
+    domain::ids::ShipmentId,
     store::merchants::{self, MerchantInput},
 };
 
@@ -302,7 +303,7 @@ async fn poll_hint(app: &App, number: &str) -> Response {
     };
     for id in &ids {
         let args = crate::enqueue::TrackShipment {
-            shipment_id: *id,
+            shipment_id: ShipmentId(*id),
             hint: true,
         };
         if let Err(e) = app.producer.push(crate::enqueue::TRACK_SHIPMENT, &args).await {

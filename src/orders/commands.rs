@@ -5,6 +5,7 @@
 
 use crate::{
     app::App,
+    domain::ids::{OrderId, ShipmentId, SubOrderId},
     domain::status::{wait_for_state, SubOrderStatus},
     domain::{
         after_sales::{ItemLine, ReturnDecision, MAX_MESSAGE, MAX_SUBJECT},
@@ -71,7 +72,7 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
             }
             crash_point("intake.stored");
             // Also on a duplicate: the first run may have stopped before this push.
-            enqueue::confirm_payment(app, stored.order_id).await
+            enqueue::confirm_payment(app, OrderId(stored.order_id)).await
         }
         StorefrontCommand::InventorySet {
             merchant_id,
@@ -334,7 +335,7 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
                 return refuse(app, d, raw, Some(&storefront_order_id), r).await;
             };
             let why = reason.unwrap_or_else(|| "cancelled by the storefront".to_owned());
-            super::cancel(app, order_id, "storefront", &why).await
+            super::cancel(app, OrderId(order_id), "storefront", &why).await
         }
     }
 }
@@ -432,7 +433,7 @@ async fn track(
         Ok((id, _)) => id,
         Err(r) => return refuse(app, d, raw, sf, r).await,
     };
-    enqueue::track_shipment(app, id).await
+    enqueue::track_shipment(app, ShipmentId(id)).await
 }
 
 /// The end of an after-sales command: refused with its reason, or applied (what the order's
@@ -447,7 +448,7 @@ async fn after_sales_done(
     match outcome {
         Ok(order_id) => {
             crash_point("after_sales.committed");
-            enqueue::follow_ups(app, order_id).await
+            enqueue::follow_ups(app, OrderId(order_id)).await
         }
         Err(r) => refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await,
     }
@@ -477,7 +478,7 @@ pub async fn decide(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<(), JobError> {
-    match super::decide(app, sub, accept, actor, reason).await? {
+    match super::decide(app, SubOrderId(sub), accept, actor, reason).await? {
         super::Decided::Applied => Ok(()),
         super::Decided::Refused(status) => {
             if SubOrderStatus::parse(&status).is_ok_and(SubOrderStatus::before_hand_over) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::{
     app::App,
+    domain::ids::OrderId,
     domain::{payment::IntentStatus, status::OrderStatus},
     enqueue::{self, ConfirmPayment, Why},
     faults::crash_point,
@@ -27,7 +28,7 @@ fn db(e: sqlx::Error) -> JobError {
 /// Confirms an order's payment and, once it is authorised, reserves its stock and captures
 /// and hands it over (see the job `souk.confirm_payment.v1`).
 pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), JobError> {
-    let Some(order) = app.batches.order.call(args.order_id).await.map_err(db)? else {
+    let Some(order) = app.batches.order.call(args.order_id.0).await.map_err(db)? else {
         return Err(JobError::abort(format!("order {} does not exist", args.order_id)));
     };
     let status = OrderStatus::parse(&order.status).map_err(JobError::abort)?;
@@ -35,7 +36,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
         // Moved on (handed over or cancelled) by an earlier run of this job, or by
         // adjust_payment. A run after a crash between that commit and its pushes finds the
         // follow-ups in the state and pushes them now (no-ops when they were pushed).
-        return enqueue::follow_ups(app, order.id).await;
+        return enqueue::follow_ups(app, OrderId(order.id)).await;
     }
     let (mut authorised, mut authorised_minor) = (None, None);
     if status == OrderStatus::Received {
@@ -44,7 +45,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
             Err(ProviderError::Refused(why)) => {
                 return cancel(
                     app,
-                    order.id,
+                    OrderId(order.id),
                     "souk:payment",
                     &format!("payment not usable: {why}"),
                 )
@@ -69,7 +70,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
             let waited = chrono::Utc::now() - order.enqueued_at;
             if waited.num_seconds() as u64 >= app.config.marketplace.unpaid_timeout_s {
                 let why = format!("unpaid after {} s (payment {status})", waited.num_seconds());
-                return cancel(app, order.id, "souk:payment", &why).await;
+                return cancel(app, OrderId(order.id), "souk:payment", &why).await;
             }
             return Err(JobError::Snooze(Duration::from_millis(
                 app.config.marketplace.payment_recheck_ms,
@@ -78,7 +79,13 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
             orders::set_payment_status(&app.pool, order.id, &status)
                 .await
                 .map_err(db)?;
-            return cancel(app, order.id, "souk:payment", &format!("payment {status}")).await;
+            return cancel(
+                app,
+                OrderId(order.id),
+                "souk:payment",
+                &format!("payment {status}"),
+            )
+            .await;
         }
     }
     // Authorised (now or by an earlier run that stopped): the order is recorded as authorised
@@ -108,7 +115,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
         // (provider, database), the adjust_payment job takes over, pushed once per order
         // as before, with its own retries; it repeats nothing that was done.
         let args = enqueue::AdjustPayment {
-            order_id: order.id,
+            order_id: OrderId(order.id),
             authorised_minor,
         };
         let ran = crate::orders::payment::run_now(app, &args).await?;
@@ -139,7 +146,12 @@ pub async fn reserve_sub_order(app: &App, sub_order_id: i64) -> Result<(), JobEr
         }
     }
     if answer.all_decided {
-        enqueue::adjust_payment(app, &enqueue::AdjustPayment::new(order_id), Why::StockDecided).await?;
+        enqueue::adjust_payment(
+            app,
+            &enqueue::AdjustPayment::new(OrderId(order_id)),
+            Why::StockDecided,
+        )
+        .await?;
     }
     Ok(())
 }

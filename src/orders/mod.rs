@@ -16,7 +16,15 @@ pub mod sweep;
 use std::time::Duration;
 
 use crate::{
-    app::App, domain::status::SubOrderStatus, enqueue, faults::crash_point, queue::JobError, store::orders,
+    app::App,
+    domain::{
+        ids::{OrderId, SubOrderId},
+        status::SubOrderStatus,
+    },
+    enqueue,
+    faults::crash_point,
+    queue::JobError,
+    store::orders,
 };
 
 fn db(e: sqlx::Error) -> JobError {
@@ -25,8 +33,8 @@ fn db(e: sqlx::Error) -> JobError {
 
 /// Cancels an order's live sub-orders (telling the merchants that were told of them) and the
 /// order, then settles the payment (the adjustment releases the authorisation or refunds).
-pub async fn cancel(app: &App, order_id: i64, actor: &str, reason: &str) -> Result<(), JobError> {
-    orders::cancel_order(&app.pool, order_id, actor, reason)
+pub async fn cancel(app: &App, order_id: OrderId, actor: &str, reason: &str) -> Result<(), JobError> {
+    orders::cancel_order(&app.pool, order_id.0, actor, reason)
         .await
         .map_err(db)?;
     crash_point("cancel.committed");
@@ -48,25 +56,25 @@ pub enum Decided {
 /// follow-ups.
 pub async fn decide(
     app: &App,
-    sub_order_id: i64,
+    sub_order_id: SubOrderId,
     accept: bool,
     actor: &str,
     reason: Option<&str>,
 ) -> Result<Decided, JobError> {
-    let mut changed = orders::decide(&app.pool, sub_order_id, accept, actor, reason)
+    let mut changed = orders::decide(&app.pool, sub_order_id.0, accept, actor, reason)
         .await
         .map_err(db)?;
     crash_point("decide.committed");
-    let mut row = orders::sub_order(&app.pool, sub_order_id)
+    let mut row = orders::sub_order(&app.pool, sub_order_id.0)
         .await
         .map_err(db)?
         .ok_or_else(|| JobError::abort("sub-order vanished"))?;
     if !changed && row.status == SubOrderStatus::AwaitingAcceptance.as_str() {
         // The hand-over committed between the compare-and-set and this read: decide again.
-        changed = orders::decide(&app.pool, sub_order_id, accept, actor, reason)
+        changed = orders::decide(&app.pool, sub_order_id.0, accept, actor, reason)
             .await
             .map_err(db)?;
-        row = orders::sub_order(&app.pool, sub_order_id)
+        row = orders::sub_order(&app.pool, sub_order_id.0)
             .await
             .map_err(db)?
             .ok_or_else(|| JobError::abort("sub-order vanished"))?;
@@ -79,22 +87,22 @@ pub async fn decide(
     if !changed && row.status != wanted.as_str() {
         return Ok(Decided::Refused(row.status));
     }
-    enqueue::follow_ups(app, row.order_id).await?;
+    enqueue::follow_ups(app, OrderId(row.order_id)).await?;
     Ok(Decided::Applied)
 }
 
 /// At a sub-order's acceptance deadline, applies the merchant's default if it has not decided
 /// (the job `souk.expire_acceptance.v1`); snoozes until the deadline when run early. A rerun
 /// after the decision pushes the follow-ups the state still needs.
-pub async fn expire_acceptance(app: &App, sub_order_id: i64) -> Result<(), JobError> {
-    let Some(s) = orders::sub_order(&app.pool, sub_order_id).await.map_err(db)? else {
+pub async fn expire_acceptance(app: &App, sub_order_id: SubOrderId) -> Result<(), JobError> {
+    let Some(s) = orders::sub_order(&app.pool, sub_order_id.0).await.map_err(db)? else {
         return Err(JobError::abort("no such sub-order"));
     };
     if SubOrderStatus::parse(&s.status).map_err(JobError::abort)? != SubOrderStatus::AwaitingAcceptance {
         // Decided already: by the merchant, or by an earlier run of this job that stopped
         // before its follow-ups were pushed. Push what the order still needs (no-op pushes when
         // nothing is missing).
-        return enqueue::follow_ups(app, s.order_id).await;
+        return enqueue::follow_ups(app, OrderId(s.order_id)).await;
     }
     if let Some(at) = s.accept_by {
         let left = at - chrono::Utc::now();
@@ -109,6 +117,6 @@ pub async fn expire_acceptance(app: &App, sub_order_id: i64) -> Result<(), JobEr
         "no decision by the deadline: rejected by default"
     };
     // Refused only if the merchant decided in between; its own run pushed what follows.
-    decide(app, s.id, accept, "souk:deadline", Some(reason)).await?;
+    decide(app, SubOrderId(s.id), accept, "souk:deadline", Some(reason)).await?;
     Ok(())
 }

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::{
     app::App,
+    domain::ids::{OrderId, ReturnId, SubOrderId},
     domain::{
         payment::{reconcile, IntentStatus, PaymentAction, ProviderView},
         status::OrderStatus,
@@ -69,7 +70,7 @@ pub fn lock_key(prefix: &str, order_id: i64) -> String {
 /// saves the order a trip through that queue. `Ok(None)` when another run holds the lock, `Err`
 /// only when Redis could not be asked.
 pub async fn run_now(app: &App, args: &AdjustPayment) -> Result<Option<Result<(), JobError>>, JobError> {
-    let key = lock_key(&app.config.redis.key_prefix, args.order_id);
+    let key = lock_key(&app.config.redis.key_prefix, args.order_id.0);
     // The lease is the queue's reclaim bound: a crashed holder's lock is free again as soon as
     // its queue entry would be taken over (15 s by default, not the 5-minute handler timeout),
     // and the holder renews it at a third of that while it runs.
@@ -101,7 +102,7 @@ pub async fn run_now(app: &App, args: &AdjustPayment) -> Result<Option<Result<()
     // A run whose lease could not be kept stops where it is (a provider call repeats with the
     // same idempotency key; an unfinished transaction rolls back) and is retried.
     let result = tokio::select! {
-        r = adjust(app, args.order_id, args.authorised_minor, fence) => r,
+        r = adjust(app, args.order_id.0, args.authorised_minor, fence) => r,
         e = renewal => Err(e),
     };
     // A lock left behind (Redis unreachable now) frees itself when its lease ends.
@@ -305,7 +306,7 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>, fence: 
             .await
             .map_err(db)?
         {
-            enqueue::reverse_payout(app, return_id).await?;
+            enqueue::reverse_payout(app, ReturnId(return_id)).await?;
         }
     }
     if shipping == 0 {
@@ -313,7 +314,7 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>, fence: 
         if status != OrderStatus::Cancelled {
             super::cancel(
                 app,
-                order.id,
+                OrderId(order.id),
                 "souk:stock",
                 "nothing in the order could be reserved",
             )
@@ -359,6 +360,7 @@ async fn hand_to_merchants(
     // Push (idempotently) what handing over needs, also for sub-orders an earlier run handed:
     // each queue's jobs in one call. A crash before these pushes is repaired by the rerun of
     // whichever job ran this (confirm_payment reads the same follow-ups from the state).
-    enqueue::expire_acceptance(app, &next.awaiting).await?;
+    let awaiting: Vec<_> = next.awaiting.iter().map(|&(s, at)| (SubOrderId(s), at)).collect();
+    enqueue::expire_acceptance(app, &awaiting).await?;
     enqueue::notify_merchants(app, next.pending_deliveries).await
 }

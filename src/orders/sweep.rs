@@ -16,6 +16,7 @@
 
 use crate::{
     app::App,
+    domain::ids::{OrderId, ReturnId, SubOrderId},
     enqueue::{self, Why},
     faults::crash_point,
     queue::JobError,
@@ -60,7 +61,7 @@ pub async fn sweep(app: &App) -> Result<(), JobError> {
     touched.sort_unstable();
     touched.dedup();
     for order_id in touched {
-        enqueue::follow_ups(app, order_id).await?;
+        enqueue::follow_ups(app, OrderId(order_id)).await?;
     }
     let timeout = app.config.marketplace.unpaid_timeout_s;
     for order_id in orders::stale_unpaid(&app.pool, timeout, BATCH)
@@ -69,7 +70,7 @@ pub async fn sweep(app: &App) -> Result<(), JobError> {
     {
         super::cancel(
             app,
-            order_id,
+            OrderId(order_id),
             "souk:sweeper",
             &format!("unpaid after {timeout} s"),
         )
@@ -85,7 +86,7 @@ async fn backstop(app: &App) -> Result<(), JobError> {
         .await
         .map_err(db)?
     {
-        enqueue::adjust_payment(app, &enqueue::AdjustPayment::new(order_id), Why::Due(at)).await?;
+        enqueue::adjust_payment(app, &enqueue::AdjustPayment::new(OrderId(order_id)), Why::Due(at)).await?;
     }
     enqueue::notify_merchants(
         app,
@@ -96,18 +97,18 @@ async fn backstop(app: &App) -> Result<(), JobError> {
         .await
         .map_err(db)?;
     let now = chrono::Utc::now();
-    let deadlines: Vec<_> = overdue.into_iter().map(|sub| (sub, now)).collect();
+    let deadlines: Vec<_> = overdue.into_iter().map(|sub| (SubOrderId(sub), now)).collect();
     enqueue::expire_acceptance(app, &deadlines).await?;
     // Payouts of settled sub-orders and reversals of refunded returns: pending rows are the
     // state; their jobs are pushed once each.
     for sub in settlement::pending_payouts(&app.pool, BATCH).await.map_err(db)? {
-        enqueue::pay_merchant(app, sub).await?;
+        enqueue::pay_merchant(app, SubOrderId(sub)).await?;
     }
     for return_id in settlement::pending_reversals(&app.pool, BATCH)
         .await
         .map_err(db)?
     {
-        enqueue::reverse_payout(app, return_id).await?;
+        enqueue::reverse_payout(app, ReturnId(return_id)).await?;
     }
     Ok(())
 }

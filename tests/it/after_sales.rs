@@ -238,13 +238,13 @@ async fn a_return_is_approved_tracked_back_refunded_once_restocked_once_and_sett
         .producer
         .push(
             souk::jobs::adjust_payment::QUEUE,
-            &souk::jobs::adjust_payment::Args::new(
+            &souk::jobs::adjust_payment::Args::new(souk::domain::ids::OrderId(
                 sqlx::query_scalar("SELECT order_id FROM returns WHERE id = $1")
                     .bind(rid)
                     .fetch_one(pool)
                     .await
                     .unwrap(),
-            ),
+            )),
         )
         .await
         .unwrap();
@@ -432,7 +432,9 @@ async fn a_refund_after_payout_takes_the_merchants_share_back_from_the_transfer_
         .producer
         .push(
             souk::jobs::reverse_payout::QUEUE,
-            &souk::jobs::reverse_payout::Args { return_id: rid },
+            &souk::jobs::reverse_payout::Args {
+                return_id: souk::domain::ids::ReturnId(rid),
+            },
         )
         .await
         .unwrap();

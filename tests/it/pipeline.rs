@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use souk::{
     admin,
+    domain::ids::{OrderId, SubOrderId},
     jobs::{
         adjust_payment, confirm_payment, expire_acceptance, intake_storefront, notify_merchant, reserve_stock,
     },
@@ -208,11 +209,19 @@ async fn every_step_run_again_leaves_the_same_state() {
     // Every job of this order delivered again (as after a crash), and the message sent twice more.
     let producer = &p.env.app.producer;
     producer
-        .push(confirm_payment::QUEUE, &confirm_payment::Args { order_id })
+        .push(
+            confirm_payment::QUEUE,
+            &confirm_payment::Args {
+                order_id: OrderId(order_id),
+            },
+        )
         .await
         .unwrap();
     producer
-        .push(adjust_payment::QUEUE, &adjust_payment::Args::new(order_id))
+        .push(
+            adjust_payment::QUEUE,
+            &adjust_payment::Args::new(OrderId(order_id)),
+        )
         .await
         .unwrap();
     for s in &subs {
@@ -223,7 +232,9 @@ async fn every_step_run_again_leaves_the_same_state() {
         producer
             .push(
                 expire_acceptance::QUEUE,
-                &expire_acceptance::Args { sub_order_id: *s },
+                &expire_acceptance::Args {
+                    sub_order_id: SubOrderId(*s),
+                },
             )
             .await
             .unwrap();
@@ -566,7 +577,7 @@ async fn a_capture_made_but_not_recorded_is_recorded_once_by_the_next_run() {
             sqlx::query(sql).bind(order_id).execute(pool).await.unwrap();
         }
         let args = adjust_payment::Args {
-            order_id,
+            order_id: OrderId(order_id),
             authorised_minor: seen,
         };
         p.env

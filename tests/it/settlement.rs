@@ -154,7 +154,9 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
         .fetch_one(pool)
         .await
         .unwrap();
-    let again = souk::jobs::pay_merchant::Args { sub_order_id };
+    let again = souk::jobs::pay_merchant::Args {
+        sub_order_id: souk::domain::ids::SubOrderId(sub_order_id),
+    };
     p.env
         .app
         .producer
