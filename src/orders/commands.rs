@@ -79,53 +79,13 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
             sku,
             on_hand,
             ..
-        } => {
-            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, Some(on_hand), None)
-                .await
-                .map_err(db)?
-            {
-                Ok(_) => Ok(()),
-                Err(why) => {
-                    refuse(
-                        app,
-                        d,
-                        raw,
-                        None,
-                        Rejection {
-                            code: "inventory_refused",
-                            message: why,
-                        },
-                    )
-                    .await
-                }
-            }
-        }
+        } => inventory(app, d, raw, &merchant_id, &sku, Some(on_hand), None).await,
         StorefrontCommand::InventoryAdjust {
             merchant_id,
             sku,
             delta,
             ..
-        } => {
-            match merchants::apply_inventory(&app.pool, &d.job_id, &merchant_id, &sku, None, Some(delta))
-                .await
-                .map_err(db)?
-            {
-                Ok(_) => Ok(()),
-                Err(why) => {
-                    refuse(
-                        app,
-                        d,
-                        raw,
-                        None,
-                        Rejection {
-                            code: "inventory_refused",
-                            message: why,
-                        },
-                    )
-                    .await
-                }
-            }
-        }
+        } => inventory(app, d, raw, &merchant_id, &sku, None, Some(delta)).await,
         StorefrontCommand::MerchantDecision {
             storefront_order_id,
             merchant_id,
@@ -336,6 +296,32 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
             };
             let why = reason.unwrap_or_else(|| "cancelled by the storefront".to_owned());
             super::cancel(app, OrderId(order_id), "storefront", &why).await
+        }
+    }
+}
+
+/// Sets (`on_hand`) or adjusts (`delta`) a merchant's stock of a SKU, once per stream entry;
+/// refused with its reason when the SKU or the result is not allowed.
+async fn inventory(
+    app: &App,
+    d: &Delivery,
+    raw: &str,
+    merchant: &str,
+    sku: &str,
+    on_hand: Option<i64>,
+    delta: Option<i64>,
+) -> Result<(), JobError> {
+    match merchants::apply_inventory(&app.pool, &d.job_id, merchant, sku, on_hand, delta)
+        .await
+        .map_err(db)?
+    {
+        Ok(_) => Ok(()),
+        Err(message) => {
+            let r = Rejection {
+                code: "inventory_refused",
+                message,
+            };
+            refuse(app, d, raw, None, r).await
         }
     }
 }
