@@ -123,7 +123,7 @@ impl World {
                 for k in 0..opts.skus_per_merchant {
                     crate::store::merchants::set_stock(&mut tx, m, &sku(k), opts.stock_per_sku)
                         .await?
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                        .map_err(|e| anyhow::anyhow!(e.message))?;
                 }
             }
             tx.commit().await?;

@@ -7,6 +7,7 @@ pub mod after_sales;
 pub mod backoff;
 pub mod forecast;
 pub mod ids;
+pub mod input;
 pub mod order;
 pub mod payment;
 pub mod status;

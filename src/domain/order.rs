@@ -160,6 +160,7 @@ pub struct OrderMessage {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Customer {
     pub id: String,
     #[serde(default)]
@@ -203,6 +204,12 @@ fn reject(code: &'static str, message: impl Into<String>) -> Rejection {
 /// Parses a raw storefront message. Size first (a huge payload is never parsed), then JSON,
 /// then the command's shape, then its version.
 pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
+    if raw.is_empty() {
+        return Err(reject(
+            "missing_payload",
+            "the entry has no `payload` field (or it is empty): put the command there",
+        ));
+    }
     if raw.len() > MAX_MESSAGE_BYTES {
         return Err(reject(
             "payload_too_large",
@@ -211,6 +218,7 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
     }
     let value: serde_json::Value =
         serde_json::from_str(raw).map_err(|e| reject("malformed_json", format!("not valid JSON: {e}")))?;
+    input::no_nul(&value)?;
     let cmd: StorefrontCommand = serde_json::from_value(value).map_err(|e| {
         reject(
             "invalid_message",
@@ -238,6 +246,26 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
             format!("version {version} is not supported; send 1"),
         ));
     }
+    match &cmd {
+        StorefrontCommand::InventorySet {
+            merchant_id,
+            sku,
+            on_hand,
+            ..
+        } => {
+            input::check_id("invalid_id", "merchant_id", merchant_id)?;
+            input::check_id("invalid_id", "sku", sku)?;
+            input::check_on_hand(*on_hand)?;
+        }
+        StorefrontCommand::InventoryAdjust { delta, .. } => input::check_delta(*delta)?,
+        StorefrontCommand::ReturnRequested { return_id, .. } => {
+            input::check_id("invalid_id", "return_id", return_id)?
+        }
+        StorefrontCommand::ComplaintOpened { complaint_id, .. } => {
+            input::check_id("invalid_id", "complaint_id", complaint_id)?
+        }
+        _ => {}
+    }
     Ok(cmd)
 }
 
@@ -257,6 +285,8 @@ pub struct Catalogue<'a> {
     /// (merchant id, SKU) pairs that exist.
     pub skus: &'a BTreeSet<(String, String)>,
     pub providers: &'a [&'a str],
+    /// souk's clock, for the bounds of `placed_at`.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// One merchant's share of an order.
@@ -275,9 +305,7 @@ pub struct OrderPlan {
     pub sub_orders: Vec<SubOrderPlan>,
 }
 
-fn id_ok(s: &str) -> bool {
-    !s.trim().is_empty() && s.len() <= 200 && !s.chars().any(char::is_control)
-}
+use super::input::{self, id_ok};
 
 /// Validates an order against the catalogue and splits it into one sub-order per merchant.
 /// Lines for the same merchant and SKU are merged (at one unit price, else rejected).
@@ -315,6 +343,13 @@ pub fn plan_order(o: &OrderMessage, cat: &Catalogue<'_>) -> Result<OrderPlan, Re
             "payment.payment_id must be 1–200 printable characters",
         ));
     }
+    if !o.shipping_address.is_object() {
+        return Err(reject(
+            "invalid_shipping_address",
+            "shipping_address must be an object (the address merchants ship to)",
+        ));
+    }
+    input::check_placed_at(o.placed_at, cat.now)?;
     if o.lines.is_empty() {
         return Err(reject("no_lines", "an order needs at least one line"));
     }
@@ -405,6 +440,40 @@ pub fn plan_order(o: &OrderMessage, cat: &Catalogue<'_>) -> Result<OrderPlan, Re
     })
 }
 
+/// A SHA-256 (hex) of what makes an order the order it is: its lines (in any order), prices,
+/// currency, payment and customer. Key order and whitespace of the message do not count, nor
+/// do the shipping address, metadata or `placed_at`. A resent order id whose hash differs from
+/// the stored one is refused as `order_conflict`.
+pub fn content_hash(o: &OrderMessage) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<(&str, &str, i64, i64)> = o
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.merchant_id.as_str(),
+                l.sku.as_str(),
+                l.quantity,
+                l.unit_price_minor,
+            )
+        })
+        .collect();
+    lines.sort_unstable();
+    // A fixed structure serialised by serde_json: field order is the code's, not the message's.
+    let canonical = serde_json::json!([
+        1,
+        o.currency,
+        o.payment.provider,
+        o.payment.payment_id,
+        o.customer.id,
+        o.customer.email,
+        o.customer.name,
+        lines,
+    ]);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Commission on a subtotal in basis points, rounded half up.
 pub fn commission(subtotal_minor: i64, bps: i32) -> i64 {
     (subtotal_minor as i128 * bps as i128 + 5_000).div_euclid(10_000) as i64
@@ -460,6 +529,7 @@ mod tests {
                 merchants: &m,
                 skus: &s,
                 providers: &["stripe"],
+                now: chrono::Utc::now(),
             },
         )
     }

@@ -41,6 +41,72 @@ pub struct ProviderView {
     pub amount_received: i64,
     /// Already refunded in total.
     pub amount_refunded: i64,
+    /// What can still be captured (Stripe's `amount_capturable`; 0 unless `requires_capture`).
+    pub amount_capturable: i64,
+    /// The intent's currency (ISO 4217, as the provider wrote it).
+    pub currency: Currency,
+}
+
+/// A three-letter currency code, compared without regard to case (Stripe writes `eur`, orders
+/// carry `EUR`). Anything else reads as [`Currency::UNKNOWN`], which matches no order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub const UNKNOWN: Currency = Currency(*b"???");
+
+    pub fn parse(s: &str) -> Currency {
+        match s.as_bytes() {
+            [a, b, c] if s.bytes().all(|x| x.is_ascii_alphabetic()) => Currency([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+                c.to_ascii_uppercase(),
+            ]),
+            _ => Currency::UNKNOWN,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+
+/// Why a payment cannot back an order: a stable code and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Checks that an authorised or paid intent backs an order of `total_minor` in `currency`: the
+/// same currency, and at least the total available to capture (`requires_capture`) or received
+/// and not refunded (`succeeded`). More than the total is fine: only what ships is captured and
+/// an excess already received is refunded (`reconcile`).
+pub fn covers(view: &ProviderView, total_minor: i64, currency: &str) -> Result<(), Mismatch> {
+    if view.currency != Currency::parse(currency) || Currency::parse(currency) == Currency::UNKNOWN {
+        return Err(Mismatch {
+            code: "payment_currency_mismatch",
+            message: format!(
+                "the payment is in {}, the order in {currency}",
+                view.currency.as_str()
+            ),
+        });
+    }
+    let available = match view.status {
+        IntentStatus::RequiresCapture => view.amount_capturable,
+        IntentStatus::Succeeded => view.amount_received.saturating_sub(view.amount_refunded),
+        _ => 0,
+    };
+    if available < total_minor {
+        return Err(Mismatch {
+            code: "payment_amount_mismatch",
+            message: format!(
+                "the payment covers {available} {}, the order totals {total_minor}",
+                view.currency.as_str()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The next payment call.
@@ -95,7 +161,48 @@ mod tests {
             amount,
             amount_received: received,
             amount_refunded: refunded,
+            amount_capturable: if status == IntentStatus::RequiresCapture {
+                amount
+            } else {
+                0
+            },
+            currency: Currency::parse("eur"),
         }
+    }
+
+    #[test]
+    fn an_intent_must_cover_the_order_in_its_currency() {
+        let auth = view(IntentStatus::RequiresCapture, 1000, 0, 0);
+        assert_eq!(covers(&auth, 1000, "EUR"), Ok(()));
+        assert_eq!(covers(&auth, 700, "EUR"), Ok(()), "over-authorised is fine");
+        assert_eq!(
+            covers(&auth, 1001, "EUR").unwrap_err().code,
+            "payment_amount_mismatch"
+        );
+        assert_eq!(
+            covers(&auth, 1000, "USD").unwrap_err().code,
+            "payment_currency_mismatch"
+        );
+        assert_eq!(
+            covers(&auth, 1000, "EURO").unwrap_err().code,
+            "payment_currency_mismatch"
+        );
+        let paid = view(IntentStatus::Succeeded, 1000, 1000, 300);
+        assert_eq!(covers(&paid, 700, "eur"), Ok(()));
+        assert_eq!(
+            covers(&paid, 701, "EUR").unwrap_err().code,
+            "payment_amount_mismatch"
+        );
+        let odd = ProviderView {
+            currency: Currency::UNKNOWN,
+            ..auth
+        };
+        assert_eq!(
+            covers(&odd, 1, "EUR").unwrap_err().code,
+            "payment_currency_mismatch"
+        );
+        // 2^53 + 1 is compared exactly.
+        assert!(covers(&auth, (1 << 53) + 1, "EUR").is_err());
     }
 
     #[test]

@@ -162,9 +162,95 @@ status_names!(SubOrderStatus {
     Completed => "completed",
 });
 
+/// Why an order in which nothing ships ends: a stable code, a sentence, and the actor named
+/// on its `order.cancelled` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NothingShips {
+    pub code: &'static str,
+    pub reason: String,
+    pub actor: &'static str,
+}
+
+/// Names what ended each sub-order (`(status, actor of its rejection)`, as
+/// `store::orders::ended_sub_orders` reads them): all out of stock, all rejected by their
+/// merchants, all rejected by default at the deadline, or a mix (counted).
+pub fn nothing_ships(subs: &[(String, String)]) -> NothingShips {
+    let (mut stock, mut merchants, mut deadline, mut other) = (0, 0, 0, 0);
+    for (status, actor) in subs {
+        match (status.as_str(), actor.as_str()) {
+            ("out_of_stock", _) => stock += 1,
+            ("rejected", "souk:deadline") => deadline += 1,
+            ("rejected", a) if a.starts_with("merchant:") => merchants += 1,
+            _ => other += 1,
+        }
+    }
+    let n = subs.len();
+    let all = |k: usize| n > 0 && k == n;
+    if all(stock) {
+        NothingShips {
+            code: "out_of_stock",
+            reason: "nothing in the order could be reserved".into(),
+            actor: "souk:stock",
+        }
+    } else if all(merchants) {
+        NothingShips {
+            code: "rejected_by_merchants",
+            reason: "every merchant rejected its part of the order".into(),
+            actor: "souk:decisions",
+        }
+    } else if all(deadline) {
+        NothingShips {
+            code: "rejected_by_deadline",
+            reason: "no merchant decided by its deadline; each part was rejected by default".into(),
+            actor: "souk:deadline",
+        }
+    } else {
+        let mut parts = Vec::new();
+        for (k, what) in [
+            (stock, "out of stock"),
+            (merchants, "rejected by the merchant"),
+            (deadline, "rejected by default at the deadline"),
+            (other, "ended otherwise"),
+        ] {
+            if k > 0 {
+                parts.push(format!("{k} {what}"));
+            }
+        }
+        NothingShips {
+            code: "nothing_ships",
+            reason: format!("nothing in the order ships: of {n} parts, {}", parts.join(", ")),
+            actor: "souk:decisions",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_order_in_which_nothing_ships_says_why() {
+        let s = |st: &str, a: &str| (st.to_owned(), a.to_owned());
+        assert_eq!(
+            nothing_ships(&[s("out_of_stock", ""), s("out_of_stock", "")]).code,
+            "out_of_stock"
+        );
+        assert_eq!(
+            nothing_ships(&[s("rejected", "merchant:m1")]).code,
+            "rejected_by_merchants"
+        );
+        assert_eq!(
+            nothing_ships(&[s("rejected", "souk:deadline")]).actor,
+            "souk:deadline"
+        );
+        let mixed = nothing_ships(&[s("out_of_stock", ""), s("rejected", "souk:deadline")]);
+        assert_eq!(mixed.code, "nothing_ships");
+        assert!(
+            mixed.reason.contains("1 out of stock") && mixed.reason.contains("1 rejected by default"),
+            "{}",
+            mixed.reason
+        );
+    }
 
     /// The whole order machine as a table: every pair, allowed or not.
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::domain::payment::{IntentStatus, ProviderView};
+use crate::domain::payment::{Currency, IntentStatus, ProviderView};
 
 /// A failed provider call, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,10 @@ struct Intent {
     #[serde(default)]
     amount_received: i64,
     #[serde(default)]
+    amount_capturable: i64,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
     latest_charge: Option<Charge>,
 }
 
@@ -109,6 +113,8 @@ impl Intent {
                 .as_ref()
                 .map(|c| c.amount_refunded)
                 .unwrap_or(0),
+            amount_capturable: self.amount_capturable,
+            currency: Currency::parse(&self.currency),
         }
     }
 }

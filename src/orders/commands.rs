@@ -14,16 +14,60 @@ use crate::{
     enqueue,
     faults::crash_point,
     queue::{Delivery, JobError},
-    store::{after_sales, merchants, orders},
+    store::{after_sales, merchants, orders, orders::Intake, Fault},
 };
 
+/// A database error caused by the message's content (`store::Fault::Input`): carried out of
+/// the command as a retry and turned into a recorded refusal by [`apply`].
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: the database refused a value of the message: {message}")]
+struct BadInput {
+    code: &'static str,
+    message: String,
+}
+
 fn db(e: sqlx::Error) -> JobError {
-    JobError::retry(e)
+    match crate::store::fault(&e) {
+        Some(Fault::Input(code)) => JobError::Retry(Box::new(BadInput {
+            code,
+            message: e.to_string(),
+        })),
+        Some(Fault::Bug) => {
+            tracing::error!(error = %e, "a status or kind constraint refused a write: a bug in souk");
+            JobError::abort(e)
+        }
+        None => JobError::retry(e),
+    }
 }
 
 /// Applies one storefront command (the raw `payload` of an entry of `souk.storefront.v1`):
 /// refused with a recorded reason, waiting for its state, or applied through the services.
+/// A database error caused by the message's values (after the batcher has rerun its batch
+/// one request at a time, so it is this message's own) is a refusal too, not a retry.
 pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
+    match apply_checked(app, d, raw).await {
+        Err(JobError::Retry(e)) if e.downcast_ref::<BadInput>().is_some() => {
+            let bad = e.downcast_ref::<BadInput>().expect("checked above");
+            let r = Rejection {
+                code: bad.code,
+                message: format!("the database refused a value of the message: {}", bad.message),
+            };
+            refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await
+        }
+        other => other,
+    }
+}
+
+async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
+    if d.invalid_utf8 {
+        // Read with replacement characters: acting on it could store an order under an id the
+        // storefront never sent.
+        let r = Rejection {
+            code: "invalid_utf8",
+            message: "the entry's bytes are not valid UTF-8".into(),
+        };
+        return refuse(app, d, raw, None, r).await;
+    }
     let cmd = match parse_command(raw) {
         Ok(c) => c,
         Err(r) => return refuse(app, d, raw, order::storefront_order_id(raw).as_deref(), r).await,
@@ -43,6 +87,7 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
                 merchants: &m,
                 skus: &s,
                 providers: &providers,
+                now: chrono::Utc::now(),
             };
             let plan = match plan_order(&order, &cat) {
                 Ok(p) => p,
@@ -57,6 +102,7 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
                 Err(r) => return refuse(app, d, raw, Some(&order.id), r).await,
             };
             let sf = order.id.clone();
+            let payment = order.payment.clone();
             let stored = app
                 .batches
                 .insert_orders
@@ -67,8 +113,36 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
                 })
                 .await
                 .map_err(db)?;
-            if !stored.created {
-                tracing::info!(storefront_order_id = %sf, order_id = stored.order_id, "duplicate order message; already stored");
+            match stored.intake {
+                Intake::Created => {}
+                Intake::Duplicate => {
+                    tracing::info!(storefront_order_id = %sf, order_id = stored.order_id, "duplicate order message; already stored");
+                }
+                Intake::Conflict => {
+                    // Its own intent, when it names one no order uses, is released so the
+                    // customer's money is not held for an order souk will not run.
+                    let released =
+                        super::payment::release_unbacked(app, &payment.provider, &payment.payment_id).await?;
+                    let r = Rejection {
+                        code: "order_conflict",
+                        message: format!(
+                            "order {sf:?} was stored before with different lines, prices, currency, payment or customer; \
+                             this message is ignored ({released})"
+                        ),
+                    };
+                    return refuse(app, d, raw, Some(&sf), r).await;
+                }
+                Intake::PaymentUsed => {
+                    // The intent backs the order stored first: left alone.
+                    let r = Rejection {
+                        code: "payment_already_used",
+                        message: format!(
+                            "payment {:?} already backs another order; one payment backs one order",
+                            payment.payment_id
+                        ),
+                    };
+                    return refuse(app, d, raw, Some(&sf), r).await;
+                }
             }
             crash_point("intake.stored");
             // Also on a duplicate: the first run may have stopped before this push.
@@ -295,7 +369,14 @@ pub async fn apply(app: &App, d: &Delivery, raw: &str) -> Result<(), JobError> {
                 return refuse(app, d, raw, Some(&storefront_order_id), r).await;
             };
             let why = reason.unwrap_or_else(|| "cancelled by the storefront".to_owned());
-            super::cancel(app, OrderId(order_id), "storefront", &why).await
+            super::cancel(
+                app,
+                OrderId(order_id),
+                "storefront",
+                "cancelled_by_storefront",
+                &why,
+            )
+            .await
         }
     }
 }
@@ -316,12 +397,10 @@ async fn inventory(
         .map_err(db)?
     {
         Ok(_) => Ok(()),
-        Err(message) => {
-            let r = Rejection {
-                code: "inventory_refused",
-                message,
-            };
-            refuse(app, d, raw, None, r).await
+        // An `inventory.set` sent before this for the same SKU is in its message group, so it
+        // has been applied: `unknown_sku` here is final.
+        Err(merchants::StockRefusal { code, message }) => {
+            refuse(app, d, raw, None, Rejection { code, message }).await
         }
     }
 }

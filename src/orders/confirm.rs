@@ -12,7 +12,10 @@ use std::time::Duration;
 use crate::{
     app::App,
     domain::ids::OrderId,
-    domain::{payment::IntentStatus, status::OrderStatus},
+    domain::{
+        payment::{covers, IntentStatus},
+        status::OrderStatus,
+    },
     enqueue::{self, ConfirmPayment, Why},
     faults::crash_point,
     integrations::payment::ProviderError,
@@ -47,6 +50,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
                     app,
                     OrderId(order.id),
                     "souk:payment",
+                    "payment_unusable",
                     &format!("payment not usable: {why}"),
                 )
                 .await;
@@ -58,6 +62,15 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         if view.status.lets_order_proceed() {
+            if let Err(m) = covers(&view, order.total_minor, &order.currency) {
+                // Refused: nothing is reserved; the cancellation's adjustment releases the
+                // authorisation (or refunds what was received), so no money stays held.
+                tracing::info!(order_id = order.id, code = m.code, reason = %m.message, "payment does not back the order");
+                orders::set_payment_status(&app.pool, order.id, &status)
+                    .await
+                    .map_err(db)?;
+                return cancel(app, OrderId(order.id), "souk:payment", m.code, &m.message).await;
+            }
             // Recorded by the reservation batch below, in the same transaction.
             let data = serde_json::json!({"payment_status": status, "amount": view.amount});
             authorised = Some((status, data));
@@ -70,7 +83,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
             let waited = chrono::Utc::now() - order.enqueued_at;
             if waited.num_seconds() as u64 >= app.config.marketplace.unpaid_timeout_s {
                 let why = format!("unpaid after {} s (payment {status})", waited.num_seconds());
-                return cancel(app, OrderId(order.id), "souk:payment", &why).await;
+                return cancel(app, OrderId(order.id), "souk:payment", "payment_timeout", &why).await;
             }
             return Err(JobError::Snooze(Duration::from_millis(
                 app.config.marketplace.payment_recheck_ms,
@@ -83,6 +96,7 @@ pub async fn confirm_payment(app: &App, args: &ConfirmPayment) -> Result<(), Job
                 app,
                 OrderId(order.id),
                 "souk:payment",
+                "payment_failed",
                 &format!("payment {status}"),
             )
             .await;

@@ -33,8 +33,16 @@ fn db(e: sqlx::Error) -> JobError {
 
 /// Cancels an order's live sub-orders (telling the merchants that were told of them) and the
 /// order, then settles the payment (the adjustment releases the authorisation or refunds).
-pub async fn cancel(app: &App, order_id: OrderId, actor: &str, reason: &str) -> Result<(), JobError> {
-    orders::cancel_order(&app.pool, order_id.0, actor, reason)
+/// `code` is the stable reason (docs/storefront.md, "Why an order was cancelled"), `reason`
+/// the sentence beside it.
+pub async fn cancel(
+    app: &App,
+    order_id: OrderId,
+    actor: &str,
+    code: &str,
+    reason: &str,
+) -> Result<(), JobError> {
+    orders::cancel_order(&app.pool, order_id.0, actor, code, reason)
         .await
         .map_err(db)?;
     crash_point("cancel.committed");

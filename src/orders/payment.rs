@@ -29,7 +29,7 @@ use crate::{
     domain::ids::{OrderId, ReturnId, SubOrderId},
     domain::{
         payment::{reconcile, IntentStatus, PaymentAction, ProviderView},
-        status::OrderStatus,
+        status::{nothing_ships, OrderStatus},
     },
     enqueue::{self, AdjustPayment},
     faults::crash_point,
@@ -138,12 +138,12 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>, fence: 
         // Not authorised yet: confirm_payment decides first.
         return Ok(());
     }
-    let Some((shipping, returned)) = target else {
+    let Some(t) = target else {
         return Ok(()); // a sub-order still waits for stock; its reservation will call again
     };
     // The adjustment mark read with this target: cleared once the charge matches it.
     let due = order.adjust_due_at;
-    let target = shipping - returned;
+    let target = t.shipping - t.returned;
     // The view the decision starts from: for a freshly authorised order, the authorisation
     // confirm_payment has just seen (no need to read it again); otherwise the provider's
     // state now. Only a capture goes out on that first view. Its idempotency key names the
@@ -155,6 +155,9 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>, fence: 
         amount,
         amount_received: 0,
         amount_refunded: 0,
+        amount_capturable: amount,
+        // Checked against the order by confirm_payment, which read it; not needed here.
+        currency: crate::domain::payment::Currency::UNKNOWN,
     });
     // A capture is recorded with the hand-over below (one transaction for both): a capture
     // means a positive target, so something ships and the hand-over is reached.
@@ -309,16 +312,12 @@ async fn adjust(app: &App, order_id: i64, authorised_minor: Option<i64>, fence: 
             enqueue::reverse_payout(app, ReturnId(return_id)).await?;
         }
     }
-    if shipping == 0 {
+    if t.live == 0 {
         clear_due(app, order.id, due).await?;
         if status != OrderStatus::Cancelled {
-            super::cancel(
-                app,
-                OrderId(order.id),
-                "souk:stock",
-                "nothing in the order could be reserved",
-            )
-            .await?;
+            let ended = orders::ended_sub_orders(&app.pool, order.id).await.map_err(db)?;
+            let why = nothing_ships(&ended);
+            super::cancel(app, OrderId(order.id), why.actor, why.code, &why.reason).await?;
         }
         return Ok(());
     }
@@ -363,4 +362,52 @@ async fn hand_to_merchants(
     let awaiting: Vec<_> = next.awaiting.iter().map(|&(s, at)| (SubOrderId(s), at)).collect();
     enqueue::expire_acceptance(app, &awaiting).await?;
     enqueue::notify_merchants(app, next.pending_deliveries).await
+}
+
+/// Releases an intent that backs no order (the payment of an order message refused as
+/// `order_conflict`): an authorisation is cancelled, a payment received is refunded in full.
+/// An intent some order uses is left alone, as is one the provider will not touch (already
+/// cancelled, or refused). Says what it did, for the refusal's reason.
+pub async fn release_unbacked(app: &App, provider: &str, payment_id: &str) -> Result<&'static str, JobError> {
+    if orders::payment_in_use(&app.pool, provider, payment_id)
+        .await
+        .map_err(db)?
+    {
+        return Ok("its payment backs an order and is left alone");
+    }
+    let view = match app.payments.retrieve(payment_id).await {
+        Ok(v) => v,
+        Err(ProviderError::Refused(_)) => return Ok("its payment is unknown to the provider"),
+        Err(e) => return Err(provider_error(e)),
+    };
+    let key = format!("souk:unbacked:{payment_id}");
+    let done = match view.status {
+        IntentStatus::Canceled => return Ok("its payment was already cancelled"),
+        IntentStatus::Succeeded => {
+            let net = view.amount_received - view.amount_refunded;
+            if net <= 0 {
+                return Ok("its payment has nothing left to refund");
+            }
+            app.payments
+                .refund(payment_id, net, &format!("{key}:refund"))
+                .await
+                .map(|_| "its payment was refunded")
+        }
+        _ => app
+            .payments
+            .cancel(payment_id, &format!("{key}:cancel"))
+            .await
+            .map(|_| "its payment was released"),
+    };
+    match done {
+        Ok(what) => {
+            tracing::info!(payment_id, what, "payment backing no order released");
+            Ok(what)
+        }
+        Err(ProviderError::Refused(why)) => {
+            tracing::info!(payment_id, %why, "the provider refused to release a payment backing no order");
+            Ok("the provider refused to release its payment")
+        }
+        Err(e) => Err(provider_error(e)),
+    }
 }

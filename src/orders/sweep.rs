@@ -72,6 +72,7 @@ pub async fn sweep(app: &App) -> Result<(), JobError> {
             app,
             OrderId(order_id),
             "souk:sweeper",
+            "payment_timeout",
             &format!("unpaid after {timeout} s"),
         )
         .await?;

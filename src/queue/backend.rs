@@ -473,22 +473,42 @@ impl Inner {
         // else its own id (releasing an id that is in no group does nothing).
         let seq = self.groups.map(|_| e.field("gseq").unwrap_or(&e.id).to_owned());
         let spent: u32 = e.field("attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
-        let d = Delivery {
-            queue: self.ctx.keys.queue.as_str().into(),
-            job_id: e
+        // A grouped queue is written by producers outside souk (the storefront's), and of an
+        // entry's fields only the documented ones count (docs/storefront.md): its job id, on
+        // which handlers deduplicate, is its first entry id (the sequence id it keeps through
+        // holds, retries and give-backs), never a `job_id` field it was sent with; and a sent
+        // `enqueued_at` is ignored when it is after the entry or more than a day before it.
+        let job_id = match &seq {
+            Some(first) => first.clone(),
+            None => e
                 .field("job_id")
                 .filter(|j| !j.is_empty())
                 .unwrap_or(&e.id)
                 .to_owned(),
+        };
+        let entry_ms = id_millis(seq.as_deref().unwrap_or(&e.id));
+        let sent_ms = e.field("enqueued_at").and_then(|t| t.parse::<i64>().ok());
+        let enqueued_at_ms = match sent_ms {
+            Some(t)
+                if self.groups.is_some() && !(entry_ms - DAY_MS..=entry_ms + CLOCK_SKEW_MS).contains(&t) =>
+            {
+                m.enqueued_at_ignored.fetch_add(1, Relaxed);
+                tracing::info!(queue = %self.ctx.keys.queue, entry_id = %e.id, enqueued_at = t, "enqueued_at out of bounds; the entry's own time is used");
+                entry_ms
+            }
+            Some(t) => t,
+            None => entry_ms,
+        };
+        let d = Delivery {
+            queue: self.ctx.keys.queue.as_str().into(),
+            job_id,
             attempt: spent + 1,
             deliveries,
-            enqueued_at_ms: e
-                .field("enqueued_at")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_else(|| id_millis(&e.id)),
+            enqueued_at_ms,
             entry_id: e.id,
             payload,
             seq,
+            invalid_utf8: e.invalid_utf8,
         };
         if deliveries > self.ctx.settings.max_deliveries {
             let why = format!(
@@ -500,11 +520,15 @@ impl Inner {
             self.settle(d, Decision::Dead { error: why });
             return;
         }
-        let parsed = if e_has_payload(&d) {
-            decode(&d.payload)
-        } else {
-            Err("entry has no `payload` field".to_owned())
-        };
+        // A decoder of raw input (the storefront's) takes an empty payload too, and refuses it
+        // with a recorded reason; a typed one fails on it, and the entry is dead-lettered.
+        let parsed = decode(&d.payload).map_err(|e| {
+            if e_has_payload(&d) {
+                e
+            } else {
+                "entry has no `payload` field".to_owned()
+            }
+        });
         match parsed {
             Ok(args) => {
                 let task = TaskBuilder::new(args)
@@ -524,6 +548,11 @@ impl Inner {
         }
     }
 }
+
+/// How far before its entry a storefront's `enqueued_at` may be.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// How far after its entry (the producer's clock ahead of Redis's).
+const CLOCK_SKEW_MS: i64 = 60_000;
 
 fn e_has_payload(d: &Delivery) -> bool {
     !d.payload.is_empty()

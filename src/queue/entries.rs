@@ -36,6 +36,8 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 pub(crate) struct RawEntry {
     pub id: String,
     pub fields: Vec<(String, String)>,
+    /// A field's bytes were not UTF-8 (read with replacement characters).
+    pub invalid_utf8: bool,
 }
 
 impl RawEntry {
@@ -66,14 +68,22 @@ pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
             continue;
         };
         let mut fields = Vec::new();
+        let mut invalid_utf8 = false;
         if let Some(Value::Array(kv)) = pair.get(1) {
             for c in kv.chunks(2) {
                 if let (Some(k), Some(v)) = (c.first().and_then(text), c.get(1).and_then(text)) {
+                    invalid_utf8 |= c
+                        .iter()
+                        .any(|x| matches!(x, Value::BulkString(b) if std::str::from_utf8(b).is_err()));
                     fields.push((k, v));
                 }
             }
         }
-        out.push(RawEntry { id, fields });
+        out.push(RawEntry {
+            id,
+            fields,
+            invalid_utf8,
+        });
     }
     out
 }

@@ -22,6 +22,7 @@ pub struct QueueMetrics {
     pub snoozed: AtomicU64,
     pub dead: AtomicU64,
     pub decode_failed: AtomicU64,
+    pub enqueued_at_ignored: AtomicU64,
     pub redis_errors: AtomicU64,
     pub in_flight: AtomicI64,
     pub handler_micros_sum: AtomicU64,
@@ -54,7 +55,7 @@ type Counter = (&'static str, &'static str, fn(&QueueMetrics) -> u64);
 pub fn render() -> String {
     let list = registry().lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut out = String::new();
-    let counters: [Counter; 9] = [
+    let counters: [Counter; 10] = [
         ("souk_jobs_fetched_total", "Entries read from the stream.", |m| {
             m.fetched.load(Relaxed)
         }),
@@ -83,6 +84,11 @@ pub fn render() -> String {
             "souk_jobs_decode_failed_total",
             "Entries whose payload did not decode.",
             |m| m.decode_failed.load(Relaxed),
+        ),
+        (
+            "souk_enqueued_at_ignored_total",
+            "Entries whose enqueued_at field was in the future or over a day before the entry and was ignored.",
+            |m| m.enqueued_at_ignored.load(Relaxed),
         ),
         (
             "souk_redis_errors_total",

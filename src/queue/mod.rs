@@ -81,6 +81,9 @@ pub struct Delivery {
     pub(crate) payload: Arc<str>,
     /// The entry's sequence id in its message groups (grouped queues only; see [`groups`]).
     pub(crate) seq: Option<String>,
+    /// The entry's bytes were not all UTF-8: `payload` holds replacement characters, so a
+    /// handler of raw input must refuse it rather than act on changed text.
+    pub(crate) invalid_utf8: bool,
 }
 
 /// How a handler asks for anything other than "done". Return it as the handler's error.

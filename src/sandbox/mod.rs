@@ -79,6 +79,7 @@ impl Intent {
             "currency": self.currency,
             "status": self.status,
             "amount_received": self.amount_received,
+            "amount_capturable": if self.status == "requires_capture" { self.amount } else { 0 },
             "capture_method": "manual",
             "latest_charge": {"object": "charge", "amount_refunded": self.amount_refunded},
         })

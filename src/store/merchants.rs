@@ -1,9 +1,10 @@
 //! SQL of merchants and their stock.
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::PgPool;
 
-use super::orders::{mark_applied, Tx};
+use super::orders::{add_event, mark_applied, Tx};
 
 /// A merchant as `souk merchants list` and the admin API show it (secrets never included).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -123,54 +124,114 @@ pub async fn rotate_secret(
     Ok(n == 1)
 }
 
-/// Sets a SKU's stock on hand (creating it); never below what is reserved.
+/// A SKU's stock after an inventory command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockLevel {
+    pub on_hand: i32,
+    pub reserved: i32,
+}
+
+/// Why an inventory command was not applied: a stable code (docs/storefront.md) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn refusal(code: &'static str, message: String) -> StockRefusal {
+    StockRefusal { code, message }
+}
+
+/// Sets a SKU's stock on hand (creating it); never below what is reserved. `on_hand` must be
+/// in the column's range (0 to 2^31 − 1): values outside it are refused, never clamped.
 pub async fn set_stock(
     tx: &mut Tx<'_>,
     merchant: &str,
     sku: &str,
     on_hand: i64,
-) -> Result<Result<(), String>, sqlx::Error> {
-    let on_hand = i32::try_from(on_hand.max(-1)).unwrap_or(i32::MAX);
-    if on_hand < 0 {
-        return Ok(Err("on_hand must not be negative".into()));
-    }
-    let r: Option<i32> = sqlx::query_scalar(
+) -> Result<Result<StockLevel, StockRefusal>, sqlx::Error> {
+    let Ok(on_hand) = i32::try_from(on_hand)
+        .map_err(drop)
+        .and_then(|v| if v < 0 { Err(()) } else { Ok(v) })
+    else {
+        return Ok(Err(refusal(
+            "quantity_out_of_range",
+            format!("on_hand {on_hand} is outside 0..={}", i32::MAX),
+        )));
+    };
+    let r: Option<(i32, i32)> = sqlx::query_as(
         "INSERT INTO stock (merchant_id, sku, on_hand) VALUES ($1, $2, $3)
          ON CONFLICT (merchant_id, sku) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()
-         WHERE stock.reserved <= EXCLUDED.on_hand RETURNING on_hand",
+         WHERE stock.reserved <= EXCLUDED.on_hand RETURNING on_hand, reserved",
     )
     .bind(merchant)
     .bind(sku)
     .bind(on_hand)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(r.map(|_| ())
-        .ok_or_else(|| "on_hand would fall below the stock already reserved".to_owned()))
+    Ok(match r {
+        Some((on_hand, reserved)) => Ok(StockLevel { on_hand, reserved }),
+        None => Err(refusal(
+            "below_reserved",
+            format!("on_hand {on_hand} would fall below the stock already reserved"),
+        )),
+    })
 }
 
-/// Adds `delta` to a SKU's stock on hand, refusing to go below what is reserved.
+/// Adds `delta` to a SKU's stock on hand: refused when the SKU does not exist, when the result
+/// would fall below what is reserved, or leave the column's range (computed in 64 bits, so
+/// nothing wraps or clamps).
 pub async fn adjust_stock(
     tx: &mut Tx<'_>,
     merchant: &str,
     sku: &str,
     delta: i64,
-) -> Result<Result<(), String>, sqlx::Error> {
-    let delta = i32::try_from(delta).map_err(|_| ()).unwrap_or(i32::MAX);
-    let r: Option<i32> = sqlx::query_scalar(
-        "UPDATE stock SET on_hand = on_hand + $3, updated_at = now()
-         WHERE merchant_id = $1 AND sku = $2 AND on_hand + $3 >= reserved RETURNING on_hand",
-    )
-    .bind(merchant)
-    .bind(sku)
-    .bind(delta)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(r.map(|_| ()).ok_or_else(|| {
-        format!("no SKU {sku:?} for merchant {merchant:?}, or the result would fall below reserved stock")
+) -> Result<Result<StockLevel, StockRefusal>, sqlx::Error> {
+    let row: Option<(i32, i32)> =
+        sqlx::query_as("SELECT on_hand, reserved FROM stock WHERE merchant_id = $1 AND sku = $2 FOR UPDATE")
+            .bind(merchant)
+            .bind(sku)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((on_hand, reserved)) = row else {
+        return Ok(Err(refusal(
+            "unknown_sku",
+            format!("merchant {merchant:?} has no SKU {sku:?}; create it with inventory.set"),
+        )));
+    };
+    let Some(next) = i64::from(on_hand).checked_add(delta) else {
+        return Ok(Err(refusal(
+            "quantity_out_of_range",
+            format!("delta {delta} is out of range"),
+        )));
+    };
+    if next < i64::from(reserved) {
+        return Ok(Err(refusal(
+            "below_reserved",
+            format!("on_hand {on_hand} + {delta} = {next} would fall below the {reserved} reserved"),
+        )));
+    }
+    let Ok(next) = i32::try_from(next) else {
+        return Ok(Err(refusal(
+            "quantity_out_of_range",
+            format!("on_hand {on_hand} + {delta} = {next} is over {}", i32::MAX),
+        )));
+    };
+    sqlx::query("UPDATE stock SET on_hand = $3, updated_at = now() WHERE merchant_id = $1 AND sku = $2")
+        .bind(merchant)
+        .bind(sku)
+        .bind(next)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Ok(StockLevel {
+        on_hand: next,
+        reserved,
     }))
 }
 
-/// Applies an inventory command once per job id.
+/// Applies an inventory command once per job id, with its outcome event (`inventory.set` /
+/// `inventory.adjusted`, carrying the resulting on-hand and reserved) in the same transaction.
+/// `Ok(None)`: applied before.
 pub async fn apply_inventory(
     pool: &PgPool,
     job_id: &str,
@@ -178,27 +239,45 @@ pub async fn apply_inventory(
     sku: &str,
     set: Option<i64>,
     delta: Option<i64>,
-) -> Result<Result<bool, String>, sqlx::Error> {
+) -> Result<Result<Option<StockLevel>, StockRefusal>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let exists: Option<String> = sqlx::query_scalar("SELECT id FROM merchants WHERE id = $1")
         .bind(merchant)
         .fetch_optional(&mut *tx)
         .await?;
     if exists.is_none() {
-        return Ok(Err(format!("merchant {merchant:?} is not known")));
+        return Ok(Err(refusal(
+            "unknown_merchant",
+            format!("merchant {merchant:?} is not known"),
+        )));
     }
     if !mark_applied(&mut tx, job_id).await? {
-        return Ok(Ok(false));
+        return Ok(Ok(None));
     }
-    let res = match (set, delta) {
-        (Some(v), _) => set_stock(&mut tx, merchant, sku, v).await?,
-        (_, Some(d)) => adjust_stock(&mut tx, merchant, sku, d).await?,
-        _ => Ok(()),
+    let (kind, res) = match (set, delta) {
+        (Some(v), _) => ("inventory.set", set_stock(&mut tx, merchant, sku, v).await?),
+        (_, Some(d)) => (
+            "inventory.adjusted",
+            adjust_stock(&mut tx, merchant, sku, d).await?,
+        ),
+        _ => return Ok(Ok(None)),
     };
     match res {
-        Ok(()) => {
+        Ok(level) => {
+            add_event(
+                &mut tx,
+                None,
+                None,
+                None,
+                kind,
+                "storefront",
+                None,
+                json!({"merchant_id": merchant, "sku": sku, "on_hand": level.on_hand,
+                       "reserved": level.reserved, "delta": delta}),
+            )
+            .await?;
             tx.commit().await?;
-            Ok(Ok(true))
+            Ok(Ok(Some(level)))
         }
         Err(e) => Ok(Err(e)),
     }

@@ -23,6 +23,44 @@ use sqlx::{
     ConnectOptions, Connection, PgPool,
 };
 
+/// What a database error says about the input that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The values written were refused for what they are (SQLSTATE class 22: out of range,
+    /// invalid text, bad date; or a CHECK on an input column): retrying cannot help, so the
+    /// message is refused with this code.
+    Input(&'static str),
+    /// A CHECK on a status or kind column: souk wrote a state that does not exist. A bug, not
+    /// bad input: dead-lettered and logged at ERROR.
+    Bug,
+}
+
+/// Classifies a database error ([`Fault`]); `None` for everything a retry may cure
+/// (connections, deadlocks, serialisation, timeouts).
+pub fn fault(e: &sqlx::Error) -> Option<Fault> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    let code = db.code()?;
+    if code.starts_with("22") {
+        return Some(Fault::Input(match code.as_ref() {
+            "22003" => "value_out_of_range",
+            "22007" | "22008" => "invalid_date",
+            "22021" | "22P05" => "invalid_characters",
+            _ => "invalid_value",
+        }));
+    }
+    if code == "23514" {
+        let name = db.constraint().unwrap_or_default();
+        return Some(if name.contains("status") || name.contains("kind") {
+            Fault::Bug
+        } else {
+            Fault::Input("invalid_value")
+        });
+    }
+    None
+}
+
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -82,10 +82,25 @@ pub async fn record_rejection(
 }
 
 /// The result of storing an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
+    /// The order stored now or before under this storefront id; for
+    /// [`Intake::PaymentUsed`], the order the payment backs.
     pub order_id: i64,
-    /// False when the same storefront order id was stored before (a duplicate enqueue).
-    pub created: bool,
+    pub intake: Intake,
+}
+
+/// What intake made of an order message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// Stored now.
+    Created,
+    /// Stored before with the same content (a resend): nothing more happens.
+    Duplicate,
+    /// Stored before with different content (`order_conflict`).
+    Conflict,
+    /// Not stored: its payment already backs another order (`payment_already_used`).
+    PaymentUsed,
 }
 
 /// An order as the payment steps need it.
@@ -95,6 +110,7 @@ pub struct OrderRow {
     pub storefront_order_id: String,
     pub status: String,
     pub payment_id: String,
+    pub currency: String,
     pub total_minor: i64,
     pub captured_minor: i64,
     pub refunded_minor: i64,
@@ -106,7 +122,7 @@ pub struct OrderRow {
 /// Orders by id, in one read: an answer per id, in the order given.
 pub async fn orders_by_id(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<OrderRow>>, sqlx::Error> {
     let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT id, storefront_order_id, status, payment_id, total_minor, captured_minor, refunded_minor, enqueued_at,
+        "SELECT id, storefront_order_id, status, payment_id, currency, total_minor, captured_minor, refunded_minor, enqueued_at,
                 adjust_due_at
          FROM orders WHERE id = ANY($1)",
     )
@@ -191,19 +207,32 @@ pub async fn confirm_reservations(tx: &mut Tx<'_>, sub_order_id: i64) -> Result<
 /// were delivered and completed; the goods returned and received back, whose refund is due).
 /// The charge is the first less the second. None while any sub-order still waits for its stock
 /// decision.
-pub type WithTarget = (OrderRow, Option<(i64, i64)>);
+pub type WithTarget = (OrderRow, Option<Target>);
+
+/// What an order should be charged once every sub-order has its stock decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The subtotals of the sub-orders that ship (or may still ship).
+    pub shipping: i64,
+    /// Refunds owed for returns received.
+    pub returned: i64,
+    /// How many sub-orders ship or may still ship: 0 ends the order, whatever the amounts (a
+    /// free order has `shipping` 0 and still ships).
+    pub live: i64,
+}
 
 /// Orders with what should be charged ([`WithTarget`]), in one read: an answer per id, in the
 /// order given.
 pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Option<WithTarget>>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT o.id, o.storefront_order_id, o.status, o.payment_id, o.total_minor, o.captured_minor,
-                o.refunded_minor, o.enqueued_at, o.adjust_due_at, t.pending, t.shipping,
+        "SELECT o.id, o.storefront_order_id, o.status, o.payment_id, o.currency, o.total_minor, o.captured_minor,
+                o.refunded_minor, o.enqueued_at, o.adjust_due_at, t.pending, t.shipping, t.live,
                 (SELECT coalesce(sum(refund_minor), 0) FROM returns
                  WHERE order_id = o.id AND status IN ('received', 'refunded'))::bigint AS returned
          FROM orders o,
               LATERAL (SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                              coalesce(sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')), 0)::bigint AS shipping
+                              coalesce(sum(subtotal_minor) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')), 0)::bigint AS shipping,
+                              count(*) FILTER (WHERE status IN ('reserved', 'awaiting_acceptance', 'accepted', 'completed')) AS live
                        FROM sub_orders WHERE order_id = o.id) t
          WHERE o.id = ANY($1)",
     )
@@ -214,10 +243,42 @@ pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Optio
     for r in rows {
         let order = OrderRow::from_row(&r)?;
         let pending: i64 = r.try_get("pending")?;
-        let target = (pending == 0).then_some((r.try_get("shipping")?, r.try_get("returned")?));
+        let target = if pending == 0 {
+            Some(Target {
+                shipping: r.try_get("shipping")?,
+                returned: r.try_get("returned")?,
+                live: r.try_get("live")?,
+            })
+        } else {
+            None
+        };
         by_id.insert(order.id, (order, target));
     }
     Ok(ids.iter().map(|id| by_id.get(id).cloned()).collect())
+}
+
+/// Whether an order is backed by this payment.
+pub async fn payment_in_use(pool: &PgPool, provider: &str, payment_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE payment_provider = $1 AND payment_id = $2)")
+        .bind(provider)
+        .bind(payment_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// The sub-orders of an order with how each ended: (status, actor of its rejection if it was
+/// rejected, else ""). For the reason of an order in which nothing ships.
+pub async fn ended_sub_orders(pool: &PgPool, order_id: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.status,
+                coalesce((SELECT e.actor FROM order_events e
+                          WHERE e.order_id = s.order_id AND e.sub_order_id = s.id AND e.type = 'sub_order.rejected'
+                          ORDER BY e.id DESC LIMIT 1), '')
+         FROM sub_orders s WHERE s.order_id = $1 ORDER BY s.id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// A payment call (or a sync with the provider's state) to record with the order's resulting
@@ -399,6 +460,20 @@ pub async fn decide(
         json!({"merchant_id": merchant}),
     )
     .await?;
+    if actor.starts_with("souk:") {
+        // Decided on the merchant's behalf (its default at the deadline): it is told, in the
+        // transaction of the decision.
+        insert_sub_order_delivery(
+            &mut tx,
+            &merchant,
+            order_id,
+            &sf,
+            sub_order_id,
+            event,
+            json!({"reason": reason, "decided_by": actor}),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(true)
 }
@@ -412,6 +487,7 @@ pub async fn cancel_order(
     pool: &PgPool,
     order_id: i64,
     actor: &str,
+    code: &str,
     reason: &str,
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -459,7 +535,7 @@ pub async fn cancel_order(
             "sub_order.cancelled",
             actor,
             Some(reason),
-            json!({"merchant_id": merchant}),
+            json!({"merchant_id": merchant, "code": code}),
         )
         .await?;
         if st != "pending" {
@@ -472,7 +548,7 @@ pub async fn cancel_order(
                 &sf,
                 id,
                 "sub_order.cancelled",
-                json!({"reason": reason}),
+                json!({"reason": reason, "code": code}),
             )
             .await?;
             cancelled.push((id, merchant));
@@ -497,7 +573,7 @@ pub async fn cancel_order(
             "order.cancelled",
             actor,
             Some(reason),
-            json!({}),
+            json!({"code": code}),
         )
         .await?;
     }

@@ -7,9 +7,12 @@ mod support;
 
 mod admin_api;
 mod after_sales;
+mod bad_input;
 mod chaos;
+mod decoder;
 mod forecast;
 mod groups;
+mod money;
 mod ordering;
 mod pipeline;
 mod queue_inprocess;

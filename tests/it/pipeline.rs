@@ -363,7 +363,7 @@ async fn bad_messages_are_recorded_with_a_reason_and_reported() {
         ("version 2", with(&["version"], json!(2)).to_string(), "unsupported_version"),
         ("unknown type", json!({"type": "order.teleported", "version": 1}).to_string(), "invalid_message"),
         ("unknown order decision", json!({"type": "merchant.decision", "version": 1, "storefront_order_id": "nope", "merchant_id": "m1", "decision": "accept"}).to_string(), "unknown_sub_order"),
-        ("negative stock", json!({"type": "inventory.adjust", "version": 1, "merchant_id": "m1", "sku": "A", "delta": -50}).to_string(), "inventory_refused"),
+        ("negative stock", json!({"type": "inventory.adjust", "version": 1, "merchant_id": "m1", "sku": "A", "delta": -50}).to_string(), "below_reserved"),
     ];
     let mut entries = Vec::new();
     for (name, raw, code) in &cases {

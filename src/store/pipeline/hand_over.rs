@@ -165,18 +165,22 @@ pub async fn hand_over_in(
         })
         .collect();
     let secs: Vec<f64> = subs.iter().map(|r| r.7 as f64).collect();
-    sqlx::query(
+    // The deadline goes into the `sub_order.created` webhook that starts it.
+    let accept_by: HashMap<i64, Option<chrono::DateTime<chrono::Utc>>> = sqlx::query_as(
         "UPDATE sub_orders s SET status = u.st,
                 accept_by = CASE WHEN u.st = 'accepted' THEN NULL ELSE now() + make_interval(secs => u.secs) END,
                 accepted_at = CASE WHEN u.st = 'accepted' THEN now() END,
                 updated_at = now()
-         FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS u(id, st, secs) WHERE s.id = u.id",
+         FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS u(id, st, secs) WHERE s.id = u.id
+         RETURNING s.id, s.accept_by",
     )
     .bind(&ids)
     .bind(&to)
     .bind(&secs)
-    .execute(&mut **tx)
-    .await?;
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
     events.reserve(subs.len());
     let (mut d_id, mut d_merchant, mut d_order, mut d_sub, mut d_payload) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -209,6 +213,7 @@ pub async fn hand_over_in(
             "commission_minor": commission,
             "shipping_address": shipping,
             "acceptance": if auto { "accepted" } else { "awaiting_decision" },
+            "accept_by": accept_by.get(id).copied().flatten(),
         }));
     }
     add_events(tx, &events).await?;

@@ -25,8 +25,8 @@ pub use self::{
     hand_over::{hand_over, hand_over_in, Capture, HandOver, HandedOver},
     reserve::{reserve_in, reserve_sub_orders, settle_held, ReserveReq, Reserved, Settle},
 };
-use super::orders::{Stored, Tx};
-use crate::domain::order::{commission, OrderMessage, OrderPlan};
+use super::orders::{Intake, Stored, Tx};
+use crate::domain::order::{commission, content_hash, OrderMessage, OrderPlan};
 
 /// Begins a batch transaction whose lookups use their indexes whatever the statistics say.
 ///
@@ -124,7 +124,9 @@ pub struct NewOrder {
 }
 
 /// Stores validated orders once each, with their sub-orders, lines and events. An order whose
-/// storefront id is already stored (or appears earlier in the batch) answers `created: false`.
+/// storefront id is already stored (or appears earlier in the batch) answers `Duplicate`, or
+/// `Conflict` when its content hash differs; an order whose payment already backs another
+/// order is not stored (the unique index of migration 0017 skips it) and answers `PaymentUsed`.
 pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Stored>, sqlx::Error> {
     let mut tx = begin_keyed(pool).await?;
     // The first request of each storefront id is the one inserted.
@@ -168,14 +170,17 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
         .collect();
     let placed: Vec<chrono::DateTime<chrono::Utc>> = uniq.iter().map(|i| o(i).placed_at).collect();
     let enqueued: Vec<f64> = uniq.iter().map(|&i| reqs[i].enqueued_at_ms as f64).collect();
+    let hashes: Vec<String> = reqs.iter().map(|r| content_hash(&r.order)).collect();
+    let hash: Vec<&str> = uniq.iter().map(|&i| hashes[i].as_str()).collect();
     let inserted: Vec<(i64, String)> = sqlx::query_as(
         "INSERT INTO orders (storefront_order_id, customer, currency, total_minor, status, payment_provider,
-                             payment_id, shipping_address, metadata, placed_at, enqueued_at)
-         SELECT sf, c, cur, t, 'received', p, pid, sh, m, pl, to_timestamp(e / 1000)
+                             payment_id, shipping_address, metadata, placed_at, enqueued_at, content_hash)
+         SELECT sf, c, cur, t, 'received', p, pid, sh, m, pl, to_timestamp(e / 1000), h
          FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[],
-                     $8::jsonb[], $9::timestamptz[], $10::float8[]) WITH ORDINALITY AS x(sf, c, cur, t, p, pid, sh, m, pl, e, n)
+                     $8::jsonb[], $9::timestamptz[], $10::float8[], $11::text[])
+              WITH ORDINALITY AS x(sf, c, cur, t, p, pid, sh, m, pl, e, h, n)
          ORDER BY n
-         ON CONFLICT (storefront_order_id) DO NOTHING RETURNING id, storefront_order_id",
+         ON CONFLICT DO NOTHING RETURNING id, storefront_order_id",
     )
     .bind(&sf)
     .bind(&customer)
@@ -187,21 +192,43 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
     .bind(&metadata)
     .bind(&placed)
     .bind(&enqueued)
+    .bind(&hash)
     .fetch_all(&mut *tx)
     .await?;
     let created: HashMap<String, i64> = inserted.into_iter().map(|(id, s)| (s, id)).collect();
     let missing: Vec<&str> = sf.iter().copied().filter(|s| !created.contains_key(*s)).collect();
-    let existing: HashMap<String, i64> = if missing.is_empty() {
+    // Skipped by the insert: stored before under this id, or (not stored at all) naming a
+    // payment that backs another order.
+    let existing: HashMap<String, (i64, Option<String>)> = if missing.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as::<_, (i64, String)>(
-            "SELECT id, storefront_order_id FROM orders WHERE storefront_order_id = ANY($1)",
+        sqlx::query_as::<_, (i64, String, Option<String>)>(
+            "SELECT id, storefront_order_id, content_hash FROM orders WHERE storefront_order_id = ANY($1)",
         )
         .bind(&missing)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|(id, s)| (s, id))
+        .map(|(id, s, h)| (s, (id, h)))
+        .collect()
+    };
+    let unstored: Vec<&str> = reqs
+        .iter()
+        .map(|r| &r.order)
+        .filter(|o| !created.contains_key(&o.id) && !existing.contains_key(&o.id))
+        .map(|o| o.payment.payment_id.as_str())
+        .collect();
+    let payment_used: HashMap<(String, String), i64> = if unstored.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT id, payment_provider, payment_id FROM orders WHERE payment_id = ANY($1)",
+        )
+        .bind(&unstored)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, p, pid)| ((p, pid), id))
         .collect()
     };
 
@@ -291,23 +318,35 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
         .enumerate()
         .map(|(i, r)| {
             let id = r.order.id.as_str();
-            match created.get(id) {
-                Some(&order_id) if first[id] == i => Ok(Stored {
-                    order_id,
-                    created: true,
-                }),
-                Some(&order_id) => Ok(Stored {
-                    order_id,
-                    created: false,
-                }),
-                None => existing
-                    .get(id)
-                    .map(|&order_id| Stored {
+            let same = |stored: Option<&str>| stored.is_none_or(|h| h == hashes[i]);
+            let resent = |order_id, same: bool| Stored {
+                order_id,
+                intake: if same { Intake::Duplicate } else { Intake::Conflict },
+            };
+            if let Some(&order_id) = created.get(id) {
+                return Ok(if first[id] == i {
+                    Stored {
                         order_id,
-                        created: false,
-                    })
-                    .ok_or(sqlx::Error::RowNotFound),
+                        intake: Intake::Created,
+                    }
+                } else {
+                    resent(order_id, same(Some(&hashes[first[id]])))
+                });
             }
+            if let Some((order_id, h)) = existing.get(id) {
+                return Ok(resent(*order_id, same(h.as_deref())));
+            }
+            let key = (
+                r.order.payment.provider.clone(),
+                r.order.payment.payment_id.clone(),
+            );
+            payment_used
+                .get(&key)
+                .map(|&order_id| Stored {
+                    order_id,
+                    intake: Intake::PaymentUsed,
+                })
+                .ok_or(sqlx::Error::RowNotFound)
         })
         .collect()
 }
