@@ -222,6 +222,43 @@ pub async fn track_shipment(app: &App, shipment_id: ShipmentId) -> Result<(), Jo
     .await
 }
 
+fn hint_key(shipment_id: ShipmentId) -> String {
+    format!("hint:{shipment_id}")
+}
+
+/// Asks for a poll of a shipment now, because its carrier pushed news. At most one such poll
+/// waits per shipment: pushes arriving while one waits (a replayed push, a burst of scans) are
+/// absorbed, since the poll reads everything new; the guard is released when the poll starts
+/// ([`hint_started`]), so news after that gets a poll of its own. `true` when a poll was
+/// pushed now.
+pub async fn poll_hint(app: &App, shipment_id: ShipmentId) -> Result<bool, crate::queue::producer::PushError> {
+    let args = TrackShipment {
+        shipment_id,
+        hint: true,
+    };
+    // The guard also ends by itself after the window, should its poll be lost.
+    let window = std::time::Duration::from_secs(app.config.queue(TRACK_SHIPMENT).idempotency_window_s);
+    let outcome = app
+        .producer
+        .push_unique(TRACK_SHIPMENT, &hint_key(shipment_id), &args, window, None)
+        .await?;
+    Ok(matches!(outcome, crate::queue::PushOutcome::Pushed(_)))
+}
+
+/// Releases the guard of [`poll_hint`]: the push-triggered poll of this shipment is starting.
+pub async fn hint_started(app: &App, shipment_id: ShipmentId) -> Result<(), JobError> {
+    let key = app
+        .producer
+        .keys(TRACK_SHIPMENT)
+        .idempotency(&hint_key(shipment_id));
+    let _: i64 = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut app.conn.clone())
+        .await
+        .map_err(JobError::retry)?;
+    Ok(())
+}
+
 /// Asks to forecast one merchant of a run (once per run and merchant).
 pub async fn forecast_merchant(app: &App, run_id: i64, merchant_id: &str) -> Result<(), JobError> {
     app.push_once(

@@ -69,6 +69,9 @@ pub async fn track(app: &App, args: &Args) -> Result<(), JobError> {
         shipments::mark_registered(&app.pool, s.id).await.map_err(db)?;
     }
     slot(app).await?;
+    if args.hint {
+        crate::enqueue::hint_started(app, crate::domain::ids::ShipmentId(s.id)).await?;
+    }
     let checkpoints = provider
         .fetch(s.carrier.as_deref(), &s.tracking_number)
         .await

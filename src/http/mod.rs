@@ -301,17 +301,18 @@ async fn poll_hint(app: &App, number: &str) -> Response {
             return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
         }
     };
+    let mut polls = 0;
     for id in &ids {
-        let args = crate::enqueue::TrackShipment {
-            shipment_id: ShipmentId(*id),
-            hint: true,
-        };
-        if let Err(e) = app.producer.push(crate::enqueue::TRACK_SHIPMENT, &args).await {
-            tracing::error!(error = %e, "tracking push: queue");
-            return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+        match crate::enqueue::poll_hint(app, ShipmentId(*id)).await {
+            Ok(pushed) => polls += usize::from(pushed),
+            Err(e) => {
+                tracing::error!(error = %e, "tracking push: queue");
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+            }
         }
     }
-    Json(json!({"shipments": ids.len()})).into_response()
+    // `polls` < `shipments` when a poll was already waiting for a shipment (a replay).
+    Json(json!({"shipments": ids.len(), "polls": polls})).into_response()
 }
 
 /// Serves the ops router on `addr` until `shutdown` resolves.

@@ -673,3 +673,25 @@ async fn worker_processes_share_the_tracking_providers_rate_limit() {
     drop(others);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn replayed_pushes_leave_at_most_one_push_triggered_poll_waiting_per_shipment() {
+    use souk::{domain::ids::ShipmentId, enqueue};
+    let p = Pipeline::start_without_workers(&[]).await;
+    let app = &p.env.app;
+    let (a, b) = (ShipmentId(7), ShipmentId(8));
+    let mut pushed = 0;
+    for _ in 0..50 {
+        pushed += usize::from(enqueue::poll_hint(app, a).await.unwrap());
+    }
+    assert_eq!(pushed, 1, "50 replays, one poll waiting");
+    assert!(enqueue::poll_hint(app, b).await.unwrap(), "another shipment has its own");
+    let keys = app.producer.keys(enqueue::TRACK_SHIPMENT);
+    let waiting = souk::queue::stats::queue_stats(&mut p.env.redis(), &keys).await.unwrap().waiting;
+    assert_eq!(waiting, 2);
+    // Once that poll starts, news after it gets a poll of its own.
+    enqueue::hint_started(app, a).await.unwrap();
+    assert!(enqueue::poll_hint(app, a).await.unwrap());
+    assert!(!enqueue::poll_hint(app, a).await.unwrap());
+    p.stop().await;
+}
