@@ -129,6 +129,7 @@ impl App {
         let webhooks = WebhookSender::new(
             Duration::from_millis(config.webhooks.timeout_ms),
             config.webhooks.allow_private_targets,
+            &config.webhooks.proxy,
         )
         .context("building the webhook client")?;
         let batches = Arc::new(Batches::start(&pool, &config));

@@ -88,6 +88,10 @@ pub struct WebhooksConfig {
     pub disable_after_hours: u64,
     pub allow_private_targets: bool,
     pub max_in_flight_per_merchant: u32,
+    /// An HTTP(S) proxy for webhook deliveries; empty: none. Proxy variables of the
+    /// environment (`HTTP_PROXY`, ...) are never used for webhooks.
+    #[serde(default)]
+    pub proxy: String,
 }
 
 /// Courier tracking (see `[tracking]` in config/default.toml).

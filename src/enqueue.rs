@@ -231,7 +231,10 @@ fn hint_key(shipment_id: ShipmentId) -> String {
 /// absorbed, since the poll reads everything new; the guard is released when the poll starts
 /// ([`hint_started`]), so news after that gets a poll of its own. `true` when a poll was
 /// pushed now.
-pub async fn poll_hint(app: &App, shipment_id: ShipmentId) -> Result<bool, crate::queue::producer::PushError> {
+pub async fn poll_hint(
+    app: &App,
+    shipment_id: ShipmentId,
+) -> Result<bool, crate::queue::producer::PushError> {
     let args = TrackShipment {
         shipment_id,
         hint: true,

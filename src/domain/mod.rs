@@ -3,6 +3,7 @@
 //! Nothing here may depend on tokio, sqlx, redis or reqwest; callers pass in the time and any
 //! random numbers, so every rule is unit-tested directly.
 
+pub mod address;
 pub mod after_sales;
 pub mod backoff;
 pub mod forecast;

@@ -4,7 +4,7 @@
 //! base64(HMAC-SHA256(secret)); during a rotation several signatures are sent, space-separated.
 //! Pure: the caller passes the time and the random bytes.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use hmac::{Hmac, Mac};
@@ -88,36 +88,7 @@ pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     value?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Whether an address is one a merchant-supplied URL must not reach: loopback, private,
-/// link-local, unspecified, carrier-grade NAT, multicast, documentation or unique-local.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            let seg = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .map(|v4| is_internal(IpAddr::V4(v4)))
-                    .unwrap_or(false)
-        }
-    }
-}
+pub use super::address::is_internal;
 
 #[cfg(test)]
 mod tests {

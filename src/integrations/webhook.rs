@@ -1,9 +1,14 @@
 //! Sending one webhook attempt to a merchant endpoint, behind an SSRF guard.
 //!
 //! Merchants supply their URLs, so every host name is resolved by a resolver that drops
-//! internal addresses (loopback, private, link-local, ...) unless configuration allows them,
-//! and URLs naming an IP literal are checked the same way. Redirects are not followed (a 3xx
-//! is a failure, as Standard Webhooks says).
+//! internal addresses (every special-purpose range: `domain::address`) unless configuration
+//! allows them, and URLs naming an IP literal are checked the same way. The resolver's answer
+//! is what the connection uses (reqwest connects to the addresses its resolver returns, and
+//! resolves once per connection), so the address vetted is the address connected to: a DNS
+//! answer that changes between a check and a connect (rebinding) has no gap to slip through.
+//! Proxy variables of the environment are ignored (a proxy would resolve the name itself,
+//! past the guard); `webhooks.proxy` sets one explicitly. Redirects are not followed (a 3xx is
+//! a failure, as Standard Webhooks says). URLs are redacted in every error text.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -13,7 +18,10 @@ use std::{
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::domain::webhook::{is_internal, parse_retry_after};
+use crate::domain::{
+    address::{redact_in, redact_webhook_url},
+    webhook::{is_internal, parse_retry_after},
+};
 
 /// The result of one attempt.
 #[derive(Debug, Clone)]
@@ -73,15 +81,21 @@ pub struct WebhookSender {
 }
 
 impl WebhookSender {
-    pub fn new(timeout: Duration, allow_private: bool) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub fn new(timeout: Duration, allow_private: bool, proxy: &str) -> Result<Self, reqwest::Error> {
+        let mut b = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .user_agent("souk-webhooks/1")
-            .build()?;
-        Ok(Self { http, allow_private })
+            .no_proxy();
+        if !proxy.is_empty() {
+            b = b.proxy(reqwest::Proxy::all(proxy)?);
+        }
+        Ok(Self {
+            http: b.build()?,
+            allow_private,
+        })
     }
 
     /// Checks a merchant URL without sending anything (used when a merchant is saved).
@@ -133,7 +147,10 @@ impl WebhookSender {
                 }
             }
             Err(e) => {
-                let mut msg = e.to_string();
+                // reqwest's text names the URL (without its user info): replaced by the
+                // redacted URL, so a token in the query is never logged or stored.
+                let e = e.without_url();
+                let mut msg = format!("{e} ({})", redact_webhook_url(url));
                 let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
                 while let Some(c) = cur {
                     msg.push_str(": ");
@@ -145,7 +162,7 @@ impl WebhookSender {
                     latency: started.elapsed(),
                     retry_after: None,
                     response_excerpt: None,
-                    error: Some(msg.chars().take(500).collect()),
+                    error: Some(redact_in(&msg, url).chars().take(500).collect()),
                 }
             }
         }
@@ -200,5 +217,78 @@ mod tests {
         ));
         assert!(matches!(check_url("not a url", true), Err(UrlRefused::Invalid)));
         assert!(check_url("https://merchant.example/hooks", false).is_ok());
+    }
+
+    /// A minimal HTTP/1.1 server on loopback answering 200 to each connection; returns its
+    /// address and a count of connections.
+    async fn server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = n.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        (addr, n)
+    }
+
+    #[tokio::test]
+    async fn proxy_variables_of_the_environment_are_not_used_for_webhooks() {
+        let (target, hits) = server().await;
+        let (proxy, via_proxy) = server().await;
+        // The only test of this crate that sets it; the client reads it when built.
+        std::env::set_var("HTTP_PROXY", format!("http://{proxy}"));
+        std::env::set_var("http_proxy", format!("http://{proxy}"));
+        let sender = WebhookSender::new(Duration::from_secs(5), true, "").unwrap();
+        let r = sender
+            .send(&format!("http://{target}/hook"), "msg_1", 1, "v1,x", "{}".into())
+            .await;
+        std::env::remove_var("HTTP_PROXY");
+        std::env::remove_var("http_proxy");
+        assert_eq!(r.status, Some(200), "{r:?}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "went straight to the target"
+        );
+        assert_eq!(
+            via_proxy.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "never through the proxy"
+        );
+        // An explicitly configured proxy is used.
+        let sender = WebhookSender::new(Duration::from_secs(5), true, &format!("http://{proxy}")).unwrap();
+        let _ = sender
+            .send(&format!("http://{target}/hook"), "msg_2", 1, "v1,x", "{}".into())
+            .await;
+        assert_eq!(via_proxy.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_resolver_that_connections_use_drops_internal_addresses() {
+        use std::str::FromStr;
+        // What reqwest connects to is what this resolver returns: a name that resolves only to
+        // loopback yields no address at all, so nothing can connect there.
+        let guarded = GuardedResolver { allow_private: false };
+        let refused = guarded.resolve(Name::from_str("localhost").unwrap()).await;
+        let e = refused.err().expect("refused").to_string();
+        assert!(e.contains("internal"), "{e}");
+        let open = GuardedResolver { allow_private: true };
+        let addrs: Vec<SocketAddr> = open
+            .resolve(Name::from_str("localhost").unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback()));
     }
 }

@@ -11,6 +11,8 @@ use super::orders::{add_event, mark_applied, Tx};
 pub struct Merchant {
     pub id: String,
     pub name: String,
+    /// Shown redacted (user info and query values masked): merchants put tokens there.
+    #[serde(serialize_with = "redacted")]
     pub webhook_url: String,
     pub acceptance_mode: String,
     pub acceptance_default: String,
@@ -122,6 +124,10 @@ pub async fn rotate_secret(
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+fn redacted<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::domain::address::redact_webhook_url(url))
 }
 
 /// A SKU's stock after an inventory command.

@@ -685,9 +685,15 @@ async fn replayed_pushes_leave_at_most_one_push_triggered_poll_waiting_per_shipm
         pushed += usize::from(enqueue::poll_hint(app, a).await.unwrap());
     }
     assert_eq!(pushed, 1, "50 replays, one poll waiting");
-    assert!(enqueue::poll_hint(app, b).await.unwrap(), "another shipment has its own");
+    assert!(
+        enqueue::poll_hint(app, b).await.unwrap(),
+        "another shipment has its own"
+    );
     let keys = app.producer.keys(enqueue::TRACK_SHIPMENT);
-    let waiting = souk::queue::stats::queue_stats(&mut p.env.redis(), &keys).await.unwrap().waiting;
+    let waiting = souk::queue::stats::queue_stats(&mut p.env.redis(), &keys)
+        .await
+        .unwrap()
+        .waiting;
     assert_eq!(waiting, 2);
     // Once that poll starts, news after it gets a poll of its own.
     enqueue::hint_started(app, a).await.unwrap();

@@ -174,3 +174,44 @@ async fn deliveries_over_a_merchants_limit_wait_in_line_for_a_slot_instead_of_sn
     );
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_merchant_urls_token_is_never_stored_or_shown_in_clear() {
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m-tok", "auto", "accept", 3600).await;
+    p.stock("m-tok", "A", 5).await;
+    // Nothing listens there: the attempt fails with an error that names the URL.
+    let port = crate::support::free_port();
+    let url = format!("http://hook-user:pw@127.0.0.1:{port}/hook?token=s3cr3t-value");
+    sqlx::query("UPDATE merchants SET webhook_url = $1 WHERE id = 'm-tok'")
+        .bind(&url)
+        .execute(&p.env.app.pool)
+        .await
+        .unwrap();
+    p.send(&p.order("SF-TOK", &[("m-tok", "A", 1, 100)], "requires_capture"))
+        .await;
+    let pool = &p.env.app.pool;
+    eventually(Duration::from_secs(20), "a failed attempt recorded", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            > 0
+    })
+    .await;
+    let errors: Vec<String> =
+        sqlx::query_scalar("SELECT error FROM webhook_attempts WHERE error IS NOT NULL")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    for e in &errors {
+        assert!(
+            !e.contains("s3cr3t") && !e.contains(":pw@"),
+            "stored in clear: {e}"
+        );
+    }
+    let shown = serde_json::to_string(&merchants::list(pool).await.unwrap()).unwrap();
+    assert!(!shown.contains("s3cr3t") && !shown.contains(":pw@"), "{shown}");
+    assert!(shown.contains("token=***"), "{shown}");
+    p.stop().await;
+}

@@ -113,7 +113,7 @@ pub(crate) async fn merchants_command(config: Config, action: MerchantAction) ->
                         _ => "ok".to_owned(),
                     };
                     println!("{:<20} {:<24} {:<7} default={:<6} deadline={}s commission={}bps secrets={} endpoint {} ({state})",
-                        m.id, m.name, m.acceptance_mode, m.acceptance_default, m.acceptance_deadline_s, m.commission_bps, m.secrets, m.webhook_url);
+                        m.id, m.name, m.acceptance_mode, m.acceptance_default, m.acceptance_deadline_s, m.commission_bps, m.secrets, souk::domain::address::redact_webhook_url(&m.webhook_url));
                 }
             }
         }
