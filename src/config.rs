@@ -18,6 +18,13 @@ pub enum ConfigError {
     Parse { source_name: String, message: String },
     #[error("config: invalid value for `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// A key that does not exist or has the wrong type, with where it was set.
+    #[error("config: `{key}` in {origin}: {message}")]
+    Key {
+        key: String,
+        origin: String,
+        message: String,
+    },
 }
 
 /// Everything souk reads at start-up.
@@ -299,9 +306,11 @@ impl Config {
     /// environment variables. Pure, so every layer is unit-tested.
     pub fn from_layers(file: Option<(String, &str)>, vars: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut root = parse_toml("config/default.toml (embedded)", DEFAULT_TOML)?;
+        let mut file_layer = None;
         if let Some((name, text)) = file {
             let layer = parse_toml(&name, text)?;
-            merge(&mut root, layer);
+            merge(&mut root, layer.clone());
+            file_layer = Some((name, layer));
         }
         for (name, value) in vars {
             if let Some(path) = name.strip_prefix("SOUK_") {
@@ -334,11 +343,19 @@ impl Config {
                 );
             }
         }
-        let config: Config =
-            Config::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid {
-                key: "(structure)".into(),
-                message: e.to_string(),
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            // The path of the key at fault (an unknown field's included): the key as an
+            // operator wrote it, and where it came from.
+            let inner = e.inner().to_string();
+            let inner = inner.lines().next().unwrap_or_default().to_owned();
+            let key = e.path().to_string();
+            let origin = origin_of(&key, file_layer.as_ref(), vars);
+            ConfigError::Key {
+                key,
+                origin,
+                message: inner,
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -573,6 +590,27 @@ fn env_value(raw: &str) -> toml::Value {
     toml::Value::String(raw.to_owned())
 }
 
+/// Where a dotted config key was set: the environment variable naming it, the config file
+/// holding it, or souk's embedded defaults.
+fn origin_of(key: &str, file: Option<&(String, toml::Table)>, vars: &[(String, String)]) -> String {
+    let var = format!("SOUK_{}", key.replace('.', "__")).to_ascii_uppercase();
+    if vars.iter().any(|(n, _)| n.to_ascii_uppercase() == var) {
+        return format!("environment variable {var}");
+    }
+    if let Some((name, table)) = file {
+        let mut at: Option<&toml::Value> = None;
+        let mut cur = Some(table);
+        for part in key.split('.') {
+            at = cur.and_then(|t| t.get(part));
+            cur = at.and_then(|v| v.as_table());
+        }
+        if at.is_some() {
+            return name.clone();
+        }
+    }
+    "config/default.toml (embedded)".to_owned()
+}
+
 /// Hides the password of a connection URL, for logs and `souk` output.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -652,8 +690,28 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_cron_are_refused() {
-        let err = Config::from_layers(Some(("f".into(), "[queue]\nconcurency = 3\n")), &[]).unwrap_err();
-        assert!(err.to_string().contains("concurency"), "{err}");
+        let err =
+            Config::from_layers(Some(("souk.toml".into(), "[queue]\nconcurency = 3\n")), &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config: `queue.concurency` in souk.toml: unknown field `concurency`"),
+            "{err}"
+        );
+        let err = Config::from_layers(None, &vars(&[("SOUK_WEBHOOKS__TIMOUT_MS", "5")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config: `webhooks.timout_ms` in environment variable SOUK_WEBHOOKS__TIMOUT_MS"),
+            "{err}"
+        );
+        let err = Config::from_layers(
+            Some(("souk.toml".into(), "[webhooks]\ntimeout_ms = \"soon\"\n")),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`webhooks.timeout_ms` in souk.toml"),
+            "{err}"
+        );
         let cron = "[cron.jobs.nightly]\nschedule = \"every day\"\nqueue = \"souk.a.v1\"\n";
         let err = Config::from_layers(Some(("f".into(), cron)), &[]).unwrap_err();
         assert!(err.to_string().contains("cron.jobs.nightly.schedule"), "{err}");

@@ -152,8 +152,25 @@ impl Inner {
         let decision = decide(result, d.attempt, &self.ctx.policy(), fastrand::f64());
         match &decision {
             Decision::Done => {}
-            Decision::Later { delay, spend, error } => {
-                tracing::warn!(queue = %d.queue, job_id = %d.job_id, attempt = d.attempt, retry_in_ms = delay.as_millis() as u64, snooze = !spend, error = %error, "job will run again");
+            // WARN is for what an operator should look at: a snooze is a job waiting its turn
+            // (a rate limit, a deadline, a payment still processing) and a first retry is the
+            // ordinary transient failure; a job failing again and again is worth a look.
+            Decision::Later {
+                delay,
+                spend: false,
+                error,
+            } => {
+                tracing::debug!(queue = %d.queue, job_id = %d.job_id, snooze_ms = delay.as_millis() as u64, reason = %error, "job snoozed");
+            }
+            Decision::Later {
+                delay,
+                spend: true,
+                error,
+            } if d.attempt < 3 => {
+                tracing::info!(queue = %d.queue, job_id = %d.job_id, attempt = d.attempt, retry_in_ms = delay.as_millis() as u64, error = %error, "job will run again");
+            }
+            Decision::Later { delay, error, .. } => {
+                tracing::warn!(queue = %d.queue, job_id = %d.job_id, attempt = d.attempt, retry_in_ms = delay.as_millis() as u64, error = %error, "job keeps failing; will run again");
             }
             Decision::Dead { error } => {
                 tracing::error!(queue = %d.queue, job_id = %d.job_id, attempt = d.attempt, error = %error, "job is dead");

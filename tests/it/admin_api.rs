@@ -113,3 +113,32 @@ async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets
     assert_eq!(r.status(), 404);
     p.stop().await;
 }
+
+/// What operators see: a second `souk migrate` prints no PostgreSQL NOTICE, and a mistyped key
+/// is named with where it was set.
+#[tokio::test]
+async fn a_cli_run_prints_no_notices_and_a_config_error_names_the_key_and_its_source() {
+    let env = crate::support::TestEnv::new().await;
+    let run = |extra: Vec<(String, String)>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_souk"));
+        cmd.arg("migrate").env_remove("RUST_LOG");
+        for (k, v) in env.child_env().into_iter().chain(extra) {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(vec![]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("already exists"), "{stderr}");
+    let (ok, stderr) = run(vec![("SOUK_WEBHOOKS__TIMOUT_MS".into(), "5".into())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`webhooks.timout_ms` in environment variable SOUK_WEBHOOKS__TIMOUT_MS"),
+        "{stderr}"
+    );
+    env.cleanup().await;
+}
