@@ -49,6 +49,13 @@ enum Command {
     },
     /// Create the database if missing and apply migrations.
     Migrate,
+    /// Ask this host's `souk run` whether it is alive (`/healthz` on the ops port; with
+    /// `--ready`, `/readyz`: Redis and PostgreSQL answer). Exit status 0 or 1: a container
+    /// healthcheck.
+    Health {
+        #[arg(long)]
+        ready: bool,
+    },
     /// Show every queue: length, pending per consumer, oldest age, delayed, dead, rates.
     Queues {
         #[arg(long)]
@@ -297,6 +304,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             })
             .await?;
             tracing::info!("all workers stopped");
+            Ok(())
+        }
+        Command::Health { ready } => {
+            // The ops port may listen on 0.0.0.0 (a container): ask it on loopback.
+            let addr: SocketAddr = config
+                .ops
+                .listen
+                .parse()
+                .context("ops.listen is empty: nothing to ask")?;
+            let host = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            let url = format!(
+                "http://{}/{}",
+                SocketAddr::new(host, addr.port()),
+                if ready { "readyz" } else { "healthz" }
+            );
+            let resp = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .no_proxy()
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("asking {url}"))?;
+            anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+            println!("ok ({url})");
             Ok(())
         }
         Command::Migrate => {

@@ -142,3 +142,34 @@ async fn a_cli_run_prints_no_notices_and_a_config_error_names_the_key_and_its_so
     );
     env.cleanup().await;
 }
+
+/// `souk health` is the container's healthcheck: 0 while the host's `souk run` answers on the
+/// ops port, 1 once it is gone.
+#[tokio::test]
+async fn souk_health_says_whether_this_hosts_worker_answers() {
+    let env = crate::support::TestEnv::new().await;
+    let port = crate::support::free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let health = |ready: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_souk"));
+        cmd.arg("health").env_remove("RUST_LOG");
+        if ready {
+            cmd.arg("--ready");
+        }
+        for (k, v) in env.child_env() {
+            cmd.env(k, v);
+        }
+        cmd.env("SOUK_OPS__LISTEN", &listen);
+        cmd.output().unwrap().status.success()
+    };
+    assert!(!health(false), "nothing runs yet");
+    let mut worker = env.spawn_souk(&["run", "--no-cron"], &[("SOUK_OPS__LISTEN", listen.as_str())]);
+    eventually(Duration::from_secs(20), "the worker answers", || async {
+        health(false) && health(true)
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(!health(false), "gone");
+    env.cleanup().await;
+}
