@@ -450,7 +450,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Sandbox { listen, api_key } => {
             let sb = souk::sandbox::Sandbox::new(&api_key);
             let (addr, _h) = souk::sandbox::start(listen, sb).await?;
-            println!("sandbox on http://{addr}  (payments: payment.base_url=http://{addr}, api key {api_key}; merchant endpoints: http://{addr}/merchants/<id>/webhook)");
+            println!("{}", souk::sandbox::banner(addr, &api_key));
             shutdown_signal().await;
             Ok(())
         }

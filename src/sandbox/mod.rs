@@ -1,7 +1,8 @@
 //! souk's sandbox: local stand-ins for the outside parties, served over real HTTP on
 //! 127.0.0.1 for the demo, the tests and benchmarks.
 //!
-//! - A Stripe-compatible payment provider: `GET /v1/payment_intents/{id}`,
+//! - A Stripe-compatible payment provider ([`intents`]): `POST /v1/payment_intents` (Stripe's
+//!   test payment methods), `GET /v1/payment_intents/{id}`,
 //!   `POST /v1/payment_intents/{id}/capture|cancel`, `POST /v1/refunds`, with bearer auth and
 //!   Stripe's `Idempotency-Key` semantics (first result replayed; same key, other parameters:
 //!   error), `POST /v1/transfers` (payouts to `acct_…` destinations) and
@@ -33,16 +34,18 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
-    Form, Json, Router,
+    Json, Router,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::domain::webhook::verify;
 
+mod intents;
 pub mod tracking;
 mod transfers;
 
+use intents::{cancel, capture, create, create_intent, refund, retrieve};
 use transfers::{reverse_transfer, transfer};
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ struct Intent {
     /// While set and in the future, the intent reports `processing`; then `then`.
     processing_until: Option<Instant>,
     then: String,
+    /// `manual` (capture later, what souk expects) or `automatic`.
+    capture_method: &'static str,
 }
 
 impl Intent {
@@ -80,7 +85,8 @@ impl Intent {
             "status": self.status,
             "amount_received": self.amount_received,
             "amount_capturable": if self.status == "requires_capture" { self.amount } else { 0 },
-            "capture_method": "manual",
+            "capture_method": self.capture_method,
+            "livemode": false,
             "latest_charge": {"object": "charge", "amount_refunded": self.amount_refunded},
         })
     }
@@ -181,6 +187,17 @@ impl Sandbox {
         status: &str,
         processing_for: Option<Duration>,
     ) -> String {
+        self.new_intent(amount, currency, status, processing_for, "manual")
+    }
+
+    fn new_intent(
+        &self,
+        amount: i64,
+        currency: &str,
+        status: &str,
+        processing_for: Option<Duration>,
+        capture_method: &'static str,
+    ) -> String {
         let id = format!("pi_sbx{:010}", self.seq.fetch_add(1, Ordering::Relaxed));
         let (now_status, until) = match processing_for {
             Some(d) => ("processing".to_owned(), Some(Instant::now() + d)),
@@ -195,6 +212,7 @@ impl Sandbox {
             amount_refunded: 0,
             processing_until: until,
             then: status.to_owned(),
+            capture_method,
         };
         lock(&self.intents).insert(id.clone(), intent);
         id
@@ -268,6 +286,11 @@ fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
 }
 
+/// An error body in Stripe's shape, with a `code` (and more fields, such as `param`).
+fn stripe_error_body(kind: &str, code: &str, message: &str) -> Value {
+    json!({"error": {"type": kind, "code": code, "message": message}})
+}
+
 fn authorised(sb: &Sandbox, headers: &HeaderMap) -> bool {
     headers
         .get("authorization")
@@ -301,186 +324,6 @@ fn idempotent(
         lock(&sb.idempotency).insert(k, (fingerprint, status, body.clone()));
     }
     (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response()
-}
-
-async fn retrieve(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
-    }
-    sb.count("retrieve");
-    let mut intents = lock(&sb.intents);
-    match intents.get_mut(&id) {
-        Some(i) => {
-            i.settle();
-            Json(i.json()).into_response()
-        }
-        None => stripe_error(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            &format!("No such payment_intent: '{id}'"),
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-struct CaptureForm {
-    amount_to_capture: Option<i64>,
-}
-
-async fn capture(
-    State(sb): State<Arc<Sandbox>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<CaptureForm>,
-) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
-    }
-    let sb2 = sb.clone();
-    idempotent(
-        &sb,
-        &headers,
-        format!("capture:{id}:{:?}", f.amount_to_capture),
-        move || {
-            let mut intents = lock(&sb2.intents);
-            let Some(i) = intents.get_mut(&id) else {
-                return (
-                    404,
-                    json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
-                );
-            };
-            i.settle();
-            if i.status != "requires_capture" {
-                return (
-                    400,
-                    json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}),
-                );
-            }
-            let amount = f.amount_to_capture.unwrap_or(i.amount);
-            if amount <= 0 || amount > i.amount {
-                return (
-                    400,
-                    json!({"error": {"type": "invalid_request_error", "message": "amount_to_capture is out of range"}}),
-                );
-            }
-            sb2.count("capture");
-            i.status = "succeeded".into();
-            i.amount_received = amount;
-            (200, i.json())
-        },
-    )
-}
-
-async fn cancel(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
-    }
-    let sb2 = sb.clone();
-    idempotent(&sb, &headers, format!("cancel:{id}"), move || {
-        let mut intents = lock(&sb2.intents);
-        let Some(i) = intents.get_mut(&id) else {
-            return (
-                404,
-                json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
-            );
-        };
-        i.settle();
-        if i.status == "succeeded" || i.status == "canceled" {
-            return (
-                400,
-                json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": format!("This PaymentIntent's status is {}", i.status)}}),
-            );
-        }
-        sb2.count("cancel");
-        i.status = "canceled".into();
-        (200, i.json())
-    })
-}
-
-#[derive(Deserialize)]
-struct RefundForm {
-    payment_intent: String,
-    amount: Option<i64>,
-}
-
-async fn refund(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Form(f): Form<RefundForm>) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
-    }
-    let sb2 = sb.clone();
-    idempotent(
-        &sb,
-        &headers,
-        format!("refund:{}:{:?}", f.payment_intent, f.amount),
-        move || {
-            let mut intents = lock(&sb2.intents);
-            let Some(i) = intents.get_mut(&f.payment_intent) else {
-                return (
-                    404,
-                    json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
-                );
-            };
-            let left = i.amount_received - i.amount_refunded;
-            let amount = f.amount.unwrap_or(left);
-            if i.status != "succeeded" || amount <= 0 || amount > left {
-                return (
-                    400,
-                    json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "refund amount is out of range"}}),
-                );
-            }
-            sb2.count("refund");
-            i.amount_refunded += amount;
-            let n = sb2.seq.fetch_add(1, Ordering::Relaxed);
-            (
-                200,
-                json!({"id": format!("re_sbx{n:010}"), "object": "refund", "amount": amount, "payment_intent": i.id, "status": "succeeded"}),
-            )
-        },
-    )
-}
-
-#[derive(Deserialize)]
-struct NewIntent {
-    amount: i64,
-    #[serde(default = "eur")]
-    currency: String,
-    #[serde(default = "requires_capture")]
-    status: String,
-    #[serde(default)]
-    processing_ms: Option<u64>,
-}
-
-fn eur() -> String {
-    "eur".into()
-}
-fn requires_capture() -> String {
-    "requires_capture".into()
-}
-
-async fn create_intent(State(sb): State<Arc<Sandbox>>, Json(n): Json<NewIntent>) -> Response {
-    let id = sb.create_intent(
-        n.amount,
-        &n.currency,
-        &n.status,
-        n.processing_ms.map(Duration::from_millis),
-    );
-    Json(json!({"id": id})).into_response()
 }
 
 async fn put_endpoint(
@@ -611,6 +454,7 @@ async fn stats(State(sb): State<Arc<Sandbox>>) -> Response {
 /// The sandbox's router.
 pub fn router(sb: Arc<Sandbox>) -> Router {
     Router::new()
+        .route("/v1/payment_intents", post(create))
         .route("/v1/payment_intents/{id}", get(retrieve))
         .route("/v1/payment_intents/{id}/capture", post(capture))
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
@@ -630,6 +474,33 @@ pub fn router(sb: Arc<Sandbox>) -> Router {
         .route("/17track/gettrackinfo", post(tracking::track17_info))
         .route("/kuaidi100/poll/query.do", post(tracking::kuaidi100_query))
         .with_state(sb)
+}
+
+/// What `souk sandbox` prints at start: where it listens and every route it serves.
+pub fn banner(addr: SocketAddr, api_key: &str) -> String {
+    let mut b = format!(
+        "sandbox on http://{addr}\n\
+         payments (Stripe API; payment.base_url=http://{addr}, bearer key {api_key}):\n\
+         \x20 POST /v1/payment_intents            form: amount, currency, capture_method=manual, confirm=true, payment_method\n\
+         \x20 GET  /v1/payment_intents/{{id}}\n\
+         \x20 POST /v1/payment_intents/{{id}}/capture   amount_to_capture\n\
+         \x20 POST /v1/payment_intents/{{id}}/cancel\n\
+         \x20 POST /v1/refunds                      payment_intent, amount\n\
+         \x20 POST /v1/transfers, /v1/transfers/{{id}}/reversals\n\
+         test payment methods:\n"
+    );
+    for (m, what) in intents::PAYMENT_METHODS {
+        b.push_str(&format!("  {m:<32} {what}\n"));
+    }
+    b.push_str(&format!(
+        "sandbox controls:\n\
+         \x20 POST /sandbox/payment_intents        JSON {{amount, currency, status, processing_ms}}\n\
+         \x20 PUT|GET /sandbox/merchants/{{id}}     endpoint behaviour / what it received\n\
+         \x20 GET  /sandbox/stats\n\
+         merchant webhook receivers: POST http://{addr}/merchants/{{id}}/webhook\n\
+         tracking providers: /aftership, /17track, /kuaidi100"
+    ));
+    b
 }
 
 /// Serves the sandbox on `addr` (port 0 picks one) in the background; returns where.

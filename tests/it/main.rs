@@ -17,6 +17,7 @@ mod ordering;
 mod pipeline;
 mod queue_inprocess;
 mod queue_processes;
+mod sandbox_sdk;
 mod seams;
 mod settlement;
 mod store_batches;
