@@ -59,6 +59,9 @@ fn validate(app: &App, input: &MerchantInput, creating: bool) -> Result<(), Admi
             "acceptance_deadline_s must be positive".into(),
         ));
     }
+    if matches!(input.webhook_version, Some(v) if !(1..=2).contains(&v)) {
+        return Err(AdminError::Invalid("webhook_version must be 1 or 2".into()));
+    }
     if matches!(input.commission_bps, Some(b) if !(0..=10_000).contains(&b)) {
         return Err(AdminError::Invalid(
             "commission_bps must be between 0 and 10000".into(),

@@ -103,6 +103,32 @@ fn webhook_body(
     })
 }
 
+/// A webhook's body in the merchant's version: 1 as [`webhook_body`]; 2 with `version` in the
+/// body and one flat `data` (the fields version 1 nests in `data.details` lifted beside the
+/// others), the shape docs/schema/webhooks/v2/ describes per event type.
+fn versioned_body(
+    version: i16,
+    event_type: &str,
+    created_at: chrono::DateTime<chrono::Utc>,
+    data: &str,
+) -> Result<String, serde_json::Error> {
+    if version < 2 {
+        return webhook_body(event_type, created_at, data);
+    }
+    let mut flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(data)?;
+    if let Some(serde_json::Value::Object(details)) = flat.remove("details") {
+        for (k, v) in details {
+            flat.entry(k).or_insert(v);
+        }
+    }
+    serde_json::to_string(&serde_json::json!({
+        "type": event_type,
+        "version": 2,
+        "timestamp": created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": flat,
+    }))
+}
+
 pub async fn deliver(app: &App, args: &Args, d: &Delivery) -> Result<(), JobError> {
     let Some(row) = app
         .batches
@@ -138,7 +164,7 @@ pub async fn deliver(app: &App, args: &Args, d: &Delivery) -> Result<(), JobErro
     let mut conn = app.conn.clone();
     // Signed before a slot is taken, so a job that fails here holds none (the timestamp is at
     // most the slot wait, 1 s, older than the send; receivers allow minutes).
-    let body = webhook_body(&row.event_type, row.created_at, &row.payload)
+    let body = versioned_body(row.webhook_version, &row.event_type, row.created_at, &row.payload)
         .map_err(|e| JobError::abort(format!("webhook payload of {}: {e}", row.id)))?;
     let ts = chrono::Utc::now().timestamp();
     let signature = sign(&row.signing_secrets, &row.id, ts, &body).map_err(JobError::abort)?;
@@ -246,6 +272,24 @@ mod tests {
                 "timestamp": "2026-11-30T12:34:56.789Z",
                 "data": serde_json::from_str::<serde_json::Value>(data).unwrap(),
             })
+        );
+    }
+
+    /// Version 2 lifts `details` into `data` and says its version; version 1 is unchanged.
+    #[test]
+    fn version_2_has_one_flat_data() {
+        let at = chrono::Utc::now();
+        let data = r#"{"sub_order_id": 3, "merchant_id": "m", "details": {"reason": "r", "code": "c"}}"#;
+        let v1: serde_json::Value =
+            serde_json::from_str(&versioned_body(1, "sub_order.cancelled", at, data).unwrap()).unwrap();
+        assert_eq!(v1["data"]["details"]["code"], "c");
+        assert!(v1.get("version").is_none());
+        let v2: serde_json::Value =
+            serde_json::from_str(&versioned_body(2, "sub_order.cancelled", at, data).unwrap()).unwrap();
+        assert_eq!(v2["version"], 2);
+        assert_eq!(
+            v2["data"],
+            json!({"sub_order_id": 3, "merchant_id": "m", "reason": "r", "code": "c"})
         );
     }
 }

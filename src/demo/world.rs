@@ -98,6 +98,7 @@ impl World {
                 acceptance_default: Some("accept".to_owned()),
                 acceptance_deadline_s: Some(opts.acceptance_deadline_s),
                 commission_bps: Some(1_000 + 50 * i as i32),
+                webhook_version: None,
             };
             // Merchants persist across runs: create, or point the existing one at this sandbox.
             let secret = match admin::add_merchant(&app, &id, &input).await {

@@ -106,10 +106,15 @@ struct Endpoint {
     duplicates: u64,
     bad_signatures: u64,
     events: Vec<(String, String)>,
+    /// The first bodies received (first arrivals only, up to [`KEPT_BODIES`]), as sent.
+    bodies: Vec<String>,
     /// Requests being answered now, and the most there ever were at once.
     in_flight: u64,
     max_in_flight: u64,
 }
+
+/// How many webhook bodies an endpoint keeps for [`Sandbox::received_bodies`].
+const KEPT_BODIES: usize = 2_000;
 
 /// Settings of a merchant endpoint (`PUT /sandbox/merchants/{id}`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -240,6 +245,15 @@ impl Sandbox {
         if let Some(v) = s.retry_after_s {
             e.retry_after_s = (v != 0).then_some(v);
         }
+    }
+
+    /// Every merchant's first webhook bodies as received (verified ones, duplicates left out):
+    /// (merchant, body).
+    pub fn received_bodies(&self) -> Vec<(String, String)> {
+        lock(&self.endpoints)
+            .iter()
+            .flat_map(|(m, e)| e.bodies.iter().map(move |b| (m.clone(), b.clone())))
+            .collect()
     }
 
     pub fn endpoint_report(&self, merchant: &str) -> EndpointReport {
@@ -441,6 +455,9 @@ async fn receive(
     e.received += 1;
     if e.seen.insert(id.clone()) {
         e.events.push((id, kind));
+        if e.bodies.len() < KEPT_BODIES {
+            e.bodies.push(body);
+        }
     } else {
         e.duplicates += 1;
     }

@@ -21,6 +21,8 @@ pub struct DeliveryRow {
     pub signing_secrets: Vec<String>,
     pub endpoint_disabled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The merchant's webhook body version (1 or 2; migration 0018).
+    pub webhook_version: i16,
 }
 
 /// Records one attempt (time, status, latency, excerpt, error).

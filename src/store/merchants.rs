@@ -22,6 +22,7 @@ pub struct Merchant {
     pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
     pub endpoint_disabled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub endpoint_disabled_reason: Option<String>,
+    pub webhook_version: i16,
 }
 
 /// Fields to create or change a merchant.
@@ -34,10 +35,14 @@ pub struct MerchantInput {
     pub acceptance_default: Option<String>,
     pub acceptance_deadline_s: Option<i32>,
     pub commission_bps: Option<i32>,
+    /// The webhook body version, 1 or 2 (docs/webhooks.md); new merchants get 2.
+    #[serde(default)]
+    pub webhook_version: Option<i16>,
 }
 
 const SELECT: &str = "SELECT id, name, webhook_url, acceptance_mode, acceptance_default, acceptance_deadline_s,
-        commission_bps, cardinality(signing_secrets) AS secrets, failing_since, endpoint_disabled_at, endpoint_disabled_reason
+        commission_bps, cardinality(signing_secrets) AS secrets, failing_since, endpoint_disabled_at, endpoint_disabled_reason,
+        webhook_version
         FROM merchants";
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
@@ -62,8 +67,9 @@ pub async fn create(
 ) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "INSERT INTO merchants (id, name, webhook_url, signing_secrets, acceptance_mode, acceptance_default,
-                                acceptance_deadline_s, commission_bps)
-         VALUES ($1, $2, $3, ARRAY[$4], coalesce($5, 'manual'), coalesce($6, 'accept'), coalesce($7, 86400), coalesce($8, 1000))
+                                acceptance_deadline_s, commission_bps, webhook_version)
+         VALUES ($1, $2, $3, ARRAY[$4], coalesce($5, 'manual'), coalesce($6, 'accept'), coalesce($7, 86400), coalesce($8, 1000),
+                 coalesce($9, 2))
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
@@ -74,6 +80,7 @@ pub async fn create(
     .bind(&input.acceptance_default)
     .bind(input.acceptance_deadline_s)
     .bind(input.commission_bps)
+    .bind(input.webhook_version)
     .execute(pool)
     .await?
     .rows_affected();
@@ -86,6 +93,7 @@ pub async fn update(pool: &PgPool, id: &str, input: &MerchantInput) -> Result<bo
         "UPDATE merchants SET name = coalesce($2, name), webhook_url = coalesce($3, webhook_url),
                 acceptance_mode = coalesce($4, acceptance_mode), acceptance_default = coalesce($5, acceptance_default),
                 acceptance_deadline_s = coalesce($6, acceptance_deadline_s), commission_bps = coalesce($7, commission_bps),
+                webhook_version = coalesce($8, webhook_version),
                 endpoint_disabled_at = CASE WHEN $3 IS NULL THEN endpoint_disabled_at END,
                 endpoint_disabled_reason = CASE WHEN $3 IS NULL THEN endpoint_disabled_reason END,
                 failing_since = CASE WHEN $3 IS NULL THEN failing_since END,
@@ -99,6 +107,7 @@ pub async fn update(pool: &PgPool, id: &str, input: &MerchantInput) -> Result<bo
     .bind(&input.acceptance_default)
     .bind(input.acceptance_deadline_s)
     .bind(input.commission_bps)
+    .bind(input.webhook_version)
     .execute(pool)
     .await?
     .rows_affected();

@@ -295,6 +295,17 @@ async fn an_order_in_which_nothing_ships_says_why_and_a_free_order_ships() {
     let late = p.sb.endpoint_report("m-late");
     let types: Vec<&str> = late.events.iter().map(|e| e.1.as_str()).collect();
     assert_eq!(types, ["sub_order.created", "sub_order.rejected"]);
+    // New merchants get webhook version 2: one flat `data`, the version in the body.
+    let rejected: Value =
+        p.sb.received_bodies()
+            .iter()
+            .filter(|(m, _)| m == "m-late")
+            .map(|(_, b)| serde_json::from_str::<Value>(b).unwrap())
+            .find(|b| b["type"] == "sub_order.rejected")
+            .unwrap();
+    assert_eq!(rejected["version"], 2);
+    assert_eq!(rejected["data"]["decided_by"], "souk:deadline");
+    assert!(rejected["data"].get("details").is_none());
     let created: Option<Value> = sqlx::query_scalar(
         "SELECT d.payload FROM webhook_deliveries d JOIN orders o ON o.id = d.order_id
          WHERE o.storefront_order_id = 'SF-LATE' AND d.event_type = 'sub_order.created'",

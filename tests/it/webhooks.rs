@@ -215,3 +215,122 @@ async fn a_merchant_urls_token_is_never_stored_or_shown_in_clear() {
     assert!(shown.contains("token=***"), "{shown}");
     p.stop().await;
 }
+
+/// Each published schema's example validates against it, every event type souk sends has a
+/// schema, and the validator really refuses a body off its schema.
+#[test]
+fn every_webhook_type_has_a_schema_whose_example_validates() {
+    use crate::support::schema::{check_webhook, webhook_schemas};
+    let schemas = webhook_schemas();
+    for (t, schema) in &schemas {
+        let examples = schema["examples"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{t}: no example"));
+        assert!(!examples.is_empty(), "{t}");
+        for e in examples {
+            check_webhook(&schemas, e).unwrap();
+        }
+    }
+    let sent = [
+        "sub_order.created",
+        "sub_order.accepted",
+        "sub_order.rejected",
+        "sub_order.cancelled",
+        "sub_order.late",
+        "shipment.status_changed",
+        "return.requested",
+        "return.approved",
+        "return.refused",
+        "return.received",
+        "return.refunded",
+        "complaint.opened",
+        "complaint.message",
+        "complaint.escalated",
+        "complaint.closed",
+        "forecast.stock_risk",
+    ];
+    assert_eq!(schemas.keys().map(String::as_str).collect::<Vec<_>>(), {
+        let mut s = sent.to_vec();
+        s.sort();
+        s
+    });
+    let mut off = schemas["sub_order.cancelled"]["examples"][0].clone();
+    off["data"]["details"] = serde_json::json!({"code": "x"});
+    assert!(check_webhook(&schemas, &off)
+        .unwrap_err()
+        .contains("unexpected field details"));
+    off["data"].as_object_mut().unwrap().remove("details");
+    off["data"].as_object_mut().unwrap().remove("code");
+    assert!(check_webhook(&schemas, &off)
+        .unwrap_err()
+        .contains("missing code"));
+}
+
+/// A merchant on version 1 keeps the first shape until it is moved; then it gets version 2.
+#[tokio::test]
+async fn a_merchant_moves_from_webhook_version_1_to_2() {
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m-old", "manual", "accept", 3600).await;
+    p.stock("m-old", "A", 5).await;
+    let set = |v: i16| merchants::MerchantInput {
+        webhook_version: Some(v),
+        ..Default::default()
+    };
+    souk::admin::update_merchant(&p.env.app, "m-old", &set(1))
+        .await
+        .unwrap();
+    let bodies = || -> Vec<serde_json::Value> {
+        p.sb.received_bodies()
+            .iter()
+            .map(|(_, b)| serde_json::from_str(b).unwrap())
+            .collect()
+    };
+    p.send(&p.order("SF-V1", &[("m-old", "A", 1, 100)], "requires_capture"))
+        .await;
+    eventually(Duration::from_secs(20), "the v1 webhook", || async {
+        bodies().len() == 1
+    })
+    .await;
+    p.send(&serde_json::json!({"type": "order.cancel", "version": 1, "storefront_order_id": "SF-V1"}))
+        .await;
+    eventually(Duration::from_secs(20), "the v1 cancellation", || async {
+        bodies().len() == 2
+    })
+    .await;
+    let v1 = bodies();
+    assert!(v1.iter().all(|b| b.get("version").is_none()), "{v1:?}");
+    let cancelled = v1.iter().find(|b| b["type"] == "sub_order.cancelled").unwrap();
+    assert_eq!(
+        cancelled["data"]["details"]["code"], "cancelled_by_storefront",
+        "v1 nests details"
+    );
+
+    souk::admin::update_merchant(&p.env.app, "m-old", &set(2))
+        .await
+        .unwrap();
+    assert!(souk::admin::update_merchant(&p.env.app, "m-old", &set(3))
+        .await
+        .is_err());
+    p.send(&p.order("SF-V2", &[("m-old", "A", 1, 100)], "requires_capture"))
+        .await;
+    eventually(Duration::from_secs(20), "the v2 webhook", || async {
+        bodies().len() == 3
+    })
+    .await;
+    let v2 = bodies()
+        .into_iter()
+        .find(|b| b["data"]["storefront_order_id"] == "SF-V2")
+        .unwrap();
+    assert_eq!(v2["version"], 2);
+    crate::support::schema::check_webhook(&crate::support::schema::webhook_schemas(), &v2).unwrap();
+    p.stop().await;
+}
+
+#[test]
+fn the_outcome_schemas_examples_validate() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/schema/outcome-event.v1.json")).unwrap();
+    for e in schema["examples"].as_array().unwrap() {
+        assert_eq!(crate::support::schema::errors(&schema, e), Vec::<String>::new());
+    }
+}

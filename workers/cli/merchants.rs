@@ -42,6 +42,9 @@ pub(crate) enum MerchantAction {
         deadline_s: Option<i32>,
         #[arg(long)]
         commission_bps: Option<i32>,
+        /// Move the merchant's webhook bodies to this version (1 or 2; docs/webhooks.md).
+        #[arg(long)]
+        webhook_version: Option<i16>,
     },
     /// Set a merchant's ship-by deadline: accepted sub-orders not shipped within it are flagged late.
     ShipBy {
@@ -94,6 +97,7 @@ pub(crate) async fn merchants_command(config: Config, action: MerchantAction) ->
                 acceptance_default: default,
                 acceptance_deadline_s: deadline_s,
                 commission_bps,
+                webhook_version: None,
             };
             let secret = souk::admin::add_merchant(&app, &id, &input).await?;
             println!("merchant {id} added; its webhook signing secret (shown once): {secret}");
@@ -125,6 +129,7 @@ pub(crate) async fn merchants_command(config: Config, action: MerchantAction) ->
             default,
             deadline_s,
             commission_bps,
+            webhook_version,
         } => {
             let input = MerchantInput {
                 name,
@@ -133,6 +138,7 @@ pub(crate) async fn merchants_command(config: Config, action: MerchantAction) ->
                 acceptance_default: default,
                 acceptance_deadline_s: deadline_s,
                 commission_bps,
+                webhook_version,
             };
             souk::admin::update_merchant(&app, &id, &input).await?;
             println!("merchant {id} updated");

@@ -86,7 +86,7 @@ pub async fn record_delivered(pool: &PgPool, reqs: &[Delivered]) -> Result<Vec<b
 pub async fn load_deliveries(pool: &PgPool, ids: &[String]) -> Result<Vec<Option<DeliveryRow>>, sqlx::Error> {
     let rows: Vec<DeliveryRow> = sqlx::query_as(
         "SELECT d.id, d.merchant_id, d.order_id, d.sub_order_id, d.event_type, d.payload::text AS payload, d.status, d.created_at,
-                m.webhook_url, m.signing_secrets, m.endpoint_disabled_at, m.failing_since
+                m.webhook_url, m.signing_secrets, m.endpoint_disabled_at, m.failing_since, m.webhook_version
          FROM webhook_deliveries d JOIN merchants m ON m.id = d.merchant_id WHERE d.id = ANY($1)",
     )
     .bind(ids)
