@@ -248,7 +248,7 @@ async fn a_return_is_approved_tracked_back_refunded_once_restocked_once_and_sett
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.quiet().await;
     assert_eq!(stock_on_hand(&p, "m-ret", "A").await, before + 2);
     assert_eq!(p.sb.intent_state(&pi).unwrap().2, 3000);
     assert_eq!(p.sb.counters().get("refund").copied().unwrap_or(0), 1);
@@ -344,7 +344,7 @@ async fn a_refund_after_payout_takes_the_merchants_share_back_from_the_transfer_
     );
     let pi = accepted_order(&p, "SF-PAID", "m-paid", &[("A", 2, 1000)]).await;
     ship_and_deliver(&p, "SF-PAID", "m-paid").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s completion delay
     p.sweep().await;
     eventually(Duration::from_secs(20), "completed and paid out", || async {
         p.sb.transfers().len() == 1
@@ -362,7 +362,7 @@ async fn a_refund_after_payout_takes_the_merchants_share_back_from_the_transfer_
     })
     .await;
     let rid = return_row(&p, "RMA-P").await.unwrap().0;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s return response deadline
     p.sweep().await;
     eventually(
         Duration::from_secs(10),
@@ -439,7 +439,7 @@ async fn a_refund_after_payout_takes_the_merchants_share_back_from_the_transfer_
         .await
         .unwrap();
     p.sweep().await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    p.quiet().await;
     assert_eq!(p.sb.reversals().len(), 1);
     p.stop().await;
 }
@@ -502,14 +502,14 @@ async fn an_unanswered_complaint_escalates_an_answered_one_does_not_and_both_hol
     })
     .await;
     ship_and_deliver(&p, "SF-CP", "m-cp").await;
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await; // past the 3 s complaint reply deadline
     p.sweep().await;
     eventually(Duration::from_secs(10), "CASE-1 escalated", || async {
         status("CASE-1").await == "escalated"
     })
     .await;
     p.sweep().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.quiet().await;
     assert_eq!(status("CASE-2").await, "answered");
     let cp1: i64 = p
         .scalar(
@@ -645,9 +645,9 @@ async fn a_sub_order_shipped_in_two_parcels_is_delivered_and_completes_only_when
             == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s completion delay
     p.sweep().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.quiet().await;
     assert_eq!(
         delivery().await,
         (Some("pending".to_owned()), "accepted".to_owned()),
@@ -685,7 +685,7 @@ async fn a_sub_order_shipped_in_two_parcels_is_delivered_and_completes_only_when
         || async { refusals(&p, "nothing_left_to_ship").await == 1 },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s completion delay
     p.sweep().await;
     eventually(Duration::from_secs(10), "completed", || async {
         delivery().await.1 == "completed"

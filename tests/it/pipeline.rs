@@ -142,7 +142,7 @@ async fn a_held_payment_lock_leaves_the_capture_to_the_adjust_payment_job() {
         p.order_status("SF-LOCK").await.as_deref() == Some("authorised") && s.length + s.delayed > 0
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // a window for the held-off job to try (it snoozes)
     assert_eq!(
         p.order_status("SF-LOCK").await.as_deref(),
         Some("authorised"),

@@ -257,7 +257,7 @@ async fn a_tick_missed_while_no_process_ran_fires_once_at_start() {
         async move { completions(env, "missed").await == 1 }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // a window for a second firing, which must not come
     let s = starts(&env, "missed").await;
     let latest_tick = now / 3_600_000 * 3_600_000;
     assert_eq!(

@@ -65,7 +65,7 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s completion delay
     p.sweep().await;
     p.sweep().await;
     eventually(Duration::from_secs(20), "the payout paid", || async {
@@ -163,7 +163,7 @@ async fn a_completed_sub_order_is_settled_in_a_balanced_ledger_and_paid_out_once
         .push(souk::jobs::pay_merchant::QUEUE, &again)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    p.quiet().await;
     assert_eq!(p.sb.transfers().len(), 1);
     p.stop().await;
 }

@@ -136,7 +136,7 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
         .fetch_one(pool)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.quiet().await;
     let polls_now: i32 = sqlx::query_scalar("SELECT polls FROM shipments")
         .fetch_one(pool)
         .await
@@ -161,7 +161,8 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
         1
     );
 
-    // Delivered a while ago: the sweeper completes the sub-order.
+    // Delivered a while ago (past the 1 s completion delay): the sweeper completes the sub-order.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     p.sweep().await;
     eventually(Duration::from_secs(10), "the sub-order completed", || async {
         p.sub_statuses("SF-SHIP").await["m-ship"] == "completed"
@@ -221,7 +222,7 @@ async fn a_shipped_parcel_is_tracked_to_delivery_and_every_status_change_reaches
             .fetch_one(pool)
             .await
             .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a window of several 1 s poll intervals
     let later: i32 = sqlx::query_scalar("SELECT polls FROM shipments WHERE tracking_number = 'SILENT0001'")
         .fetch_one(pool)
         .await
@@ -300,7 +301,7 @@ async fn a_verified_provider_push_makes_souk_poll_at_once_and_a_forged_one_is_re
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.quiet().await;
     assert_eq!(polls().await, 1, "a forged push polls nothing");
     let real = http
         .post(&url)
@@ -352,7 +353,7 @@ async fn a_sub_order_not_shipped_by_its_merchants_deadline_is_flagged_late_once(
             == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // past the 1 s ship-by deadline
     p.sweep().await;
     p.sweep().await;
     eventually(Duration::from_secs(10), "the late webhook delivered", || async {
@@ -594,7 +595,7 @@ async fn kuaidi100_and_17track_pushes_are_verified_and_only_hint_a_poll() {
         polls().await == 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.quiet().await;
     assert_eq!(polls().await, 3, "forged pushes polled nothing");
     p.stop().await;
 }

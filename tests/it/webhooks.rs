@@ -63,7 +63,7 @@ async fn a_merchant_endpoint_down_slow_rate_limiting_or_gone_never_holds_up_the_
         .any(|d| d.1 == "slow" && d.2 == "delivered");
     assert!(!slow_done, "the fast merchant did not wait for the slow one");
     // The rate-limited endpoint recovers after its first refusal.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the endpoint stays rate limiting for a while
     p.sb.configure_endpoint(
         "limited",
         &EndpointSettings {

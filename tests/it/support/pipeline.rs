@@ -223,6 +223,41 @@ impl Pipeline {
         out
     }
 
+    /// Waits until souk has nothing left to do soon: every queue's stream empty (nothing
+    /// waiting, held or running) and no delayed job due within 2 s, seen on two reads in a row.
+    /// A check that something did *not* happen is made after this, not after a sleep.
+    pub(crate) async fn quiet(&self) {
+        let limit = std::time::Instant::now() + Duration::from_secs(30);
+        let mut calm = 0;
+        while calm < 2 {
+            calm = if self.idle().await { calm + 1 } else { 0 };
+            assert!(std::time::Instant::now() < limit, "souk never went quiet");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn idle(&self) -> bool {
+        use souk::queue::{keys::QueueKeys, stats};
+        let mut conn = self.env.redis();
+        let prefix = &self.env.prefix;
+        let soon = chrono::Utc::now().timestamp_millis() + 2_000;
+        for q in stats::queue_names(&mut conn, prefix).await.unwrap() {
+            let keys = QueueKeys::new(prefix, &q);
+            let s = stats::queue_stats(&mut conn, &keys).await.unwrap();
+            let due: i64 = redis::cmd("ZCOUNT")
+                .arg(&keys.delayed)
+                .arg("-inf")
+                .arg(soon)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if s.length > 0 || s.held > 0 || due > 0 {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Runs the sweeper (what cron does every 30 s) once, through the queue.
     pub(crate) async fn sweep(&self) {
         self.env
