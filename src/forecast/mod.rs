@@ -271,7 +271,11 @@ fn forecast_sku(
     let (y, price) = dense(input, from, len);
     let f = forecast_series(&y, &cfg.settings());
     let policy = cfg.policy(input.lead_time_days.or(merchant_lead));
-    let a = advise(&f, input.available as f64, 0.0, &policy);
+    // Unknown stock is not zero stock: advice is computed as if on hand were 0 only to fill the
+    // row's fields, and the SKU is neither advised (no stock_advice row) nor ever at risk.
+    let known = input.available.is_some();
+    let available = input.available.unwrap_or(0);
+    let a = advise(&f, available as f64, 0.0, &policy);
     let value = (a.expected_shortfall * price.unwrap_or(0) as f64).round() as i64;
     SkuResult {
         sku: input.sku.clone(),
@@ -283,7 +287,7 @@ fn forecast_sku(
         history_days: f.history_days as i32,
         validation_rmsse: f.validation_rmsse,
         dispersion: f.dispersion,
-        available: input.available.min(i32::MAX as i64) as i32,
+        available: available.min(i32::MAX as i64) as i32,
         lead_time_days: policy.lead_time_days as i32,
         lead_time_demand: a.lead_time_demand,
         stockout_probability: a.stockout_probability,
@@ -294,8 +298,10 @@ fn forecast_sku(
         days_of_cover: a.days_of_cover.map(|d| d as i32),
         unit_price_minor: price,
         value_at_risk_minor: value,
-        // A SKU with nothing forecast is never at risk, whatever its stock.
-        at_risk: a.lead_time_demand > 0.0 && a.stockout_probability >= cfg.warn_probability,
+        // A SKU with nothing forecast is never at risk, whatever its stock; nor is one whose
+        // stock is unknown.
+        at_risk: known && a.lead_time_demand > 0.0 && a.stockout_probability >= cfg.warn_probability,
+        stock_known: known,
         mean: f.mean,
         p50: f.p50,
         p90: f.p90,

@@ -169,7 +169,9 @@ pub struct SkuInput {
     pub sku: String,
     /// (day, units, revenue) in day order.
     pub days: Vec<(NaiveDate, i64, i64)>,
-    pub available: i64,
+    /// Units on hand less reserved; `None` when souk has no stock row for the SKU (its stock is
+    /// unknown, not zero: such a SKU gets a forecast and no stock advice).
+    pub available: Option<i64>,
     pub lead_time_days: Option<i32>,
 }
 
@@ -214,7 +216,7 @@ pub async fn merchant_inputs(
             sku,
             ..Default::default()
         });
-        e.available = (on_hand - reserved).max(0) as i64;
+        e.available = Some(i64::from(on_hand - reserved).max(0));
         e.lead_time_days = lt;
     }
     Ok((lead, by_sku.into_values().collect()))
@@ -248,6 +250,8 @@ pub struct SkuResult {
     pub unit_price_minor: Option<i64>,
     pub value_at_risk_minor: i64,
     pub at_risk: bool,
+    /// Whether the SKU's stock is known; only such SKUs get a `stock_advice` row.
+    pub stock_known: bool,
 }
 
 /// A past forecast whose horizon has passed and that has no accuracy yet.
@@ -317,7 +321,8 @@ pub async fn store_merchant(
     }
     for chunk in results.chunks(2_000) {
         insert_forecasts(&mut tx, run, merchant, chunk).await?;
-        insert_advice(&mut tx, run, merchant, chunk).await?;
+        let advised: Vec<SkuResult> = chunk.iter().filter(|r| r.stock_known).cloned().collect();
+        insert_advice(&mut tx, run, merchant, &advised).await?;
     }
     for chunk in accuracy.chunks(5_000) {
         insert_accuracy(&mut tx, merchant, chunk).await?;

@@ -190,9 +190,10 @@ async fn a_forecast_run_stores_coherent_forecasts_advice_accuracy_and_one_verifi
             .unwrap();
     assert_eq!(model, "recent_mean");
     assert!(fallback.unwrap().contains("fewer than 56"));
-    // Every SKU has advice; the generator leaves some with almost no cover.
+    // Every SKU with a stock row has advice (ORD-1, sold through orders only, has none: its
+    // stock is unknown); the generator leaves some with almost no cover.
     let advice = format!("SELECT count(*) FROM stock_advice WHERE run_id = {}", run2.id);
-    assert_eq!(scalar_i64(&env, &advice).await, 61);
+    assert_eq!(scalar_i64(&env, &advice).await, 60);
     let at_risk_fa = scalar_i64(
         &env,
         &format!(
@@ -502,5 +503,76 @@ async fn the_planned_run_spreads_over_workers_and_one_failing_merchant_holds_up_
     assert_eq!(scalar_i64(&env, "SELECT count(*) FROM sku_forecasts").await, 200);
     // The workers go before the keys: a running one would write its queues back.
     drop(workers);
+    env.cleanup().await;
+}
+
+/// A merchant whose stock souk does not know (no `stock` rows) gets forecasts but no stock
+/// advice and no at-risk digest: unknown stock is not zero stock.
+#[tokio::test]
+async fn unknown_stock_gets_forecasts_but_no_advice_and_no_digest() {
+    let env = TestEnv::new().await;
+    let input = MerchantInput {
+        webhook_url: Some("https://merchant.example/hooks".into()),
+        ..Default::default()
+    };
+    admin::add_merchant(&env.app, "fz", &input).await.unwrap();
+    for (n, d) in (1..=20).zip(
+        [
+            "2026-06-01",
+            "2026-06-05",
+            "2026-06-10",
+            "2026-06-15",
+            "2026-06-20",
+        ]
+        .iter()
+        .cycle(),
+    ) {
+        order_line(&env, n, "fz", "NO-STOCK-ROW", 5, "accepted", d).await;
+    }
+    let run = forecast::open_run(&env.app, "t:unknown", day("2026-06-30"), None)
+        .await
+        .unwrap();
+    let (ok, failed) = forecast::run_in_process(&env.app, &run, |_, _| {}).await.unwrap();
+    assert_eq!((ok, failed), (1, 0));
+    assert_eq!(
+        scalar_i64(
+            &env,
+            "SELECT count(*) FROM sku_forecasts WHERE merchant_id = 'fz'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar_i64(&env, "SELECT count(*) FROM stock_advice WHERE merchant_id = 'fz'").await,
+        0
+    );
+    assert_eq!(
+        scalar_i64(
+            &env,
+            "SELECT count(*) FROM webhook_deliveries WHERE event_type = 'forecast.stock_risk'"
+        )
+        .await,
+        0,
+        "no digest"
+    );
+    // Once its stock is known (and short), the same history makes it at risk.
+    let mut tx = env.app.pool.begin().await.unwrap();
+    souk::store::merchants::set_stock(&mut tx, "fz", "NO-STOCK-ROW", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let run = forecast::open_run(&env.app, "t:known", day("2026-06-30"), None)
+        .await
+        .unwrap();
+    forecast::run_in_process(&env.app, &run, |_, _| {}).await.unwrap();
+    assert_eq!(
+        scalar_i64(
+            &env,
+            "SELECT count(*) FROM stock_advice WHERE merchant_id = 'fz' AND at_risk"
+        )
+        .await,
+        1
+    );
     env.cleanup().await;
 }
