@@ -151,7 +151,7 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
     store::refresh_demand_from_orders(&app.pool, merchant, from, run.as_of)
         .await
         .context("rebuilding daily demand from order lines")?;
-    let (merchant_lead, inputs) = store::merchant_inputs(&app.pool, merchant, from, run.as_of)
+    let (settings, inputs) = store::merchant_inputs(&app.pool, merchant, from, run.as_of)
         .await
         .context("loading daily demand and stock")?;
     let due = store::due_for_accuracy(&app.pool, merchant, run.as_of)
@@ -161,7 +161,7 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
     let (results, accuracy) = tokio::task::spawn_blocking(move || {
         let results: Vec<SkuResult> = inputs
             .iter()
-            .map(|i| forecast_sku(&cfg, i, from, as_of, merchant_lead))
+            .map(|i| forecast_sku(&cfg, i, from, as_of, settings))
             .collect();
         let accuracy = score_past(&inputs, &due, from);
         (results, accuracy)
@@ -265,12 +265,13 @@ fn forecast_sku(
     input: &SkuInput,
     from: NaiveDate,
     as_of: NaiveDate,
-    merchant_lead: Option<i32>,
+    merchant: store::MerchantSettings,
 ) -> SkuResult {
     let len = ((as_of - from).num_days() + 1).max(0) as usize;
     let (y, price) = dense(input, from, len);
     let f = forecast_series(&y, &cfg.settings());
-    let policy = cfg.policy(input.lead_time_days.or(merchant_lead));
+    let policy = cfg.policy(input.lead_time_days.or(merchant.lead_time_days));
+    let warn = merchant.warn_probability.unwrap_or(cfg.warn_probability);
     // Unknown stock is not zero stock: advice is computed as if on hand were 0 only to fill the
     // row's fields, and the SKU is neither advised (no stock_advice row) nor ever at risk.
     let known = input.available.is_some();
@@ -300,7 +301,7 @@ fn forecast_sku(
         value_at_risk_minor: value,
         // A SKU with nothing forecast is never at risk, whatever its stock; nor is one whose
         // stock is unknown.
-        at_risk: known && a.lead_time_demand > 0.0 && a.stockout_probability >= cfg.warn_probability,
+        at_risk: known && a.lead_time_demand > 0.0 && a.stockout_probability >= warn,
         stock_known: known,
         mean: f.mean,
         p50: f.p50,

@@ -175,19 +175,32 @@ pub struct SkuInput {
     pub lead_time_days: Option<i32>,
 }
 
-/// Everything the forecast of one merchant reads: demand over `[from, to]` and stock, for every
-/// SKU with either.
+/// A merchant's own forecast settings: lead time and stock-out threshold (NULL: the defaults).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MerchantSettings {
+    pub lead_time_days: Option<i32>,
+    pub warn_probability: Option<f64>,
+}
+
+/// Everything the forecast of one merchant reads: its settings, and demand over `[from, to]`
+/// and stock, for every SKU with either.
 pub async fn merchant_inputs(
     pool: &PgPool,
     merchant: &str,
     from: NaiveDate,
     to: NaiveDate,
-) -> Result<(Option<i32>, Vec<SkuInput>), sqlx::Error> {
-    let lead: Option<i32> = sqlx::query_scalar("SELECT lead_time_days FROM merchants WHERE id = $1")
-        .bind(merchant)
-        .fetch_optional(pool)
-        .await?
-        .flatten();
+) -> Result<(MerchantSettings, Vec<SkuInput>), sqlx::Error> {
+    let settings = sqlx::query_as::<_, (Option<i32>, Option<f64>)>(
+        "SELECT lead_time_days, forecast_warn_probability FROM merchants WHERE id = $1",
+    )
+    .bind(merchant)
+    .fetch_optional(pool)
+    .await?
+    .map(|(lead_time_days, warn_probability)| MerchantSettings {
+        lead_time_days,
+        warn_probability,
+    })
+    .unwrap_or_default();
     let rows: Vec<(String, NaiveDate, i64, i64)> = sqlx::query_as(
         "SELECT sku, day, sum(units)::bigint, sum(revenue_minor)::bigint FROM sku_daily_demand
          WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day",
@@ -219,7 +232,7 @@ pub async fn merchant_inputs(
         e.available = Some(i64::from(on_hand - reserved).max(0));
         e.lead_time_days = lt;
     }
-    Ok((lead, by_sku.into_values().collect()))
+    Ok((settings, by_sku.into_values().collect()))
 }
 
 /// One SKU's computed results, ready to store.
@@ -617,6 +630,22 @@ pub async fn import_stock(pool: &PgPool, merchant: &str, rows: &[(String, i32)])
 
 /// Sets (or clears, with `None`) the lead time of a merchant, or of one of its SKUs. `false`
 /// when the merchant or the SKU's stock row does not exist.
+/// Sets (or with `None` clears) a merchant's stock-out threshold; false if no such merchant.
+pub async fn set_warn_probability(
+    pool: &PgPool,
+    merchant: &str,
+    p: Option<f64>,
+) -> Result<bool, sqlx::Error> {
+    let n =
+        sqlx::query("UPDATE merchants SET forecast_warn_probability = $2, updated_at = now() WHERE id = $1")
+            .bind(merchant)
+            .bind(p)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    Ok(n == 1)
+}
+
 pub async fn set_lead_time(
     pool: &PgPool,
     merchant: &str,

@@ -574,5 +574,41 @@ async fn unknown_stock_gets_forecasts_but_no_advice_and_no_digest() {
         .await,
         1
     );
+    // The merchant's own threshold decides what is at risk: stock for about the lead time's
+    // demand makes a middling stock-out probability p; above p it is not at risk, below it is.
+    let latest = "SELECT stockout_probability, lead_time_demand, at_risk FROM stock_advice
+                  WHERE merchant_id = 'fz' ORDER BY run_id DESC LIMIT 1";
+    let (_, ltd, _): (f64, f64, bool) = sqlx::query_as(latest).fetch_one(&env.app.pool).await.unwrap();
+    let mut tx = env.app.pool.begin().await.unwrap();
+    souk::store::merchants::set_stock(&mut tx, "fz", "NO-STOCK-ROW", ltd.round() as i64)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let app = &env.app;
+    let rerun = |name: &'static str| async move {
+        let run = forecast::open_run(app, name, day("2026-06-30"), None)
+            .await
+            .unwrap();
+        forecast::run_in_process(app, &run, |_, _| {}).await.unwrap();
+        sqlx::query_as::<_, (f64, f64, bool)>(latest)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let (p, _, _) = rerun("t:covered").await;
+    assert!(p > 0.01 && p < 0.99, "a middling probability, got {p}");
+    use souk::store::forecasts::set_warn_probability;
+    assert!(set_warn_probability(&env.app.pool, "fz", Some((p + 1.0) / 2.0))
+        .await
+        .unwrap());
+    assert!(
+        !rerun("t:strict").await.2,
+        "under the merchant's threshold: not at risk"
+    );
+    assert!(set_warn_probability(&env.app.pool, "fz", Some(p / 2.0))
+        .await
+        .unwrap());
+    assert!(rerun("t:lenient").await.2, "over it: at risk");
     env.cleanup().await;
 }

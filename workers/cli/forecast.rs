@@ -44,6 +44,16 @@ pub(crate) enum ForecastAction {
         #[arg(long, conflicts_with = "days")]
         clear: bool,
     },
+    /// Set a merchant's stock-out threshold: SKUs at least this likely to run out within their
+    /// lead time are at risk (advice and digest). Omit with --clear for forecast.warn_probability.
+    Threshold {
+        #[arg(long)]
+        merchant: String,
+        /// A probability between 0 and 1 (exclusive), e.g. 0.5.
+        probability: Option<f64>,
+        #[arg(long, conflicts_with = "probability")]
+        clear: bool,
+    },
     /// Load a seeded, generated marketplace history (daily demand and stock) into Postgres.
     Generate {
         #[arg(long, default_value_t = 20)]
@@ -241,6 +251,29 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             match days {
                 Some(d) => println!("lead time of {what}: {d} days (used from the next forecast run)"),
                 None => println!("lead time of {what} cleared"),
+            }
+            Ok(())
+        }
+        ForecastAction::Threshold {
+            merchant,
+            probability,
+            clear,
+        } => {
+            anyhow::ensure!(clear || probability.is_some(), "give the probability, or --clear");
+            if let Some(p) = probability {
+                anyhow::ensure!(
+                    p > 0.0 && p < 1.0,
+                    "the probability must be between 0 and 1 (exclusive)"
+                );
+            }
+            if !forecasts::set_warn_probability(&app.pool, &merchant, probability).await? {
+                anyhow::bail!("no merchant {merchant}");
+            }
+            match probability {
+                Some(p) => {
+                    println!("stock-out threshold of {merchant}: {p} (used from the next forecast run)")
+                }
+                None => println!("stock-out threshold of {merchant} cleared"),
             }
             Ok(())
         }
