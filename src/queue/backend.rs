@@ -490,32 +490,11 @@ impl Inner {
         // else its own id (releasing an id that is in no group does nothing).
         let seq = self.groups.map(|_| e.field("gseq").unwrap_or(&e.id).to_owned());
         let spent: u32 = e.field("attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
-        // A grouped queue is written by producers outside souk (the storefront's), and of an
-        // entry's fields only the documented ones count (docs/storefront.md): its job id, on
-        // which handlers deduplicate, is its first entry id (the sequence id it keeps through
-        // holds, retries and give-backs), never a `job_id` field it was sent with; and a sent
-        // `enqueued_at` is ignored when it is after the entry or more than a day before it.
-        let job_id = match &seq {
-            Some(first) => first.clone(),
-            None => e
-                .field("job_id")
-                .filter(|j| !j.is_empty())
-                .unwrap_or(&e.id)
-                .to_owned(),
-        };
-        let entry_ms = id_millis(seq.as_deref().unwrap_or(&e.id));
-        let sent_ms = e.field("enqueued_at").and_then(|t| t.parse::<i64>().ok());
-        let enqueued_at_ms = match sent_ms {
-            Some(t)
-                if self.groups.is_some() && !(entry_ms - DAY_MS..=entry_ms + CLOCK_SKEW_MS).contains(&t) =>
-            {
-                m.enqueued_at_ignored.fetch_add(1, Relaxed);
-                tracing::info!(queue = %self.ctx.keys.queue, entry_id = %e.id, enqueued_at = t, "enqueued_at out of bounds; the entry's own time is used");
-                entry_ms
-            }
-            Some(t) => t,
-            None => entry_ms,
-        };
+        let (job_id, enqueued_at_ms, ignored) = super::entries::identity(&e, seq.as_deref());
+        if let Some(t) = ignored {
+            m.enqueued_at_ignored.fetch_add(1, Relaxed);
+            tracing::info!(queue = %self.ctx.keys.queue, entry_id = %e.id, enqueued_at = t, "enqueued_at out of bounds; the entry's own time is used");
+        }
         let d = Delivery {
             queue: self.ctx.keys.queue.as_str().into(),
             job_id,
@@ -565,11 +544,6 @@ impl Inner {
         }
     }
 }
-
-/// How far before its entry a storefront's `enqueued_at` may be.
-const DAY_MS: i64 = 24 * 3600 * 1000;
-/// How far after its entry (the producer's clock ahead of Redis's).
-const CLOCK_SKEW_MS: i64 = 60_000;
 
 fn e_has_payload(d: &Delivery) -> bool {
     !d.payload.is_empty()

@@ -104,6 +104,38 @@ pub(crate) fn parse_read_reply(v: &Value) -> Vec<RawEntry> {
     }
 }
 
+/// How far before its entry a storefront's `enqueued_at` may be.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// How far after its entry (the producer's clock ahead of Redis's).
+const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// An entry's job id and enqueue time; with the sent `enqueued_at` when it was ignored.
+///
+/// `seq` is set on a grouped queue, which producers outside souk write (the storefront's), and
+/// of such an entry's fields only the documented ones count (docs/storefront.md): its job id,
+/// on which handlers deduplicate, is its first entry id (the sequence id it keeps through
+/// holds, retries and give-backs), never a `job_id` field it was sent with; and a sent
+/// `enqueued_at` is ignored when it is after the entry or more than a day before it. Entries of
+/// souk's own queues keep the `job_id` and `enqueued_at` souk wrote.
+pub(crate) fn identity(e: &RawEntry, seq: Option<&str>) -> (String, i64, Option<i64>) {
+    let job_id = match seq {
+        Some(first) => first.to_owned(),
+        None => e
+            .field("job_id")
+            .filter(|j| !j.is_empty())
+            .unwrap_or(&e.id)
+            .to_owned(),
+    };
+    let entry_ms = id_millis(seq.unwrap_or(&e.id));
+    match e.field("enqueued_at").and_then(|t| t.parse::<i64>().ok()) {
+        Some(t) if seq.is_some() && !(entry_ms - DAY_MS..=entry_ms + CLOCK_SKEW_MS).contains(&t) => {
+            (job_id, entry_ms, Some(t))
+        }
+        Some(t) => (job_id, t, None),
+        None => (job_id, entry_ms, None),
+    }
+}
+
 /// The millisecond part of a stream id.
 pub(crate) fn id_millis(id: &str) -> i64 {
     id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
