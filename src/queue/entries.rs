@@ -50,10 +50,18 @@ impl RawEntry {
 }
 
 pub(crate) fn text(v: &Value) -> Option<String> {
+    checked_text(v).map(|(s, _)| s)
+}
+
+/// [`text`], and whether the bytes were valid UTF-8 (read with replacement characters if not).
+fn checked_text(v: &Value) -> Option<(String, bool)> {
     match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
+        Value::BulkString(b) => Some(match String::from_utf8(b.clone()) {
+            Ok(s) => (s, true),
+            Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
+        }),
+        Value::SimpleString(s) => Some((s.clone(), true)),
+        Value::Int(i) => Some((i.to_string(), true)),
         _ => None,
     }
 }
@@ -71,10 +79,10 @@ pub(crate) fn parse_entries(v: &Value) -> Vec<RawEntry> {
         let mut invalid_utf8 = false;
         if let Some(Value::Array(kv)) = pair.get(1) {
             for c in kv.chunks(2) {
-                if let (Some(k), Some(v)) = (c.first().and_then(text), c.get(1).and_then(text)) {
-                    invalid_utf8 |= c
-                        .iter()
-                        .any(|x| matches!(x, Value::BulkString(b) if std::str::from_utf8(b).is_err()));
+                if let (Some((k, k_ok)), Some((v, v_ok))) =
+                    (c.first().and_then(checked_text), c.get(1).and_then(checked_text))
+                {
+                    invalid_utf8 |= !(k_ok && v_ok);
                     fields.push((k, v));
                 }
             }

@@ -18,7 +18,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authorised, idempotent, lock, stripe_error, stripe_error_body, Sandbox};
+use super::{idempotent, lock, no_such_intent, stripe_error, stripe_error_body, without_key, Sandbox};
 
 /// The payment methods `POST /v1/payment_intents` knows: Stripe's test methods, and one of the
 /// sandbox's own (`pm_sandbox_processing_<ms>`: `processing` for that long, then paid).
@@ -45,12 +45,8 @@ pub(super) async fn create(
     headers: HeaderMap,
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     let mut sorted = params.clone();
     sorted.sort();
@@ -141,12 +137,8 @@ pub(super) async fn retrieve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     sb.count("retrieve");
     let mut intents = lock(&sb.intents);
@@ -174,12 +166,8 @@ pub(super) async fn capture(
     Path(id): Path<String>,
     Form(f): Form<CaptureForm>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     let sb2 = sb.clone();
     idempotent(
@@ -189,10 +177,7 @@ pub(super) async fn capture(
         move || {
             let mut intents = lock(&sb2.intents);
             let Some(i) = intents.get_mut(&id) else {
-                return (
-                    404,
-                    json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
-                );
+                return no_such_intent();
             };
             i.settle();
             if i.status != "requires_capture" {
@@ -221,21 +206,14 @@ pub(super) async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     let sb2 = sb.clone();
     idempotent(&sb, &headers, format!("cancel:{id}"), move || {
         let mut intents = lock(&sb2.intents);
         let Some(i) = intents.get_mut(&id) else {
-            return (
-                404,
-                json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
-            );
+            return no_such_intent();
         };
         i.settle();
         if i.status == "succeeded" || i.status == "canceled" {
@@ -261,12 +239,8 @@ pub(super) async fn refund(
     headers: HeaderMap,
     Form(f): Form<RefundForm>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     let sb2 = sb.clone();
     idempotent(
@@ -276,10 +250,7 @@ pub(super) async fn refund(
         move || {
             let mut intents = lock(&sb2.intents);
             let Some(i) = intents.get_mut(&f.payment_intent) else {
-                return (
-                    404,
-                    json!({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}),
-                );
+                return no_such_intent();
             };
             let left = i.amount_received - i.amount_refunded;
             let amount = f.amount.unwrap_or(left);

@@ -300,6 +300,29 @@ fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
 }
 
+/// Stripe's answer to a request without the sandbox's bearer key; `None` when it has the key.
+fn without_key(sb: &Sandbox, headers: &HeaderMap) -> Option<Response> {
+    (!authorised(sb, headers)).then(|| {
+        stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API Key provided",
+        )
+    })
+}
+
+/// Stripe's answer for an unknown PaymentIntent, as `idempotent` records it.
+fn no_such_intent() -> (u16, Value) {
+    (
+        404,
+        stripe_error_body(
+            "invalid_request_error",
+            "resource_missing",
+            "No such payment_intent",
+        ),
+    )
+}
+
 /// An error body in Stripe's shape, with a `code` (and more fields, such as `param`).
 fn stripe_error_body(kind: &str, code: &str, message: &str) -> Value {
     json!({"error": {"type": kind, "code": code, "message": message}})

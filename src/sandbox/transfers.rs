@@ -5,14 +5,14 @@ use std::sync::{atomic::Ordering, Arc};
 
 use axum::{
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::Response,
     Form,
 };
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authorised, idempotent, lock, stripe_error, Sandbox};
+use super::{idempotent, lock, without_key, Sandbox};
 
 #[derive(Deserialize)]
 pub(super) struct TransferForm {
@@ -49,12 +49,8 @@ pub(super) async fn reverse_transfer(
     Path(transfer): Path<String>,
     Form(f): Form<ReversalForm>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     let sb2 = sb.clone();
     idempotent(
@@ -99,12 +95,8 @@ pub(super) async fn transfer(
     headers: HeaderMap,
     Form(f): Form<TransferForm>,
 ) -> Response {
-    if !authorised(&sb, &headers) {
-        return stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "Invalid API Key provided",
-        );
+    if let Some(refused) = without_key(&sb, &headers) {
+        return refused;
     }
     let sb2 = sb.clone();
     idempotent(

@@ -131,6 +131,20 @@ async fn a_crash_right_after_a_default_rejection_still_refunds_that_share_once()
     .await;
     assert_eq!(p.sb.intent_state(&pi), Some(("succeeded".into(), 900, 400)));
     assert_eq!(counter(&p, "refund"), 1);
+    // The merchant hears of the rejection made for it: its webhook was written with the
+    // decision, so the crash after the commit did not lose it; delivered once.
+    eventually(Duration::from_secs(20), "the silent merchant told", || async {
+        p.sb.endpoint_report("silent")
+            .events
+            .iter()
+            .any(|e| e.1 == "sub_order.rejected")
+    })
+    .await;
+    let told = p.sb.endpoint_report("silent");
+    assert_eq!(
+        told.events.iter().filter(|e| e.1 == "sub_order.rejected").count(),
+        1
+    );
     drop(workers);
     p.stop().await;
 }
