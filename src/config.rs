@@ -44,6 +44,7 @@ pub struct Config {
     pub payment: PaymentConfig,
     pub webhooks: WebhooksConfig,
     pub admin: AdminConfig,
+    pub merchant_api: MerchantApiConfig,
     pub forecast: ForecastConfig,
     pub tracking: TrackingConfig,
     pub after_sales: AfterSalesConfig,
@@ -190,6 +191,16 @@ impl ForecastConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub token: Secret,
+}
+
+/// The merchant API's own listener (see `[merchant_api]` in config/default.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantApiConfig {
+    pub listen: String,
+    pub requests_per_minute: u32,
+    pub action_wait_ms: u64,
+    pub address_visible_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -459,6 +470,22 @@ impl Config {
         }
         if !self.ops.listen.is_empty() && self.ops.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("ops.listen", "must be host:port with an IP address, or empty");
+        }
+        let m = &self.merchant_api;
+        if !m.listen.is_empty() && m.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "merchant_api.listen",
+                "must be host:port with an IP address, or empty",
+            );
+        }
+        if m.requests_per_minute == 0 {
+            return bad("merchant_api.requests_per_minute", "must be at least 1");
+        }
+        if m.action_wait_ms > 30_000 {
+            return bad(
+                "merchant_api.action_wait_ms",
+                "must be at most 30000 (answer 202 sooner)",
+            );
         }
         let mut names: Vec<(String, QueueConfig)> = vec![("queue".into(), self.queue.clone())];
         for name in self.queues.keys() {

@@ -34,6 +34,7 @@ pub mod forecast;
 pub mod http;
 pub mod integrations;
 pub mod jobs;
+pub mod merchant_api;
 pub mod notify;
 pub mod orders;
 pub mod outcomes;

@@ -298,6 +298,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     }
                 });
             }
+            if !config.merchant_api.listen.is_empty() {
+                let addr: SocketAddr = config
+                    .merchant_api
+                    .listen
+                    .parse()
+                    .context("merchant_api.listen")?;
+                let mut rx = rx.clone();
+                let api_app = app.clone();
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.changed().await;
+                    };
+                    if let Err(e) = souk::merchant_api::serve(addr, api_app, stop).await {
+                        tracing::error!(%addr, error = %e, "merchant API failed");
+                    }
+                });
+            }
             app.run_workers(&queues, !no_cron, async move {
                 shutdown_signal().await;
                 let _ = tx.send(true);

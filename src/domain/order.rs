@@ -89,6 +89,9 @@ pub enum StorefrontCommand {
         decision: super::after_sales::ReturnDecision,
         #[serde(default)]
         reason: Option<String>,
+        /// The merchant deciding: when given, it must be the return's merchant.
+        #[serde(default)]
+        merchant_id: Option<String>,
     },
     /// The customer sent the approved return back: its parcel is tracked like any other.
     #[serde(rename = "return.shipped")]
@@ -108,6 +111,9 @@ pub enum StorefrontCommand {
         sellable: bool,
         #[serde(default)]
         note: Option<String>,
+        /// As for `return.decision`.
+        #[serde(default)]
+        merchant_id: Option<String>,
     },
     /// The customer opens a complaint about a merchant's part of an order.
     #[serde(rename = "complaint.opened")]
@@ -126,6 +132,9 @@ pub enum StorefrontCommand {
         complaint_id: String,
         author: super::after_sales::Author,
         message: String,
+        /// Required when `author` is `merchant`, and it must be the complaint's merchant.
+        #[serde(default)]
+        merchant_id: Option<String>,
     },
     /// The complaint is settled.
     #[serde(rename = "complaint.closed")]
@@ -134,6 +143,9 @@ pub enum StorefrontCommand {
         complaint_id: String,
         by: super::after_sales::Author,
         resolution: String,
+        /// Required when `by` is `merchant`, and it must be the complaint's merchant.
+        #[serde(default)]
+        merchant_id: Option<String>,
     },
 }
 
@@ -263,6 +275,21 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
         }
         StorefrontCommand::ComplaintOpened { complaint_id, .. } => {
             input::check_id("invalid_id", "complaint_id", complaint_id)?
+        }
+        StorefrontCommand::ComplaintMessage {
+            author: super::after_sales::Author::Merchant,
+            merchant_id: None,
+            ..
+        }
+        | StorefrontCommand::ComplaintClosed {
+            by: super::after_sales::Author::Merchant,
+            merchant_id: None,
+            ..
+        } => {
+            return Err(reject(
+                "merchant_required",
+                "a merchant's message or close must name the merchant (merchant_id)",
+            ))
         }
         _ => {}
     }

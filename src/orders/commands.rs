@@ -242,8 +242,12 @@ async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobErro
             return_id,
             decision,
             reason,
+            merchant_id,
             ..
         } => {
+            if let Some(r) = not_theirs(app, Case::Return, &return_id, merchant_id.as_deref()).await? {
+                return refuse(app, d, raw, None, r).await;
+            }
             let approve = decision == ReturnDecision::Approve;
             let outcome = after_sales::decide_return(&app.pool, &return_id, approve, reason.as_deref())
                 .await
@@ -280,8 +284,12 @@ async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobErro
             return_id,
             sellable,
             note,
+            merchant_id,
             ..
         } => {
+            if let Some(r) = not_theirs(app, Case::Return, &return_id, merchant_id.as_deref()).await? {
+                return refuse(app, d, raw, None, r).await;
+            }
             let outcome = after_sales::receive(&app.pool, &d.job_id, &return_id, sellable, note.as_deref())
                 .await
                 .map_err(db)?;
@@ -322,8 +330,12 @@ async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobErro
             complaint_id,
             author,
             message,
+            merchant_id,
             ..
         } => {
+            if let Some(r) = not_theirs(app, Case::Complaint, &complaint_id, merchant_id.as_deref()).await? {
+                return refuse(app, d, raw, None, r).await;
+            }
             if let Err(r) = text_ok("message", &message, MAX_MESSAGE) {
                 return refuse(app, d, raw, None, r).await;
             }
@@ -343,8 +355,12 @@ async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobErro
             complaint_id,
             by,
             resolution,
+            merchant_id,
             ..
         } => {
+            if let Some(r) = not_theirs(app, Case::Complaint, &complaint_id, merchant_id.as_deref()).await? {
+                return refuse(app, d, raw, None, r).await;
+            }
             if let Err(r) = text_ok("resolution", &resolution, MAX_MESSAGE) {
                 return refuse(app, d, raw, None, r).await;
             }
@@ -379,6 +395,42 @@ async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobErro
             .await
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Case {
+    Return,
+    Complaint,
+}
+
+/// A refusal when a command names a merchant (`merchant_id`) that is not the case's: one
+/// merchant never acts on another's return or complaint. An unknown case is left to the
+/// service, which refuses it with its usual code.
+async fn not_theirs(
+    app: &App,
+    case: Case,
+    id: &str,
+    merchant: Option<&str>,
+) -> Result<Option<Rejection>, JobError> {
+    let Some(merchant) = merchant else {
+        return Ok(None);
+    };
+    let sql = match case {
+        Case::Return => "SELECT merchant_id FROM returns WHERE storefront_return_id = $1",
+        Case::Complaint => "SELECT merchant_id FROM complaints WHERE storefront_complaint_id = $1",
+    };
+    let owner: Option<String> = sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_optional(&app.pool)
+        .await
+        .map_err(db)?;
+    Ok(match owner {
+        Some(o) if o != merchant => Some(Rejection {
+            code: "not_your_case",
+            message: format!("{id:?} is not a case of merchant {merchant:?}"),
+        }),
+        _ => None,
+    })
 }
 
 /// Sets (`on_hand`) or adjusts (`delta`) a merchant's stock of a SKU, once per stream entry;

@@ -74,6 +74,28 @@ impl Producer {
         Ok(id)
     }
 
+    /// [`Producer::push_raw`] once per `key` within `window`: the entry id of the push that
+    /// used the key, and whether it was this one. A caller that retries after losing the
+    /// answer finds its first entry instead of adding a second.
+    pub async fn push_raw_once(
+        &self,
+        queue: &str,
+        key: &str,
+        payload: &str,
+        window: Duration,
+    ) -> Result<(bool, String), PushError> {
+        let keys = self.keys(queue);
+        let (added, id): (i64, String) = scripts::PUSH_RAW_ONCE
+            .key(&keys.stream)
+            .key(keys.idempotency(key))
+            .arg(payload)
+            .arg(now_ms())
+            .arg(window.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((added == 1, id))
+    }
+
     /// Pushes many jobs in one pipelined round trip per 1,000; returns their entry ids.
     pub async fn push_many<T: Serialize>(&self, queue: &str, jobs: &[T]) -> Result<Vec<String>, PushError> {
         let payloads = jobs

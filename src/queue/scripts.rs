@@ -115,6 +115,21 @@ return out
     )
 });
 
+/// Adds one raw entry to the stream once per key within a window, remembering its entry id.
+/// KEYS: stream, guard. ARGV: payload, now_ms, window_ms. Returns {1, id} when added, {0, the
+/// first push's id} when the key was used.
+pub static PUSH_RAW_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local prev = redis.call('GET', KEYS[2])
+if prev then return {0, prev} end
+local id = redis.call('XADD', KEYS[1], '*', 'payload', ARGV[1], 'enqueued_at', ARGV[2])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[3])
+return {1, id}
+"#,
+    )
+});
+
 /// Fires a cron tick once across the fleet: only a tick later than the last one fired pushes.
 /// KEYS: cron_last, stream. ARGV: tick_ms, payload, job_id, now_ms. Returns 1 if fired here.
 pub static CRON_FIRE: LazyLock<Script> = LazyLock::new(|| {

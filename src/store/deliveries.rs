@@ -45,7 +45,8 @@ pub async fn record_attempt(
     .bind(excerpt)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE webhook_deliveries SET attempts = attempts + 1 WHERE id = $1")
+    // A replay's first attempt: its job is alive, the sweep need not push it again.
+    sqlx::query("UPDATE webhook_deliveries SET attempts = attempts + 1, replayed_at = NULL WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -168,12 +169,13 @@ pub async fn disable_endpoint(pool: &PgPool, merchant: &str, reason: &str) -> Re
     Ok(n == 1)
 }
 
-/// Webhook deliveries still pending, never attempted and older than `grace_s`: their job was
-/// lost (or waits for a slow merchant's slot; pushing again is then a no-op). Oldest first.
+/// Webhook deliveries still pending, never attempted (or replayed) and older than `grace_s`:
+/// their job was lost (or waits for a slow merchant's slot; pushing again is then a no-op). Oldest first.
 pub async fn unsent(pool: &PgPool, grace_s: u64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM webhook_deliveries
-         WHERE status = 'pending' AND attempts = 0 AND created_at < now() - make_interval(secs => $1)
+         WHERE status = 'pending' AND (attempts = 0 AND created_at < now() - make_interval(secs => $1)
+                                        OR replayed_at < now() - make_interval(secs => $1))
          ORDER BY created_at LIMIT $2",
     )
     .bind(grace_s as f64)

@@ -8,6 +8,7 @@ pub mod deliveries;
 pub mod follow_ups;
 pub mod forecasts;
 pub mod kpis;
+pub mod merchant_api;
 pub mod merchants;
 pub mod orders;
 pub mod outbox;

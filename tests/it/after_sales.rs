@@ -494,7 +494,7 @@ async fn an_unanswered_complaint_escalates_an_answered_one_does_not_and_both_hol
     // The merchant answers CASE-2 in time; CASE-1 stays unanswered.
     p.send(
         &json!({"type": "complaint.message", "version": 1, "complaint_id": "CASE-2", "author": "merchant",
-                   "message": "a new box is on its way"}),
+                   "merchant_id": "m-cp", "message": "a new box is on its way"}),
     )
     .await;
     eventually(Duration::from_secs(10), "CASE-2 answered", || async {

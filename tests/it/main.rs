@@ -12,6 +12,7 @@ mod chaos;
 mod decoder;
 mod forecast;
 mod groups;
+mod merchant_api;
 mod money;
 mod ordering;
 mod pipeline;

@@ -75,12 +75,82 @@ pub(crate) enum MerchantAction {
         #[arg(long)]
         drop_old: bool,
     },
+    /// A merchant's API keys (the merchant API, docs/merchants.md).
+    Keys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyAction {
+    /// Create a key; prints it once.
+    Create {
+        merchant: String,
+        /// read (see only) or act (also accept, ship, answer, set stock …).
+        #[arg(long, default_value = "act")]
+        scope: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List a merchant's keys (never the keys themselves).
+    List { merchant: String },
+    /// Replace a key; the old one keeps working for --overlap-s seconds.
+    Rotate {
+        merchant: String,
+        key_id: String,
+        #[arg(long, default_value_t = 86_400)]
+        overlap_s: u32,
+    },
+    /// End a key at once.
+    Revoke { merchant: String, key_id: String },
 }
 
 pub(crate) async fn merchants_command(config: Config, action: MerchantAction) -> anyhow::Result<()> {
     use souk::store::merchants::MerchantInput;
     let app = App::connect(config).await?;
     match action {
+        MerchantAction::Keys { action } => {
+            use souk::merchant_api::keys;
+            match action {
+                KeyAction::Create {
+                    merchant,
+                    scope,
+                    label,
+                } => {
+                    let k = keys::create(
+                        &app.pool,
+                        &merchant,
+                        keys::Scope::parse(&scope)?,
+                        label.as_deref(),
+                    )
+                    .await?;
+                    println!("{} ({} key of {}): {}", k.id, k.scope, k.merchant_id, k.key);
+                    println!("Shown once: give it to the merchant now.");
+                }
+                KeyAction::List { merchant } => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&keys::list(&app.pool, &merchant).await?)?
+                    );
+                }
+                KeyAction::Rotate {
+                    merchant,
+                    key_id,
+                    overlap_s,
+                } => {
+                    let k = keys::rotate(&app.pool, &merchant, &key_id, overlap_s).await?;
+                    println!(
+                        "{} replaces {key_id} (which works {overlap_s} s more): {}",
+                        k.id, k.key
+                    );
+                }
+                KeyAction::Revoke { merchant, key_id } => {
+                    keys::revoke(&app.pool, &merchant, &key_id).await?;
+                    println!("{key_id} revoked");
+                }
+            }
+        }
         MerchantAction::Add {
             id,
             name,
