@@ -70,6 +70,20 @@ pub fn check_id(code: &'static str, field: &str, s: &str) -> Result<(), Rejectio
     }
 }
 
+/// A merchant's complaint message or close names the merchant (`merchant_id`).
+pub fn merchant_named(
+    author: super::after_sales::Author,
+    merchant_id: Option<&str>,
+) -> Result<(), Rejection> {
+    if author == super::after_sales::Author::Merchant && merchant_id.is_none() {
+        return Err(reject(
+            "merchant_required",
+            "a merchant's message or close must name the merchant (merchant_id)",
+        ));
+    }
+    Ok(())
+}
+
 /// A quantity of stock on hand to set.
 pub fn check_on_hand(on_hand: i64) -> Result<(), Rejection> {
     if (0..=MAX_STOCK).contains(&on_hand) {

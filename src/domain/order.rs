@@ -277,20 +277,13 @@ pub fn parse_command(raw: &str) -> Result<StorefrontCommand, Rejection> {
             input::check_id("invalid_id", "complaint_id", complaint_id)?
         }
         StorefrontCommand::ComplaintMessage {
-            author: super::after_sales::Author::Merchant,
-            merchant_id: None,
-            ..
+            author, merchant_id, ..
         }
         | StorefrontCommand::ComplaintClosed {
-            by: super::after_sales::Author::Merchant,
-            merchant_id: None,
+            by: author,
+            merchant_id,
             ..
-        } => {
-            return Err(reject(
-                "merchant_required",
-                "a merchant's message or close must name the merchant (merchant_id)",
-            ))
-        }
+        } => input::merchant_named(*author, merchant_id.as_deref())?,
         _ => {}
     }
     Ok(cmd)

@@ -14,7 +14,13 @@ use crate::{
     enqueue,
     faults::crash_point,
     queue::{Delivery, JobError},
-    store::{after_sales, merchants, orders, orders::Intake, Fault},
+    store::{
+        after_sales,
+        merchant_api::{self, Case},
+        merchants, orders,
+        orders::Intake,
+        Fault,
+    },
 };
 
 /// A database error caused by the message's content (`store::Fault::Input`): carried out of
@@ -397,12 +403,6 @@ async fn apply_checked(app: &App, d: &Delivery, raw: &str) -> Result<(), JobErro
     }
 }
 
-#[derive(Clone, Copy)]
-enum Case {
-    Return,
-    Complaint,
-}
-
 /// A refusal when a command names a merchant (`merchant_id`) that is not the case's: one
 /// merchant never acts on another's return or complaint. An unknown case is left to the
 /// service, which refuses it with its usual code.
@@ -415,13 +415,7 @@ async fn not_theirs(
     let Some(merchant) = merchant else {
         return Ok(None);
     };
-    let sql = match case {
-        Case::Return => "SELECT merchant_id FROM returns WHERE storefront_return_id = $1",
-        Case::Complaint => "SELECT merchant_id FROM complaints WHERE storefront_complaint_id = $1",
-    };
-    let owner: Option<String> = sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_optional(&app.pool)
+    let owner = merchant_api::case_merchant(&app.pool, case, id)
         .await
         .map_err(db)?;
     Ok(match owner {
