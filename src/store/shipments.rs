@@ -340,6 +340,14 @@ pub async fn record_poll(
             .await?;
         }
     } else if changed {
+        // Parcels of one order polled at once must roll up one after another: each would
+        // otherwise read the others as not yet moved (READ COMMITTED), and two parcels
+        // delivered together would leave their sub-order and order short of `delivered`.
+        // After the wait, the roll-up's statements see the other polls' commits.
+        sqlx::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(s.order_id)
+            .execute(&mut *tx)
+            .await?;
         let sub_status = sub_order_roll_up(&mut tx, s.sub_order_id).await?;
         sqlx::query(
             "UPDATE sub_orders SET delivery_status = $2,
