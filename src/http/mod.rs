@@ -4,12 +4,17 @@
 //!
 //! Admin API: `GET/POST /admin/merchants`, `PATCH /admin/merchants/{id}`,
 //! `POST /admin/merchants/{id}/rotate-secret[?drop_old=true]`, `POST /admin/decisions`
-//! (enqueued on the storefront stream like any merchant decision), `GET /admin/orders/{id}`.
+//! (enqueued on the storefront stream like any merchant decision), `POST /admin/commands`,
+//! `GET /admin/orders/{id}`, and a merchant's API keys, address-read log and test webhooks
+//! ([`merchant_admin`]); every route is in [`ADMIN_ROUTES`] and docs/openapi/admin.json.
+//! Merchants have an API of their own (`crate::merchant_api`).
 //! Answers never contain secrets except the new secret a create or rotate returns once.
 //!
 //! Tracking pushes: `POST /webhooks/tracking/{aftership,17track,kuaidi100}` when
 //! `tracking.webhook_secret` is set (verified: AfterShip HMAC, 17TRACK token, Kuaidi100 MD5
 //! sign; a push only makes souk poll that parcel now).
+
+mod merchant_admin;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -31,6 +36,27 @@ use crate::{
     store::merchants::{self, MerchantInput},
 };
 
+/// The admin API's OpenAPI 3.1 document (kept in docs/, checked against [`ADMIN_ROUTES`]).
+pub const ADMIN_OPENAPI: &str = include_str!("../../docs/openapi/admin.json");
+
+/// Every route of the admin API: method and path, as in the OpenAPI paths.
+pub const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/admin/merchants"),
+    ("POST", "/admin/merchants"),
+    ("PATCH", "/admin/merchants/{id}"),
+    ("POST", "/admin/merchants/{id}/rotate-secret"),
+    ("POST", "/admin/decisions"),
+    ("POST", "/admin/commands"),
+    ("GET", "/admin/orders/{id}"),
+    ("GET", "/admin/merchants/{id}/keys"),
+    ("POST", "/admin/merchants/{id}/keys"),
+    ("POST", "/admin/merchants/{id}/keys/{key}/rotate"),
+    ("POST", "/admin/merchants/{id}/keys/{key}/revoke"),
+    ("GET", "/admin/merchants/{id}/address-reads"),
+    ("POST", "/admin/merchants/{id}/test-webhook"),
+    ("GET", "/admin/openapi.json"),
+];
+
 /// The ops router (with the admin API when a token is configured).
 pub fn router(app: App) -> Router {
     let mut r = Router::new()
@@ -51,6 +77,11 @@ pub fn router(app: App) -> Router {
             .route("/admin/decisions", post(decision))
             .route("/admin/commands", post(command))
             .route("/admin/orders/{id}", get(show_order))
+            .route(
+                "/admin/openapi.json",
+                get(|| async { ([("content-type", "application/json")], ADMIN_OPENAPI) }),
+            )
+            .merge(merchant_admin::routes())
             .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
         r = r.merge(admin);
     }
@@ -174,8 +205,8 @@ async fn decision(State(app): State<App>, Json(b): Json<DecisionBody>) -> Result
     Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": entry}))).into_response())
 }
 
-/// Any storefront command (a shipment, a return step, a complaint message…) sent by an operator
-/// or a merchant back office: checked against the schema here (422 with the reason), then
+/// Any storefront command (a shipment, a return step, a complaint message…) sent by an
+/// operator: checked against the schema here (422 with the reason), then
 /// enqueued on the storefront stream like the storefront's own.
 async fn command(State(app): State<App>, body: axum::body::Bytes) -> Result<Response, AdminError> {
     let text = std::str::from_utf8(&body).map_err(|_| AdminError::Invalid("the body is not UTF-8".into()))?;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{Path, State},
     http::{HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Extension, Json,
@@ -16,7 +16,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{keys::Caller, IdempotencyKey, Problem, Who};
+use super::{body::Body, keys::Caller, IdempotencyKey, Problem, Who};
 use crate::{
     app::App,
     domain::{
@@ -26,11 +26,6 @@ use crate::{
     enqueue,
     store::merchant_api::{self as sql, Case},
 };
-
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
-    b.map(|Json(v)| v)
-        .map_err(|e| Problem::invalid("invalid_body", &e.body_text()))
-}
 
 /// The storefront order id of one of the caller's sub-orders.
 async fn own_sub_order(app: &App, who: &Caller, id: &str) -> Result<String, Problem> {
@@ -207,17 +202,10 @@ pub async fn accept(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-    b: Option<Json<ReasonBody>>,
+    b: Body<ReasonBody>,
 ) -> Result<Response, Problem> {
-    decide(
-        app,
-        who,
-        idem,
-        id,
-        Decision::Accept,
-        b.and_then(|Json(b)| b.reason),
-    )
-    .await
+    let reason = b.or_default().reason;
+    decide(app, who, idem, id, Decision::Accept, reason).await
 }
 
 /// `POST /merchant/v1/sub-orders/{id}/reject` `{"reason": …}`.
@@ -226,9 +214,9 @@ pub async fn reject(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-    b: Result<Json<ReasonBody>, JsonRejection>,
+    b: Body<ReasonBody>,
 ) -> Result<Response, Problem> {
-    let reason = body(b)?.reason;
+    let reason = b.required()?.reason;
     decide(app, who, idem, id, Decision::Reject, reason).await
 }
 
@@ -268,9 +256,9 @@ pub async fn ship(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-    b: Result<Json<ShipBody>, JsonRejection>,
+    b: Body<ShipBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     let sf = own_sub_order(&app, &who, &id).await?;
     let cmd = StorefrontCommand::ShipmentCreated {
         version: 1,
@@ -297,9 +285,9 @@ pub async fn return_decision(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-    b: Result<Json<ReturnDecisionBody>, JsonRejection>,
+    b: Body<ReturnDecisionBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     own_case(&app, &who, Case::Return, &id).await?;
     let cmd = StorefrontCommand::ReturnDecision {
         version: 1,
@@ -325,9 +313,9 @@ pub async fn return_receipt(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-    b: Result<Json<ReceiptBody>, JsonRejection>,
+    b: Body<ReceiptBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     own_case(&app, &who, Case::Return, &id).await?;
     let cmd = StorefrontCommand::ReturnReceived {
         version: 1,
@@ -351,9 +339,9 @@ pub async fn complaint_message(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(id): Path<String>,
-    b: Result<Json<MessageBody>, JsonRejection>,
+    b: Body<MessageBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     own_case(&app, &who, Case::Complaint, &id).await?;
     let cmd = StorefrontCommand::ComplaintMessage {
         version: 1,
@@ -377,9 +365,9 @@ pub async fn stock_set(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(sku): Path<String>,
-    b: Result<Json<StockSetBody>, JsonRejection>,
+    b: Body<StockSetBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     let cmd = StorefrontCommand::InventorySet {
         version: 1,
         merchant_id: who.merchant_id.clone(),
@@ -402,9 +390,9 @@ pub async fn stock_adjust(
     Extension(who): Who,
     idem: Option<Extension<IdempotencyKey>>,
     Path(sku): Path<String>,
-    b: Result<Json<StockAdjustBody>, JsonRejection>,
+    b: Body<StockAdjustBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     let cmd = StorefrontCommand::InventoryAdjust {
         version: 1,
         merchant_id: who.merchant_id.clone(),
@@ -492,9 +480,9 @@ const REPLAY_MAX: i64 = 1000;
 pub async fn replay_failed(
     State(app): State<App>,
     Extension(who): Who,
-    b: Result<Json<ReplayBody>, JsonRejection>,
+    b: Body<ReplayBody>,
 ) -> Result<Response, Problem> {
-    let b = body(b)?;
+    let b = b.required()?;
     endpoint_enabled(&app, &who.merchant_id).await?;
     let ids = sql::replay_failed(&app.pool, &who.merchant_id, b.since, REPLAY_MAX).await?;
     push_replays(&app, &ids).await?;
@@ -514,11 +502,36 @@ pub struct RotateBody {
 pub async fn rotate_secret(
     State(app): State<App>,
     Extension(who): Who,
-    b: Option<Json<RotateBody>>,
+    b: Body<RotateBody>,
 ) -> Result<Response, Problem> {
-    let drop_old = b.map(|Json(b)| b.drop_old).unwrap_or(false);
+    let drop_old = b.or_default().drop_old;
     let secret = crate::admin::rotate_secret(&app, &who.merchant_id, drop_old)
         .await
         .map_err(|e| Problem::internal(&e))?;
     Ok(Json(json!({"signing_secret": secret, "previous_secret_kept": !drop_old})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestBody {
+    #[serde(default)]
+    pub event_type: Option<String>,
+}
+
+/// `POST /merchant/v1/webhooks/test` `{"event_type": …}`: a signed example of that event type
+/// (or of every one) sent to your endpoint now, with what it answered.
+pub async fn test_webhook(
+    State(app): State<App>,
+    Extension(who): Who,
+    b: Body<TestBody>,
+) -> Result<Response, Problem> {
+    let only = b.or_default().event_type;
+    let sent = super::test_webhook::run(&app, &who.merchant_id, only.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::admin::AdminError::Invalid(m) => Problem::invalid("unknown_event_type", &m),
+            e => Problem::internal(&e),
+        })?;
+    let all_verified = sent.iter().all(|s| s.verified);
+    Ok(Json(json!({"all_verified": all_verified, "sent": sent})).into_response())
 }

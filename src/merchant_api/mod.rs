@@ -10,8 +10,10 @@
 //! Errors are RFC 9457 problem details with a stable `code`.
 
 pub mod actions;
+mod body;
 mod problem;
 pub mod reads;
+pub mod test_webhook;
 
 pub use crate::store::merchant_api::keys;
 
@@ -59,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/merchant/v1/webhooks/replay"),
     ("GET", "/merchant/v1/webhooks/secret"),
     ("POST", "/merchant/v1/webhooks/secret/rotate"),
+    ("POST", "/merchant/v1/webhooks/test"),
     ("GET", "/merchant/v1/kpis"),
     ("GET", "/merchant/v1/forecasts"),
     ("GET", "/merchant/v1/operations/{id}"),
@@ -97,6 +100,7 @@ pub fn router(app: App) -> Router {
         .route("/merchant/v1/webhooks/replay", post(a::replay_failed))
         .route("/merchant/v1/webhooks/secret", get(r::secret))
         .route("/merchant/v1/webhooks/secret/rotate", post(a::rotate_secret))
+        .route("/merchant/v1/webhooks/test", post(a::test_webhook))
         .route("/merchant/v1/kpis", get(r::kpis))
         .route("/merchant/v1/forecasts", get(r::forecasts))
         .route("/merchant/v1/operations/{id}", get(a::operation))
@@ -171,6 +175,19 @@ async fn gate(State(app): State<App>, req: Request, next: Next) -> Response {
     if window.exceeded() {
         return window.apply(window.refusal().into_response());
     }
+    // PostgreSQL text cannot hold U+0000; a URL can only carry it percent-encoded.
+    let uri = req.uri();
+    let nul = |s: &str| s.contains("%00");
+    if nul(uri.path()) || uri.query().is_some_and(nul) {
+        return window.apply(
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_characters",
+                "the URL holds a NUL character (%00), which souk cannot store or look up",
+            )
+            .into_response(),
+        );
+    }
     let acting = !matches!(*req.method(), Method::GET | Method::HEAD);
     if acting && caller.scope != Scope::Act {
         return window.apply(
@@ -229,9 +246,15 @@ async fn gate(State(app): State<App>, req: Request, next: Next) -> Response {
     match idempotency::begin(&app.pool, &caller.merchant_id, &idem, &fingerprint, IN_FLIGHT).await {
         Err(e) => window.apply(Problem::internal(&e).into_response()),
         Ok(idempotency::Begin::Replay(status, body)) => {
+            // Every error answer of this API is a problem document.
+            let kind = if status >= 400 {
+                "application/problem+json"
+            } else {
+                "application/json"
+            };
             let mut resp = (
                 StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
-                [("content-type", "application/json")],
+                [("content-type", kind)],
                 body,
             )
                 .into_response();

@@ -55,14 +55,28 @@ fn decode_cursor(c: &Option<String>) -> Result<Option<String>, Problem> {
             "the cursor is not one this API gave",
         )
     };
-    match c {
-        None => Ok(None),
+    match c.as_deref() {
+        // `?cursor=` with an empty value: the first page, as a client passing on a null
+        // `next_cursor` means.
+        None | Some("") => Ok(None),
         Some(c) => {
             let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(c)
                 .map_err(|_| bad())?;
             String::from_utf8(bytes).map(Some).map_err(|_| bad())
         }
+    }
+}
+
+/// A filter's value must be one it can match: a typo is refused, not answered with nothing.
+fn one_of(name: &str, v: &Option<String>, allowed: &[&str]) -> Result<(), Problem> {
+    match v {
+        Some(s) if !allowed.contains(&s.as_str()) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            &format!("{name} is one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -108,15 +122,7 @@ pub async fn sub_orders(
 ) -> Result<Response, Problem> {
     let q = query(q)?;
     let n = limit(&q)?;
-    if let Some(s) = &q.state {
-        if !sql::STATES.contains(&s.as_str()) {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                &format!("state is one of {}", sql::STATES.join(", ")),
-            ));
-        }
-    }
+    one_of("state", &q.state, sql::STATES)?;
     let after = match pair_cursor(&q.cursor)? {
         None => None,
         Some((at, id)) => Some((at, id.parse::<i64>().map_err(|_| bad_cursor())?)),
@@ -190,6 +196,7 @@ pub async fn returns(
     let q = query(q)?;
     let n = limit(&q)?;
     let after = id_cursor(&q.cursor)?;
+    one_of("status", &q.status, sql::RETURN_STATUSES)?;
     let rows = sql::returns(&app.pool, &who.merchant_id, q.status.as_deref(), after, n).await?;
     Ok(id_page(rows, n))
 }
@@ -237,6 +244,7 @@ pub async fn complaints(
     let q = query(q)?;
     let n = limit(&q)?;
     let after = id_cursor(&q.cursor)?;
+    one_of("status", &q.status, sql::COMPLAINT_STATUSES)?;
     let rows = sql::complaints(&app.pool, &who.merchant_id, q.status.as_deref(), after, n).await?;
     Ok(id_page(rows, n))
 }
@@ -287,6 +295,7 @@ pub async fn deliveries(
     let q = query(q)?;
     let n = limit(&q)?;
     let after = pair_cursor(&q.cursor)?;
+    one_of("status", &q.status, sql::DELIVERY_STATUSES)?;
     let rows = sql::deliveries(&app.pool, &who.merchant_id, q.status.as_deref(), after, n).await?;
     let next = (rows.len() as i64 == n)
         .then(|| {

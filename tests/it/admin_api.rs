@@ -111,6 +111,109 @@ async fn the_admin_api_needs_its_token_manages_merchants_and_never_shows_secrets
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+
+    // A merchant's API keys: created (shown once), listed (never shown), rotated, revoked.
+    let post = |path: &str, body: Value| http.post(url(path)).bearer_auth(token).json(&body).send();
+    let get = |path: &str| http.get(url(path)).bearer_auth(token).send();
+    let made = post(
+        "/admin/merchants/shop-1/keys",
+        json!({"scope": "read", "label": "ERP"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let (id, key) = (made["id"].as_str().unwrap(), made["key"].as_str().unwrap());
+    assert!(key.starts_with("smk_") && made["scope"] == "read", "{made}");
+    let listed = get("/admin/merchants/shop-1/keys")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(id) && !listed.contains(key), "{listed}");
+    assert_eq!(
+        post("/admin/merchants/shop-1/keys", json!({"scope": "admin"}))
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        post("/admin/merchants/nobody/keys", json!({}))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let rotated: Value = post(
+        &format!("/admin/merchants/shop-1/keys/{id}/rotate"),
+        json!({"overlap_s": 0}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let new_id = rotated["new"]["id"].as_str().unwrap();
+    assert_ne!(new_id, id);
+    let caller =
+        souk::merchant_api::keys::authenticate(&p.env.app.pool, rotated["new"]["key"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(caller.merchant_id, "shop-1");
+    assert!(
+        souk::merchant_api::keys::authenticate(&p.env.app.pool, key)
+            .await
+            .unwrap()
+            .is_none(),
+        "no overlap"
+    );
+    let r = post(
+        &format!("/admin/merchants/shop-1/keys/{new_id}/revoke"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(&format!("/admin/merchants/other/keys/{new_id}/revoke"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a key is revoked through its own merchant only");
+    let reads: Value = get("/admin/merchants/shop-1/address-reads")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reads["reads"], json!([]), "{reads}");
+    assert_eq!(
+        http.get(url("/admin/merchants/shop-1/keys"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Every route of the document is served (an unrouted path is axum's empty 404, a wrong
+    // method its 405; every handler answers with a body).
+    for (method, path) in souk::http::ADMIN_ROUTES {
+        let path = path.replace("{id}", "nobody").replace("{key}", "key_none");
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = http
+            .request(m, url(&path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status != 405 && !(status == 404 && body.is_empty()),
+            "{method} {path} is not served: {status}"
+        );
+    }
     p.stop().await;
 }
 
@@ -172,4 +275,13 @@ async fn souk_health_says_whether_this_hosts_worker_answers() {
     worker.wait().unwrap();
     assert!(!health(false), "gone");
     env.cleanup().await;
+}
+
+#[test]
+fn the_admin_openapi_document_lists_every_admin_route() {
+    crate::support::check_openapi_routes(
+        "docs/openapi/admin.json",
+        souk::http::ADMIN_OPENAPI,
+        souk::http::ADMIN_ROUTES,
+    );
 }

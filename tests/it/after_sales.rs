@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{eventually, pipeline::Pipeline};
+use crate::support::{
+    eventually,
+    pipeline::{delivered_number, Pipeline},
+};
 
 /// Polls every second, parcels move a step every 200 ms.
 async fn start(extra: &[(&str, &str)]) -> Pipeline {
@@ -20,14 +23,6 @@ async fn start(extra: &[(&str, &str)]) -> Pipeline {
     let p = Pipeline::start(&vars).await;
     *p.sb.couriers.step.lock().unwrap() = Duration::from_millis(200);
     p
-}
-
-/// A tracking number whose sandbox life ends delivered (some end returned to sender).
-fn delivered_number(seed: &str) -> String {
-    (0..100)
-        .map(|i| format!("{seed}{i:04}"))
-        .find(|n| souk::sandbox::tracking::script(n).last().map(|s| s.0) == Some("Delivered"))
-        .unwrap()
 }
 
 async fn ship_and_deliver(p: &Pipeline, sf: &str, merchant: &str) {

@@ -1,28 +1,13 @@
 //! The merchant API over HTTP on its own listener: keys and scopes, isolation between
 //! merchants, actions through the storefront stream, Idempotency-Key and the rate limit.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use souk::merchant_api::keys::{self, Scope};
 
 use crate::support::eventually;
 use crate::support::pipeline::Pipeline;
-
-async fn serve(p: &Pipeline) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = souk::merchant_api::router(p.env.app.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    format!("http://{addr}")
-}
 
 #[tokio::test]
 async fn each_merchant_sees_and_acts_on_its_own_orders_only_and_actions_apply_once() {
@@ -31,7 +16,7 @@ async fn each_merchant_sees_and_acts_on_its_own_orders_only_and_actions_apply_on
     p.merchant("m-b", "manual", "reject", 3600).await;
     p.stock("m-a", "A", 10).await;
     p.stock("m-b", "B", 10).await;
-    let base = serve(&p).await;
+    let base = crate::support::serve_merchant_api(&p.env.app).await;
     let pool = &p.env.app.pool;
     let ka = keys::create(pool, "m-a", Scope::Act, Some("tests"))
         .await
@@ -52,11 +37,9 @@ async fn each_merchant_sees_and_acts_on_its_own_orders_only_and_actions_apply_on
         Duration::from_secs(20),
         "both sub-orders wait for a decision",
         || async {
-            p.sub_statuses("SF-API")
-                .await
-                .values()
-                .all(|s| s == "awaiting_acceptance")
-                && p.sub_statuses("SF-API").await.len() == 2
+            // One read: an order not stored yet has no sub-orders, and all() of none is true.
+            let s = p.sub_statuses("SF-API").await;
+            s.len() == 2 && s.values().all(|s| s == "awaiting_acceptance")
         },
     )
     .await;
@@ -81,7 +64,8 @@ async fn each_merchant_sees_and_acts_on_its_own_orders_only_and_actions_apply_on
         .await
         .unwrap();
     let mine = list["data"].as_array().unwrap();
-    assert_eq!(mine.len(), 1, "{list}");
+    let statuses = p.sub_statuses("SF-API").await;
+    assert_eq!(mine.len(), 1, "{list} {statuses:?}");
     let sub_a = mine[0]["id"].as_i64().unwrap();
     assert!(mine[0]["accept_by"].is_string());
     let list_b: Value = get(&kb, "/merchant/v1/sub-orders")
@@ -273,23 +257,120 @@ async fn each_merchant_sees_and_acts_on_its_own_orders_only_and_actions_apply_on
 
 #[test]
 fn the_openapi_document_lists_every_route() {
-    let doc: Value = serde_json::from_str(souk::merchant_api::OPENAPI).unwrap();
-    assert_eq!(doc["openapi"], "3.1.0");
-    for (method, path) in souk::merchant_api::ROUTES {
-        assert!(
-            doc["paths"][path][method.to_lowercase()].is_object(),
-            "{method} {path} missing from docs/openapi/merchant-v1.json"
-        );
-    }
-    let documented: usize = doc["paths"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|p| p.as_object().unwrap().len())
-        .sum();
-    assert_eq!(
-        documented,
-        souk::merchant_api::ROUTES.len(),
-        "the document has routes the API does not"
+    crate::support::check_openapi_routes(
+        "docs/openapi/merchant-v1.json",
+        souk::merchant_api::OPENAPI,
+        souk::merchant_api::ROUTES,
     );
+}
+
+/// `souk merchants test-webhook` and `POST /merchant/v1/webhooks/test` against an endpoint that
+/// verifies with the official Standard Webhooks library (tests/sdk/merchant_endpoint.py).
+#[tokio::test]
+async fn test_webhooks_verify_with_the_official_library_and_a_wrong_secret_shows() {
+    if !crate::support::have_tool(
+        &["python3", "-c", "import standardwebhooks"],
+        "pip install standardwebhooks",
+    ) {
+        return;
+    }
+    use souk::store::merchants::MerchantInput;
+    let env = crate::support::TestEnv::with(&[("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let port = crate::support::free_port();
+    let url = |m: &str| format!("http://127.0.0.1:{port}/{m}/webhook");
+    let input = |m: &str| MerchantInput {
+        name: None,
+        webhook_url: Some(url(m)),
+        acceptance_mode: None,
+        acceptance_default: None,
+        acceptance_deadline_s: None,
+        commission_bps: None,
+        webhook_version: None,
+    };
+    let good = souk::admin::add_merchant(&env.app, "m-good", &input("m-good"))
+        .await
+        .unwrap();
+    souk::admin::add_merchant(&env.app, "m-bad", &input("m-bad"))
+        .await
+        .unwrap();
+    // m-bad's endpoint was set up with an old secret it never replaced.
+    let stale = souk::admin::generate_secret().unwrap();
+    let secrets = json!({"m-good": good, "m-bad": stale}).to_string();
+    let mut endpoint = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/sdk/merchant_endpoint.py"
+        ))
+        .env("MERCHANT_SECRETS", &secrets)
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(endpoint.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut first)
+        .await
+        .unwrap();
+    assert!(first.starts_with("listening"), "{first}");
+
+    // The operator's command: every event type verified, exit 0.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_souk"));
+    cmd.args(["merchants", "test-webhook", "m-good", "--all"])
+        .env_remove("RUST_LOG");
+    for (k, v) in env.child_env() {
+        cmd.env(k, v);
+    }
+    cmd.env("SOUK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true");
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds = souk::merchant_api::test_webhook::EVENT_TYPES;
+    assert_eq!(stdout.matches(" verified ").count(), kinds.len(), "{stdout}");
+    // The endpoint saw each one, verified by the official library.
+    let mut seen = Vec::new();
+    for _ in 0..kinds.len() {
+        let mut l = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut l)
+            .await
+            .unwrap();
+        seen.push(l.split_whitespace().nth(2).unwrap_or_default().to_owned());
+    }
+    seen.sort();
+    let mut want: Vec<String> = kinds.iter().map(|(k, _)| k.to_string()).collect();
+    want.sort();
+    assert_eq!(seen, want);
+
+    // The merchant's own call, with the stale secret on its side: each answer shows the failure.
+    let base = crate::support::serve_merchant_api(&env.app).await;
+    let key = keys::create(&env.app.pool, "m-bad", Scope::Act, None)
+        .await
+        .unwrap()
+        .key;
+    let r: Value = reqwest::Client::new()
+        .post(format!("{base}/merchant/v1/webhooks/test"))
+        .bearer_auth(&key)
+        .json(&json!({"event_type": "sub_order.created"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["all_verified"], false, "{r}");
+    assert_eq!(r["sent"][0]["status"], 400, "{r}");
+    assert!(
+        r["sent"][0]["answer"].as_str().unwrap().contains("not verified"),
+        "{r}"
+    );
+    assert!(r["sent"][0]["webhook_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("msg_test_"));
+    let _ = endpoint.kill().await;
+    env.cleanup().await;
 }

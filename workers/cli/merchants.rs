@@ -75,6 +75,28 @@ pub(crate) enum MerchantAction {
         #[arg(long)]
         drop_old: bool,
     },
+    /// Send a signed example of every event type (or of --event) to the merchant's endpoint
+    /// and report what it answered; exits non-zero unless every one was verified (2xx).
+    TestWebhook {
+        id: String,
+        /// One event type, e.g. sub_order.created (default: --all).
+        #[arg(long, conflicts_with = "all")]
+        event: Option<String>,
+        /// Every event type (the default).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who read the merchant's customers' shipping addresses through the merchant API.
+    AddressReads {
+        id: String,
+        /// Since this many hours ago.
+        #[arg(long, default_value_t = 24 * 30)]
+        since_h: u32,
+        #[arg(long, default_value_t = 500)]
+        limit: i64,
+    },
     /// A merchant's API keys (the merchant API, docs/merchants.md).
     Keys {
         #[command(subcommand)]
@@ -150,6 +172,43 @@ pub(crate) async fn merchants_command(config: Config, action: MerchantAction) ->
                     println!("{key_id} revoked");
                 }
             }
+        }
+        MerchantAction::TestWebhook {
+            id,
+            event,
+            all: _,
+            json,
+        } => {
+            let sent = souk::merchant_api::test_webhook::run(&app, &id, event.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sent)?);
+            } else {
+                for s in &sent {
+                    let answer = match (s.status, &s.error) {
+                        (Some(code), _) => code.to_string(),
+                        (None, Some(e)) => e.clone(),
+                        (None, None) => "no answer".into(),
+                    };
+                    println!(
+                        "{:<24} {:<9} {:>6} ms  {}",
+                        s.event_type,
+                        if s.verified { "verified" } else { "FAILED" },
+                        s.latency_ms,
+                        answer
+                    );
+                }
+            }
+            let failed = sent.iter().filter(|s| !s.verified).count();
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} of {} test webhooks not verified",
+                sent.len()
+            );
+        }
+        MerchantAction::AddressReads { id, since_h, limit } => {
+            let since = chrono::Utc::now() - chrono::Duration::hours(i64::from(since_h));
+            let rows = souk::store::merchant_api::reads::address_reads(&app.pool, &id, since, limit).await?;
+            println!("{}", serde_json::to_string_pretty(&rows)?);
         }
         MerchantAction::Add {
             id,

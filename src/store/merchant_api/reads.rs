@@ -11,6 +11,11 @@ const STATE: &str = "CASE WHEN s.status IN ('pending', 'reserved') THEN 'pending
      WHEN s.status = 'accepted' THEN 'shipped'
      ELSE s.status END";
 
+/// The `status` values of returns, complaints and webhook deliveries (their CHECKs and writers).
+pub const RETURN_STATUSES: &[&str] = &["requested", "approved", "refused", "received", "refunded"];
+pub const COMPLAINT_STATUSES: &[&str] = &["open", "answered", "escalated", "closed"];
+pub const DELIVERY_STATUSES: &[&str] = &["pending", "delivered", "failed", "endpoint_disabled"];
+
 /// The states of [`STATE`], for the `state` filter.
 pub const STATES: &[&str] = &[
     "pending",

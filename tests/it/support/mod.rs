@@ -172,3 +172,55 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Serves `app`'s merchant API on a free loopback port, with the peer address the rate limit
+/// keys on; returns its base URL.
+pub async fn serve_merchant_api(app: &App) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = souk::merchant_api::router(app.clone());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    format!("http://{addr}")
+}
+
+/// Whether a test tool .ci/run installs is here (`probe` exits 0). Without it a test skips,
+/// except under `CI=true`, where a missing tool fails the test.
+pub fn have_tool(probe: &[&str], install: &str) -> bool {
+    let found = Command::new(probe[0]).args(&probe[1..]).output();
+    if found.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing: .ci/run installs it ({install})",
+        probe.join(" ")
+    );
+    eprintln!("SKIPPED: {} failed; {install}", probe.join(" "));
+    false
+}
+
+/// An OpenAPI document lists exactly `routes` (method, path), each once.
+pub fn check_openapi_routes(name: &str, doc: &str, routes: &[(&str, &str)]) {
+    let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path) in routes {
+        assert!(
+            doc["paths"][path][method.to_lowercase()].is_object(),
+            "{method} {path} missing from {name}"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(documented, routes.len(), "{name} has routes the code does not");
+}

@@ -328,3 +328,11 @@ impl Pipeline {
         self.env.cleanup().await;
     }
 }
+
+/// A tracking number whose sandbox life ends delivered (some end returned to sender).
+pub(crate) fn delivered_number(seed: &str) -> String {
+    (0..100)
+        .map(|i| format!("{seed}{i:04}"))
+        .find(|n| souk::sandbox::tracking::script(n).last().map(|s| s.0) == Some("Delivered"))
+        .unwrap()
+}

@@ -1,0 +1,129 @@
+//! The admin API's merchant-facing tools: a merchant's API keys (`/admin/merchants/{id}/keys`),
+//! the log of its reads of customer addresses, and test webhooks to its endpoint. Same bearer
+//! token as the rest of `/admin`; a key is shown once, when created or rotated.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    admin::AdminError,
+    app::App,
+    merchant_api::{keys, test_webhook},
+};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/admin/merchants/{id}/keys", get(list_keys).post(create_key))
+        .route("/admin/merchants/{id}/keys/{key}/rotate", post(rotate_key))
+        .route("/admin/merchants/{id}/keys/{key}/revoke", post(revoke_key))
+        .route("/admin/merchants/{id}/address-reads", get(address_reads))
+        .route("/admin/merchants/{id}/test-webhook", post(test))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    #[serde(default = "act")]
+    scope: String,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+fn act() -> String {
+    "act".into()
+}
+
+async fn list_keys(State(app): State<App>, Path(id): Path<String>) -> Result<Response, AdminError> {
+    Ok(Json(keys::list(&app.pool, &id).await?).into_response())
+}
+
+async fn create_key(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Json(b): Json<NewKey>,
+) -> Result<Response, AdminError> {
+    let k = keys::create(&app.pool, &id, keys::Scope::parse(&b.scope)?, b.label.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(k)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    #[serde(default = "a_day")]
+    overlap_s: u32,
+}
+
+fn a_day() -> u32 {
+    86_400
+}
+
+async fn rotate_key(
+    State(app): State<App>,
+    Path((id, key)): Path<(String, String)>,
+    Json(b): Json<Rotate>,
+) -> Result<Response, AdminError> {
+    let k = keys::rotate(&app.pool, &id, &key, b.overlap_s).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"replaces": key, "overlap_s": b.overlap_s, "new": k})),
+    )
+        .into_response())
+}
+
+async fn revoke_key(
+    State(app): State<App>,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Response, AdminError> {
+    keys::revoke(&app.pool, &id, &key).await?;
+    Ok(Json(json!({"revoked": key})).into_response())
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Option<i64>,
+}
+
+/// Who read the merchant's customers' addresses, newest first (default: the last 30 days).
+async fn address_reads(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<Since>,
+) -> Result<Response, AdminError> {
+    let since = q
+        .since
+        .unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::days(30));
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=10_000).contains(&limit) {
+        return Err(AdminError::Invalid("limit is 1 to 10000".into()));
+    }
+    let rows = crate::store::merchant_api::reads::address_reads(&app.pool, &id, since, limit).await?;
+    Ok(Json(json!({"merchant_id": id, "since": since, "reads": rows})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Test {
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+async fn test(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    b: Result<Option<Json<Test>>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, AdminError> {
+    let only = b
+        .map_err(|e| AdminError::Invalid(e.body_text()))?
+        .and_then(|Json(b)| b.event_type);
+    let sent = test_webhook::run(&app, &id, only.as_deref()).await?;
+    let all_verified = sent.iter().all(|s| s.verified);
+    Ok(Json(json!({"all_verified": all_verified, "sent": sent})).into_response())
+}
