@@ -14,6 +14,7 @@ mod forecast;
 mod groups;
 mod merchant_api;
 mod merchant_day;
+mod merchant_guide;
 mod money;
 mod ordering;
 mod pipeline;
