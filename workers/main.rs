@@ -192,6 +192,16 @@ enum BenchKind {
         #[arg(long)]
         json: bool,
     },
+    /// A generated daily sales history of N rows imported into a fresh database as `souk
+    /// forecast import` does it (checked whole, then 10,000-row transactions).
+    Import {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 10_000)]
+        skus: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Many orders for one SKU with little stock.
     FlashSale {
         #[arg(long, default_value_t = 20_000)]
@@ -591,6 +601,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     settle_limit_s,
                 };
                 let figures = bench::chaos(&config, &opts).await?;
+                if !json {
+                    eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                }
+                println!("{figures}");
+                Ok(())
+            }
+            BenchKind::Import { rows, skus, json } => {
+                let figures =
+                    bench::import_history(&config, &bench::ImportBenchOptions { rows, skus }).await?;
                 if !json {
                     eprintln!("{}", serde_json::to_string_pretty(&figures)?);
                 }

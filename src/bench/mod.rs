@@ -9,10 +9,12 @@ use anyhow::Context;
 use crate::config::Config;
 
 mod chaos;
+mod import;
 mod queue;
 mod tracking;
 
 pub use chaos::{chaos, ChaosOptions};
+pub use import::{import_history, ImportBenchOptions};
 pub use queue::{queue, NoopArgs, QueueBenchOptions};
 pub use tracking::{tracking, TrackingBenchOptions};
 

@@ -10,6 +10,7 @@
 
 pub mod backtest;
 pub mod generate;
+pub mod import;
 
 use anyhow::Context;
 use chrono::{Duration, NaiveDate, Utc};
@@ -240,12 +241,12 @@ fn dense(input: &SkuInput, from: NaiveDate, len: usize) -> (Vec<f64>, Option<i64
     let mut y = vec![0.0; len];
     let (mut units, mut revenue) = (0i64, 0i64);
     let recent = len.saturating_sub(90);
-    for &(day, u, r) in &input.days {
+    for &(day, u, priced, r) in &input.days {
         let i = (day - from).num_days();
         if i >= 0 && (i as usize) < len {
             y[i as usize] += u as f64;
             if i as usize >= recent {
-                units += u;
+                units += priced;
                 revenue += r;
             }
         }
@@ -253,8 +254,8 @@ fn dense(input: &SkuInput, from: NaiveDate, len: usize) -> (Vec<f64>, Option<i64
     let price = if units > 0 {
         Some(revenue / units)
     } else {
-        // No sale in 90 days: the average over everything loaded.
-        let (u, r) = input.days.iter().fold((0, 0), |(a, b), d| (a + d.1, b + d.2));
+        // No priced sale in 90 days: the average over everything loaded.
+        let (u, r) = input.days.iter().fold((0, 0), |(a, b), d| (a + d.2, b + d.3));
         (u > 0).then(|| r / u)
     };
     (y, price)

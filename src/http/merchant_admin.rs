@@ -25,6 +25,67 @@ pub fn routes() -> Router<App> {
         .route("/admin/merchants/{id}/keys/{key}/revoke", post(revoke_key))
         .route("/admin/merchants/{id}/address-reads", get(address_reads))
         .route("/admin/merchants/{id}/test-webhook", post(test))
+        .route(
+            "/admin/merchants/{id}/demand-history",
+            post(import_history).layer(axum::extract::DefaultBodyLimit::max(HISTORY_MAX)),
+        )
+}
+
+/// A history sent over HTTP is held in memory: larger files go through `souk forecast import`.
+const HISTORY_MAX: usize = 64 << 20;
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    #[serde(default)]
+    replace: bool,
+    format: Option<String>,
+}
+
+/// A merchant's daily sales history (CSV or JSON lines, as `souk forecast import`): checked
+/// whole, then written; 422 with every refused line (and nothing written) when any is bad.
+async fn import_history(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    use crate::forecast::import::{self, Format, Source};
+    let kind = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let format = match q.format.as_deref() {
+        Some(f) => Format::parse(f),
+        None if kind.starts_with("text/csv") => Some(Format::Csv),
+        None if kind.contains("ndjson") || kind.contains("jsonl") => Some(Format::JsonLines),
+        None => None,
+    }
+    .ok_or_else(|| {
+        AdminError::Invalid("send content-type text/csv or application/x-ndjson, or ?format=csv|jsonl".into())
+    })?;
+    if crate::store::merchants::get(&app.pool, &id).await?.is_none() {
+        return Err(AdminError::NotFound(format!("merchant {id}")));
+    }
+    let out = import::import(
+        &app.pool,
+        &id,
+        &Source::Bytes(body.to_vec()),
+        format,
+        q.replace,
+        |_, _| {},
+    )
+    .await
+    .map_err(|e| match e.downcast::<sqlx::Error>() {
+        Ok(db) => AdminError::Db(db),
+        Err(e) => AdminError::Invalid(e.to_string()),
+    })?;
+    let status = if out.error_count > 0 {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)).into_response())
 }
 
 #[derive(Deserialize)]

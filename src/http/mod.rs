@@ -54,6 +54,7 @@ pub const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/merchants/{id}/keys/{key}/revoke"),
     ("GET", "/admin/merchants/{id}/address-reads"),
     ("POST", "/admin/merchants/{id}/test-webhook"),
+    ("POST", "/admin/merchants/{id}/demand-history"),
     ("GET", "/admin/openapi.json"),
 ];
 

@@ -163,12 +163,28 @@ pub async fn refresh_demand_from_orders(
     Ok(n)
 }
 
+/// A day's units, grouped by (SKU, day): the merchant's imported figure when it sent one (it
+/// counts every sale of that day, souk's own orders among them), else souk's order rows. So an
+/// import that overlaps souk's history never counts a day twice.
+pub const DAY_UNITS: &str =
+    "(CASE WHEN bool_or(source = 'imported') THEN sum(units) FILTER (WHERE source = 'imported')
+      ELSE sum(units) END)::bigint";
+
+/// A day's priced units and their revenue, for the SKU's price: the imported row's when it
+/// carries revenue, else souk's order rows' (their line prices), else none.
+const PRICED: &str = "(CASE WHEN bool_or(source = 'imported' AND revenue_minor IS NOT NULL)
+          THEN sum(units) FILTER (WHERE source = 'imported')
+      ELSE coalesce(sum(units) FILTER (WHERE source = 'orders'), 0) END)::bigint,
+    (CASE WHEN bool_or(source = 'imported' AND revenue_minor IS NOT NULL)
+          THEN sum(revenue_minor) FILTER (WHERE source = 'imported')
+      ELSE coalesce(sum(revenue_minor) FILTER (WHERE source = 'orders'), 0) END)::bigint";
+
 /// A merchant SKU's demand days (non-zero only) and what it has in stock.
 #[derive(Debug, Clone, Default)]
 pub struct SkuInput {
     pub sku: String,
-    /// (day, units, revenue) in day order.
-    pub days: Vec<(NaiveDate, i64, i64)>,
+    /// (day, units, units whose revenue is known, that revenue) in day order.
+    pub days: Vec<(NaiveDate, i64, i64, i64)>,
     /// Units on hand less reserved; `None` when souk has no stock row for the SKU (its stock is
     /// unknown, not zero: such a SKU gets a forecast and no stock advice).
     pub available: Option<i64>,
@@ -201,10 +217,10 @@ pub async fn merchant_inputs(
         warn_probability,
     })
     .unwrap_or_default();
-    let rows: Vec<(String, NaiveDate, i64, i64)> = sqlx::query_as(
-        "SELECT sku, day, sum(units)::bigint, sum(revenue_minor)::bigint FROM sku_daily_demand
-         WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day",
-    )
+    let rows: Vec<(String, NaiveDate, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT sku, day, {DAY_UNITS}, {PRICED} FROM sku_daily_demand
+         WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day"
+    ))
     .bind(merchant)
     .bind(from)
     .bind(to)
@@ -217,12 +233,12 @@ pub async fn merchant_inputs(
     .fetch_all(pool)
     .await?;
     let mut by_sku: std::collections::BTreeMap<String, SkuInput> = Default::default();
-    for (sku, day, units, revenue) in rows {
+    for (sku, day, units, priced_units, revenue) in rows {
         let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
             sku,
             ..Default::default()
         });
-        e.days.push((day, units, revenue));
+        e.days.push((day, units, priced_units, revenue));
     }
     for (sku, on_hand, reserved, lt) in stock {
         let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
@@ -580,7 +596,7 @@ pub async fn latest_advice(
     .await
 }
 
-/// Daily units of one SKU over `[from, to]` (all sources), zero days filled.
+/// Daily units of one SKU over `[from, to]` ([`DAY_UNITS`]), zero days filled.
 pub async fn daily_units(
     pool: &PgPool,
     merchant: &str,
@@ -588,10 +604,10 @@ pub async fn daily_units(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<f64>, sqlx::Error> {
-    let rows: Vec<(NaiveDate, i64)> = sqlx::query_as(
-        "SELECT day, sum(units)::bigint FROM sku_daily_demand WHERE merchant_id = $1 AND sku = $2 AND day BETWEEN $3 AND $4
-         GROUP BY day",
-    )
+    let rows: Vec<(NaiveDate, i64)> = sqlx::query_as(&format!(
+        "SELECT day, {DAY_UNITS} FROM sku_daily_demand WHERE merchant_id = $1 AND sku = $2 AND day BETWEEN $3 AND $4
+         GROUP BY day"
+    ))
     .bind(merchant)
     .bind(sku)
     .bind(from)

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod deliveries;
 pub mod follow_ups;
 pub mod forecasts;
+pub mod history;
 pub mod kpis;
 pub mod merchant_api;
 pub mod merchants;

@@ -11,6 +11,7 @@ mod bad_input;
 mod chaos;
 mod decoder;
 mod forecast;
+mod forecast_import;
 mod groups;
 mod merchant_api;
 mod merchant_day;

@@ -54,6 +54,20 @@ pub(crate) enum ForecastAction {
         #[arg(long, conflicts_with = "probability")]
         clear: bool,
     },
+    /// Import a merchant's own daily sales history (CSV with a header, or JSON lines): sku,
+    /// date, units, and optionally revenue_minor, on_hand, in_stock. Checked whole first; on
+    /// any bad line nothing is written and every refusal is listed with its line number.
+    Import {
+        #[arg(long)]
+        merchant: String,
+        file: std::path::PathBuf,
+        /// Remove the merchant's imported history first (default: merge, the file's days win).
+        #[arg(long)]
+        replace: bool,
+        /// csv or jsonl (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Load a seeded, generated marketplace history (daily demand and stock) into Postgres.
     Generate {
         #[arg(long, default_value_t = 20)]
@@ -78,6 +92,56 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
     use souk::{forecast, store::forecasts};
     let app = App::connect(config).await?;
     match action {
+        ForecastAction::Import {
+            merchant,
+            file,
+            replace,
+            format,
+        } => {
+            use std::io::{IsTerminal, Write};
+            let name = format.unwrap_or_else(|| file.to_string_lossy().into_owned());
+            let format = forecast::import::Format::parse(&name)
+                .ok_or_else(|| anyhow::anyhow!("say --format csv or --format jsonl"))?;
+            let source = forecast::import::Source::File(file.clone());
+            let tty = std::io::stderr().is_terminal();
+            let started = std::time::Instant::now();
+            let mut shown = 0u64;
+            let out =
+                forecast::import::import(&app.pool, &merchant, &source, format, replace, |done, total| {
+                    let pct = done * 100 / total.max(1);
+                    if tty {
+                        eprint!("\rimported {done} of {total} rows ({pct} %)");
+                        let _ = std::io::stderr().flush();
+                    } else if pct >= shown + 10 || done == total {
+                        shown = pct;
+                        eprintln!("imported {done} of {total} rows ({pct} %)");
+                    }
+                })
+                .await?;
+            if tty && out.rows > 0 {
+                eprintln!();
+            }
+            if out.error_count > 0 {
+                for e in &out.errors {
+                    println!("{}:{}: {}", file.display(), e.line, e.message);
+                }
+                if out.error_count > out.errors.len() {
+                    println!("… and {} more", out.error_count - out.errors.len());
+                }
+                anyhow::bail!("{} bad lines: nothing imported", out.error_count);
+            }
+            println!(
+                "{merchant}: {} rows imported{} in {:.1} s",
+                out.rows,
+                if replace {
+                    format!(" ({} replaced)", out.replaced)
+                } else {
+                    String::new()
+                },
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         ForecastAction::Run {
             merchant,
             as_of,

@@ -16,6 +16,7 @@
 pub mod classify;
 pub mod dist;
 pub mod generator;
+pub mod history;
 pub mod inventory;
 pub mod methods;
 pub mod metrics;

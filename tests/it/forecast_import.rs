@@ -1,0 +1,175 @@
+//! `souk forecast import`: a merchant's own history in, checked whole first, merged with souk's
+//! order history without counting a day twice, or replacing the previous import.
+
+use std::process::Command;
+
+use chrono::NaiveDate;
+use serde_json::{json, Value};
+
+use crate::support::TestEnv;
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn import(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
+    cmd.args(["forecast", "import", "--merchant", "m-hist"])
+        .args(args)
+        .env_remove("RUST_LOG");
+    for (k, v) in env.child_env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn imported_rows(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM sku_daily_demand WHERE source = 'imported'")
+        .fetch_one(&env.app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_import_is_checked_whole_merged_without_double_counting_and_replaceable() {
+    let env = TestEnv::new().await;
+    let input = souk::store::merchants::MerchantInput {
+        name: None,
+        webhook_url: Some("https://hist.example/hook".into()),
+        acceptance_mode: None,
+        acceptance_default: None,
+        acceptance_deadline_s: None,
+        commission_bps: None,
+        webhook_version: None,
+    };
+    souk::admin::add_merchant(&env.app, "m-hist", &input)
+        .await
+        .unwrap();
+    let pool = &env.app.pool;
+    // souk's own orders sold 5 of A on 11-02 at 3.00 (what refresh_demand_from_orders writes).
+    sqlx::query(
+        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
+         VALUES ('m-hist', 'A', '2026-11-02', 'orders', 5, 1500)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("souk-import-{}", env.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+
+    // A file with bad lines: each named, nothing written.
+    let bad = write(
+        "bad.csv",
+        "sku,date,units\nA,2026-11-01,2\nA,2026-11-01,3\nB,2026-13-01,1\nC,2026-11-01,-4\n",
+    );
+    let (ok, text) = import(&env, &[&bad]);
+    assert!(!ok, "{text}");
+    for line in [":3: A on 2026-11-01 again", ":4: date", ":5: units"] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(text.contains("3 bad lines: nothing imported"), "{text}");
+    assert_eq!(imported_rows(&env).await, 0);
+
+    // A good file: the merchant's own figure for 11-02 (7, every channel) is the day's demand,
+    // not 7 + souk's 5; the day's price still comes from souk's orders.
+    let good = write(
+        "history.csv",
+        "sku,date,units,in_stock\nA,2026-11-01,2,true\nA,2026-11-02,7,true\nA,2026-11-03,0,false\nB,2026-11-02,4,\n",
+    );
+    let (ok, text) = import(&env, &[&good]);
+    assert!(ok, "{text}");
+    assert!(text.contains("4 rows imported"), "{text}");
+    let units =
+        souk::store::forecasts::daily_units(pool, "m-hist", "A", day("2026-11-01"), day("2026-11-03"))
+            .await
+            .unwrap();
+    assert_eq!(units, [2.0, 7.0, 0.0], "one count per day");
+    let (_, inputs) =
+        souk::store::forecasts::merchant_inputs(pool, "m-hist", day("2026-11-01"), day("2026-11-03"))
+            .await
+            .unwrap();
+    let a = inputs.iter().find(|i| i.sku == "A").unwrap();
+    let d2 = a.days.iter().find(|d| d.0 == day("2026-11-02")).unwrap();
+    assert_eq!(
+        *d2,
+        (day("2026-11-02"), 7, 5, 1500),
+        "units imported, price from souk's 5 at 3.00"
+    );
+    let stock: Option<bool> = sqlx::query_scalar(
+        "SELECT in_stock FROM sku_daily_demand WHERE sku = 'A' AND day = '2026-11-03' AND source = 'imported'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(stock, Some(false));
+
+    // The same file again: the same rows, not more.
+    let (ok, _) = import(&env, &[&good]);
+    assert!(ok);
+    assert_eq!(imported_rows(&env).await, 4);
+
+    // Merge (JSON lines): the file's days win, the others stay.
+    let more = write(
+        "more.jsonl",
+        "{\"sku\": \"B\", \"date\": \"2026-11-02\", \"units\": 6, \"revenue_minor\": 1200}\n{\"sku\": \"C\", \"date\": \"2026-11-02\", \"units\": 1}\n",
+    );
+    let (ok, text) = import(&env, &[&more]);
+    assert!(ok, "{text}");
+    assert_eq!(imported_rows(&env).await, 5);
+    // Replace: only the new file's rows are left.
+    let (ok, text) = import(&env, &["--replace", &more]);
+    assert!(ok, "{text}");
+    assert!(text.contains("(5 replaced)"), "{text}");
+    assert_eq!(imported_rows(&env).await, 2);
+    let units =
+        souk::store::forecasts::daily_units(pool, "m-hist", "A", day("2026-11-02"), day("2026-11-02"))
+            .await
+            .unwrap();
+    assert_eq!(
+        units,
+        [5.0],
+        "with the import gone, souk's own orders count again"
+    );
+
+    // Through the admin API: the same check, refusals as JSON with their lines.
+    let token = "admin-token-for-import-tests-0123";
+    let admin = TestEnv::with(&[("SOUK_ADMIN__TOKEN", token)]).await;
+    souk::admin::add_merchant(&admin.app, "m-hist", &input)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = souk::http::router(admin.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let post = |body: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/admin/merchants/m-hist/demand-history"))
+            .bearer_auth(token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let r = post("sku,date,units\nA,2026-11-01,1\nA,2026-11-01,x\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"][0]["line"], 3, "{v}");
+    let r = post("sku,date,units\nA,2026-11-01,1\n").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["rows"], json!(1));
+    std::fs::remove_dir_all(&dir).ok();
+    admin.cleanup().await;
+    env.cleanup().await;
+}
