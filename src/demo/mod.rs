@@ -243,7 +243,19 @@ async fn forecast_chapter(world: &World) -> anyhow::Result<String> {
         "\ndemand forecasting: {} SKUs with two years of generated sales history (plus this demo's orders) for the {} merchants",
         spec.skus, spec.merchants
     );
-    generate::load(app, &spec, &world.merchants, as_of, "unused").await?;
+    // Each merchant's first generated SKUs carry the names of the SKUs this demo stocked and
+    // sold, so those get two years of their own history (different for every merchant) under
+    // today's orders; the history ends yesterday, and today is the demo's orders.
+    let named: Vec<String> = (0..world.skus_per_merchant).map(world::sku).collect();
+    generate::load(
+        app,
+        &spec,
+        &world.merchants,
+        as_of - chrono::Duration::days(1),
+        "unused",
+        &named,
+    )
+    .await?;
     let run = forecast::open_run(app, &format!("demo:{}", world.run), as_of, Some(&world.merchants)).await?;
     let (ok, failed) = forecast::run_in_process(app, &run, |m, r| {
         if let Ok(o) = r {

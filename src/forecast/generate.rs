@@ -32,6 +32,7 @@ pub async fn load(
     merchant_ids: &[String],
     as_of: NaiveDate,
     webhook_url: &str,
+    named: &[String],
 ) -> anyhow::Result<Loaded> {
     anyhow::ensure!(
         merchant_ids.len() == spec.merchants,
@@ -61,9 +62,12 @@ pub async fn load(
     let mut rows = Vec::new();
     let mut stock: Vec<Vec<(String, i32)>> = vec![Vec::new(); spec.merchants];
     let mut loaded = 0;
+    let mut per_merchant = vec![0usize; spec.merchants];
     for s in &skus {
         let m = &merchant_ids[s.merchant];
-        let code = sku_code(s.index);
+        let rank = per_merchant[s.merchant];
+        per_merchant[s.merchant] += 1;
+        let code = named.get(rank).cloned().unwrap_or_else(|| sku_code(s.index));
         for (t, &u) in s.units.iter().enumerate() {
             if u > 0 {
                 let day = first + Duration::days(t as i64);

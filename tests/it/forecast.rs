@@ -105,7 +105,9 @@ async fn a_forecast_run_stores_coherent_forecasts_advice_accuracy_and_one_verifi
         seed: 7,
     };
     let end = day("2026-06-30");
-    let loaded = generate::load(&app, &spec, &ids, end, "unused").await.unwrap();
+    let loaded = generate::load(&app, &spec, &ids, end, "unused", &[])
+        .await
+        .unwrap();
     assert_eq!((loaded.skus, loaded.merchants_created), (60, 0));
 
     // Demand that comes from souk's own orders: accepted lines count, cancelled and
@@ -322,9 +324,16 @@ async fn a_killed_forecast_run_resumes_without_redoing_finished_merchants() {
     };
     let ids: Vec<String> = (0..6).map(|m| format!("k{m}")).collect();
     let end = day("2026-06-30");
-    generate::load(&app, &spec, &ids, end, "https://{id}.merchant.invalid/webhook")
-        .await
-        .unwrap();
+    generate::load(
+        &app,
+        &spec,
+        &ids,
+        end,
+        "https://{id}.merchant.invalid/webhook",
+        &[],
+    )
+    .await
+    .unwrap();
 
     let mut child = Reaper(vec![
         env.spawn_souk(&["forecast", "run", "--as-of", "2026-06-30"], &[])
@@ -408,9 +417,16 @@ async fn the_planned_run_spreads_over_workers_and_one_failing_merchant_holds_up_
     };
     let ids: Vec<String> = ["p0", "p1", "bad", "p3"].iter().map(|s| s.to_string()).collect();
     let end = day("2026-03-31");
-    generate::load(&app, &spec, &ids, end, "https://{id}.merchant.invalid/webhook")
-        .await
-        .unwrap();
+    generate::load(
+        &app,
+        &spec,
+        &ids,
+        end,
+        "https://{id}.merchant.invalid/webhook",
+        &[],
+    )
+    .await
+    .unwrap();
     // A real database failure for one merchant only: its forecasts cannot be stored.
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -363,7 +363,7 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             let ids: Vec<String> = (0..merchants)
                 .map(souk::domain::forecast::generator::merchant_id)
                 .collect();
-            let loaded = forecast::generate::load(&app, &spec, &ids, as_of, &webhook_url).await?;
+            let loaded = forecast::generate::load(&app, &spec, &ids, as_of, &webhook_url, &[]).await?;
             println!(
                 "loaded {} SKUs of {} merchants ({} created): {} demand rows from {} to {}",
                 loaded.skus,
