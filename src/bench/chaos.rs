@@ -156,6 +156,26 @@ impl Servers {
         wait_port(self.pg_port, "postgres")
     }
 
+    /// PostgreSQL listens before it takes connections (recovery, start-up): waits until a
+    /// connection is accepted.
+    async fn wait_pg_ready(&self) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.pg_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match sqlx::PgConnection::connect(&url).await {
+                Ok(c) => {
+                    let _ = c.close().await;
+                    return Ok(());
+                }
+                Err(e) if Instant::now() > deadline => {
+                    anyhow::bail!("postgres did not take connections within 30 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     fn kill_redis(&mut self) {
         if let Some(mut c) = self.redis.take() {
             let _ = c.kill();
@@ -296,6 +316,7 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         "--orders and --workers must be at least 1"
     );
     let mut servers = Servers::start()?;
+    servers.wait_pg_ready().await?;
     let mut config = config.clone();
     config.database.url = servers.database_url();
     config.redis.url = servers.redis_url();
