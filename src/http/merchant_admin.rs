@@ -185,6 +185,5 @@ async fn test(
         .map_err(|e| AdminError::Invalid(e.body_text()))?
         .and_then(|Json(b)| b.event_type);
     let sent = test_webhook::run(&app, &id, only.as_deref()).await?;
-    let all_verified = sent.iter().all(|s| s.verified);
-    Ok(Json(json!({"all_verified": all_verified, "sent": sent})).into_response())
+    Ok(Json(test_webhook::report(&sent)).into_response())
 }

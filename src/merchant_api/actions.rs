@@ -532,6 +532,5 @@ pub async fn test_webhook(
             crate::admin::AdminError::Invalid(m) => Problem::invalid("unknown_event_type", &m),
             e => Problem::internal(&e),
         })?;
-    let all_verified = sent.iter().all(|s| s.verified);
-    Ok(Json(json!({"all_verified": all_verified, "sent": sent})).into_response())
+    Ok(Json(super::test_webhook::report(&sent)).into_response())
 }

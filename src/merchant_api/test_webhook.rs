@@ -96,6 +96,11 @@ pub struct TestSend {
     pub error: Option<String>,
 }
 
+/// The answer of the test routes: every send, and whether all were verified.
+pub fn report(sent: &[TestSend]) -> Value {
+    serde_json::json!({"all_verified": sent.iter().all(|s| s.verified), "sent": sent})
+}
+
 /// The example body of `event_type` for `merchant`, stamped now.
 pub fn example(event_type: &str, merchant: &str) -> Option<Value> {
     let (_, schema) = EVENT_TYPES.iter().find(|(t, _)| *t == event_type)?;
