@@ -7,7 +7,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use apalis::prelude::Monitor;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -18,7 +17,11 @@ use crate::{
         webhook::WebhookSender,
     },
     jobs,
-    queue::{backend::QueueContext, cron, Producer},
+    queue::{
+        backend::QueueContext,
+        conn::{Conn, RedisClient},
+        cron, Producer,
+    },
     store::{batch::Batcher, pipeline},
 };
 
@@ -26,8 +29,8 @@ use crate::{
 #[derive(Clone)]
 pub struct App {
     pub config: Arc<Config>,
-    pub redis: redis::Client,
-    pub conn: ConnectionManager,
+    pub redis: RedisClient,
+    pub conn: Conn,
     pub pool: PgPool,
     pub producer: Producer,
     pub payments: Arc<dyn PaymentProvider>,
@@ -103,9 +106,10 @@ where
 impl App {
     /// Connects to Redis and PostgreSQL (creating and migrating the database when needed).
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let redis = crate::queue::backend::open_client(&config.redis.url)
+        let redis = RedisClient::open(&config.redis)
             .with_context(|| format!("redis.url {}", redact_url(&config.redis.url)))?;
-        let conn = crate::queue::backend::connection_manager(&redis, None)
+        let conn = redis
+            .connect(None)
             .await
             .with_context(|| format!("connecting to redis at {}", redact_url(&config.redis.url)))?;
         let migrated = crate::store::migrate(&config.database.url)

@@ -208,6 +208,9 @@ pub struct MerchantApiConfig {
 pub struct RedisConfig {
     pub url: String,
     pub key_prefix: String,
+    pub cluster: bool,
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -402,8 +405,22 @@ impl Config {
                 message: message.to_owned(),
             })
         };
-        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
-            return bad("redis.url", "must start with redis:// or rediss://");
+        let seeds = crate::queue::conn::seed_urls(&self.redis.url);
+        if seeds.is_empty()
+            || seeds
+                .iter()
+                .any(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+        {
+            return bad(
+                "redis.url",
+                "must start with redis:// or rediss:// (a cluster: several such URLs separated by commas)",
+            );
+        }
+        if self.redis.wait_replicas > 0 && self.redis.wait_timeout_ms == 0 {
+            return bad(
+                "redis.wait_timeout_ms",
+                "must be at least 1 when redis.wait_replicas is set",
+            );
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return bad("redis.key_prefix", "must be non-empty, without braces or spaces");
@@ -638,8 +655,12 @@ fn origin_of(key: &str, file: Option<&(String, toml::Table)>, vars: &[(String, S
     "config/default.toml (embedded)".to_owned()
 }
 
-/// Hides the password of a connection URL, for logs and `souk` output.
+/// Hides the password of a connection URL (or of each of a comma-separated list of seed
+/// URLs), for logs and `souk` output.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

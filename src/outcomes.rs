@@ -72,6 +72,7 @@ pub async fn relay_loop(app: App, mut stop: watch::Receiver<bool>) {
                     .ignore();
             }
             let () = pipe.query_async(&mut conn).await?;
+            conn.replicated(&key).await?;
             Ok(())
         })
         .await;

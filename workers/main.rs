@@ -278,16 +278,14 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-async fn redis_conn(config: &Config) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = souk::queue::backend::open_client(&config.redis.url)?;
-    souk::queue::backend::connection_manager(&client, None)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to redis at {}",
-                souk::config::redact_url(&config.redis.url)
-            )
-        })
+async fn redis_conn(config: &Config) -> anyhow::Result<souk::queue::conn::Conn> {
+    let client = souk::queue::conn::RedisClient::open(&config.redis)?;
+    client.connect(None).await.with_context(|| {
+        format!(
+            "connecting to redis at {}",
+            souk::config::redact_url(&config.redis.url)
+        )
+    })
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {

@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::queue::conn::Conn;
 use anyhow::Context;
 use apalis::prelude::*;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -72,7 +72,7 @@ fn start_worker(ctx: QueueContext, lat: Latencies) -> (watch::Sender<bool>, toki
     (tx, handle)
 }
 
-async fn used_memory(conn: &mut ConnectionManager) -> anyhow::Result<i64> {
+async fn used_memory(conn: &mut Conn) -> anyhow::Result<i64> {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -121,8 +121,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 /// Runs the queue benchmark and returns its figures.
 pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<serde_json::Value> {
     let prefix = format!("souk-bench-{}", crate::queue::producer::new_job_id());
-    let client = crate::queue::backend::open_client(&config.redis.url)?;
-    let mut conn = crate::queue::backend::connection_manager(&client, None).await?;
+    let client = crate::queue::conn::RedisClient::open(&config.redis)?;
+    let mut conn = client.connect(None).await?;
     let settings = config.queue(QUEUE);
     let ctx = QueueContext::connect(&client, &prefix, QUEUE, settings.clone()).await?;
     let producer = Producer::new(conn.clone(), prefix.clone());

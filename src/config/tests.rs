@@ -109,4 +109,8 @@ fn passwords_are_redacted() {
     assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+    assert_eq!(
+        redact_url("redis://:pw@h:1,redis://:pw2@h:2"),
+        "redis://:***@h:1,redis://:***@h:2"
+    );
 }

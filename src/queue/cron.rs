@@ -8,8 +8,8 @@
 
 use std::{str::FromStr, time::Duration};
 
+use crate::queue::conn::Conn;
 use chrono::{DateTime, TimeZone, Utc};
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use super::{keys::QueueKeys, now_ms, producer, scripts};
@@ -54,7 +54,7 @@ pub fn missed_tick(
 
 /// Fires `tick` for `job` unless it (or a later tick) was fired already. True if fired here.
 pub async fn fire(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     prefix: &str,
     job: &CronJob,
     tick: DateTime<Utc>,
@@ -74,12 +74,7 @@ pub async fn fire(
 }
 
 /// Runs the schedule of every job until `stop` turns true.
-pub async fn run_scheduler(
-    conn: ConnectionManager,
-    prefix: String,
-    jobs: Vec<CronJob>,
-    stop: watch::Receiver<bool>,
-) {
+pub async fn run_scheduler(conn: Conn, prefix: String, jobs: Vec<CronJob>, stop: watch::Receiver<bool>) {
     let mut tasks = Vec::new();
     for job in jobs {
         tasks.push(tokio::spawn(run_job(
@@ -94,7 +89,7 @@ pub async fn run_scheduler(
     }
 }
 
-async fn run_job(mut conn: ConnectionManager, prefix: String, job: CronJob, mut stop: watch::Receiver<bool>) {
+async fn run_job(mut conn: Conn, prefix: String, job: CronJob, mut stop: watch::Receiver<bool>) {
     let keys = QueueKeys::new(&prefix, &job.queue);
     while let Err(e) = producer::declare(&mut conn, &prefix, &job.queue).await {
         tracing::warn!(cron = %job.name, error = %e, "cannot reach redis; retrying");

@@ -2,7 +2,7 @@
 //! times for `dead_retention_hours`. List, show, retry (back to the stream with a fresh attempt
 //! count) and purge, per queue, per id, or for all.
 
-use redis::aio::ConnectionManager;
+use crate::queue::conn::Conn;
 use serde::{Deserialize, Serialize};
 
 use super::{keys::QueueKeys, now_ms, scripts};
@@ -25,11 +25,7 @@ pub struct DeadLetter {
 }
 
 /// Dead letters of one queue, newest first, at most `limit`.
-pub async fn list(
-    conn: &mut ConnectionManager,
-    keys: &QueueKeys,
-    limit: usize,
-) -> redis::RedisResult<Vec<DeadLetter>> {
+pub async fn list(conn: &mut Conn, keys: &QueueKeys, limit: usize) -> redis::RedisResult<Vec<DeadLetter>> {
     let ids: Vec<String> = redis::cmd("ZREVRANGE")
         .arg(&keys.dead_index)
         .arg(0)
@@ -52,11 +48,7 @@ pub async fn list(
 }
 
 /// One dead letter by id.
-pub async fn show(
-    conn: &mut ConnectionManager,
-    keys: &QueueKeys,
-    id: &str,
-) -> redis::RedisResult<Option<DeadLetter>> {
+pub async fn show(conn: &mut Conn, keys: &QueueKeys, id: &str) -> redis::RedisResult<Option<DeadLetter>> {
     let rec: Option<String> = redis::cmd("HGET")
         .arg(&keys.dead)
         .arg(id)
@@ -73,11 +65,7 @@ fn decode(id: &str, record: &str) -> Option<DeadLetter> {
 
 /// Moves dead letters back to the queue: the given ids, or all of the queue's when `ids` is
 /// empty. Returns how many moved.
-pub async fn retry(
-    conn: &mut ConnectionManager,
-    keys: &QueueKeys,
-    ids: &[String],
-) -> redis::RedisResult<usize> {
+pub async fn retry(conn: &mut Conn, keys: &QueueKeys, ids: &[String]) -> redis::RedisResult<usize> {
     let ids = if ids.is_empty() {
         all_ids(conn, keys).await?
     } else {
@@ -99,11 +87,7 @@ pub async fn retry(
 }
 
 /// Deletes dead letters: the given ids, or all of the queue's when `ids` is empty.
-pub async fn purge(
-    conn: &mut ConnectionManager,
-    keys: &QueueKeys,
-    ids: &[String],
-) -> redis::RedisResult<usize> {
+pub async fn purge(conn: &mut Conn, keys: &QueueKeys, ids: &[String]) -> redis::RedisResult<usize> {
     let ids = if ids.is_empty() {
         all_ids(conn, keys).await?
     } else {
@@ -121,7 +105,7 @@ pub async fn purge(
     Ok(purged)
 }
 
-async fn all_ids(conn: &mut ConnectionManager, keys: &QueueKeys) -> redis::RedisResult<Vec<String>> {
+async fn all_ids(conn: &mut Conn, keys: &QueueKeys) -> redis::RedisResult<Vec<String>> {
     redis::cmd("ZRANGE")
         .arg(&keys.dead_index)
         .arg(0)

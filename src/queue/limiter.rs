@@ -3,7 +3,8 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use redis::{aio::ConnectionManager, Script};
+use crate::queue::conn::Conn;
+use redis::Script;
 
 /// KEYS: the window set. ARGV: limit, a unique member. Returns 0 when admitted, else the ms to
 /// wait until the oldest call leaves the window.
@@ -25,11 +26,7 @@ return math.max(1, tonumber(oldest[2]) + 1000 - now)
 });
 
 /// Takes a slot of `key`'s window; `Err(wait)` when the window is full.
-pub async fn take(
-    conn: &mut ConnectionManager,
-    key: &str,
-    limit: u32,
-) -> redis::RedisResult<Result<(), Duration>> {
+pub async fn take(conn: &mut Conn, key: &str, limit: u32) -> redis::RedisResult<Result<(), Duration>> {
     let member = format!("{}-{}", std::process::id(), fastrand::u64(..));
     let wait: i64 = TAKE.key(key).arg(limit).arg(member).invoke_async(conn).await?;
     Ok(if wait == 0 {
@@ -53,11 +50,7 @@ return 0
 
 /// A fleet-wide mutex: `Some(token)` when this caller now holds `key` for at most `ttl` (a
 /// crashed holder's lock frees itself), `None` when someone else holds it.
-pub async fn try_lock(
-    conn: &mut ConnectionManager,
-    key: &str,
-    ttl: Duration,
-) -> redis::RedisResult<Option<String>> {
+pub async fn try_lock(conn: &mut Conn, key: &str, ttl: Duration) -> redis::RedisResult<Option<String>> {
     let token = format!("{}-{}", std::process::id(), fastrand::u64(..));
     let ok: Option<String> = redis::cmd("SET")
         .arg(key)
@@ -71,7 +64,7 @@ pub async fn try_lock(
 }
 
 /// Releases a lock taken by [`try_lock`], unless it expired and someone else holds it now.
-pub async fn unlock(conn: &mut ConnectionManager, key: &str, token: &str) -> redis::RedisResult<()> {
+pub async fn unlock(conn: &mut Conn, key: &str, token: &str) -> redis::RedisResult<()> {
     let _: i64 = UNLOCK.key(key).arg(token).invoke_async(conn).await?;
     Ok(())
 }
@@ -91,12 +84,7 @@ return 0
 
 /// Extends a lock taken by [`try_lock`] to `ttl` from now; false when this holder lost it (its
 /// lease ran out and someone else may hold it).
-pub async fn renew(
-    conn: &mut ConnectionManager,
-    key: &str,
-    token: &str,
-    ttl: Duration,
-) -> redis::RedisResult<bool> {
+pub async fn renew(conn: &mut Conn, key: &str, token: &str, ttl: Duration) -> redis::RedisResult<bool> {
     let n: i64 = RENEW
         .key(key)
         .arg(token)
@@ -126,11 +114,7 @@ return false
 /// A holder that lost its lease carries an older fence than whoever holds the lock after it, so
 /// a store that keeps the largest fence it has seen refuses the stale holder's writes. (Tokens
 /// follow Redis's clock: a clock stepped back by the operator could reorder two holders.)
-pub async fn try_lock_fenced(
-    conn: &mut ConnectionManager,
-    key: &str,
-    ttl: Duration,
-) -> redis::RedisResult<Option<i64>> {
+pub async fn try_lock_fenced(conn: &mut Conn, key: &str, ttl: Duration) -> redis::RedisResult<Option<i64>> {
     let token: Option<String> = LOCK_FENCED
         .key(key)
         .arg(ttl.as_millis().max(1) as u64)

@@ -23,6 +23,7 @@
 
 pub mod ack;
 pub mod backend;
+pub mod conn;
 pub mod cron;
 pub mod dead;
 mod entries;

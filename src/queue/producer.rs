@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::queue::conn::Conn;
 use serde::Serialize;
 
 use super::{keys::QueueKeys, now_ms, scripts, GROUP};
@@ -31,12 +31,12 @@ pub enum PushError {
 /// Pushes jobs onto queues under one key prefix.
 #[derive(Clone)]
 pub struct Producer {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
 }
 
 impl Producer {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(conn: Conn, prefix: impl Into<String>) -> Self {
         Self {
             conn,
             prefix: prefix.into(),
@@ -62,6 +62,7 @@ impl Producer {
     /// Pushes one raw JSON payload to run now (what `XADD … payload <json>` does).
     pub async fn push_raw(&self, queue: &str, payload: &str) -> Result<String, PushError> {
         let keys = self.keys(queue);
+        let mut conn = self.conn.clone();
         let id: String = redis::cmd("XADD")
             .arg(&keys.stream)
             .arg("*")
@@ -69,8 +70,9 @@ impl Producer {
             .arg(payload)
             .arg("enqueued_at")
             .arg(now_ms())
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
+        conn.replicated(&keys.stream).await?;
         Ok(id)
     }
 
@@ -85,14 +87,16 @@ impl Producer {
         window: Duration,
     ) -> Result<(bool, String), PushError> {
         let keys = self.keys(queue);
+        let mut conn = self.conn.clone();
         let (added, id): (i64, String) = scripts::PUSH_RAW_ONCE
             .key(&keys.stream)
             .key(keys.idempotency(key))
             .arg(payload)
             .arg(now_ms())
             .arg(window.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
+        conn.replicated(&keys.stream).await?;
         Ok((added == 1, id))
     }
 
@@ -108,6 +112,7 @@ impl Producer {
     /// Pushes many raw JSON payloads in one pipelined round trip per 1,000; returns their entry ids.
     pub async fn push_raw_many(&self, queue: &str, payloads: &[String]) -> Result<Vec<String>, PushError> {
         let keys = self.keys(queue);
+        let mut conn = self.conn.clone();
         let mut ids = Vec::with_capacity(payloads.len());
         for chunk in payloads.chunks(1000) {
             let now = now_ms();
@@ -121,7 +126,8 @@ impl Producer {
                     .arg("enqueued_at")
                     .arg(now);
             }
-            let mut got: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+            let mut got: Vec<String> = pipe.query_async(&mut conn).await?;
+            conn.replicated(&keys.stream).await?;
             ids.append(&mut got);
         }
         Ok(ids)
@@ -142,12 +148,14 @@ impl Producer {
             "attempt": "0",
             "enqueued_at": now_ms().to_string(),
         });
+        let mut conn = self.conn.clone();
         let _: i64 = redis::cmd("ZADD")
             .arg(&keys.delayed)
             .arg(due_ms)
             .arg(member.to_string())
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
+        conn.replicated(&keys.delayed).await?;
         Ok(job_id)
     }
 
@@ -201,7 +209,9 @@ impl Producer {
                 .arg(serde_json::to_string(args)?)
                 .arg(due_ms.unwrap_or(0));
         }
-        let answers: Vec<(i64, String)> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut conn = self.conn.clone();
+        let answers: Vec<(i64, String)> = inv.invoke_async(&mut conn).await?;
+        conn.replicated(&keys.stream).await?;
         Ok(answers
             .into_iter()
             .map(|(pushed, id)| {
@@ -216,11 +226,7 @@ impl Producer {
 }
 
 /// See [`Producer::declare`].
-pub(crate) async fn declare(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-    queue: &str,
-) -> Result<(), redis::RedisError> {
+pub(crate) async fn declare(conn: &mut Conn, prefix: &str, queue: &str) -> Result<(), redis::RedisError> {
     let keys = QueueKeys::new(prefix, queue);
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use redis::{aio::ConnectionManager, Value};
+use crate::queue::conn::Conn;
+use redis::Value;
 use serde::Serialize;
 
 use super::{keys::QueueKeys, now_ms, GROUP};
@@ -37,10 +38,7 @@ pub struct QueueStats {
     pub rates_per_min: BTreeMap<String, f64>,
 }
 
-pub(crate) async fn consumers(
-    conn: &mut ConnectionManager,
-    stream: &str,
-) -> redis::RedisResult<Vec<ConsumerInfo>> {
+pub(crate) async fn consumers(conn: &mut Conn, stream: &str) -> redis::RedisResult<Vec<ConsumerInfo>> {
     let v: Value = match redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(stream)
@@ -90,7 +88,7 @@ pub(crate) async fn consumers(
 }
 
 /// The names of all queues known under `prefix`.
-pub async fn queue_names(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<Vec<String>> {
+pub async fn queue_names(conn: &mut Conn, prefix: &str) -> redis::RedisResult<Vec<String>> {
     let mut names: Vec<String> = redis::cmd("SMEMBERS")
         .arg(QueueKeys::registry(prefix))
         .query_async(conn)
@@ -100,7 +98,7 @@ pub async fn queue_names(conn: &mut ConnectionManager, prefix: &str) -> redis::R
 }
 
 /// A snapshot of one queue.
-pub async fn queue_stats(conn: &mut ConnectionManager, keys: &QueueKeys) -> redis::RedisResult<QueueStats> {
+pub async fn queue_stats(conn: &mut Conn, keys: &QueueKeys) -> redis::RedisResult<QueueStats> {
     let minute_now = now_ms() / 60_000;
     let mut pipe = redis::pipe();
     pipe.cmd("XLEN").arg(&keys.stream);

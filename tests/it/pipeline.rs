@@ -14,12 +14,23 @@ use souk::{
     store::merchants,
 };
 
-use crate::support::eventually;
 use crate::support::pipeline::Pipeline;
+use crate::support::{eventually, On};
 
 #[tokio::test]
 async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
-    let p = Pipeline::start(&[]).await;
+    an_order_flows_from_enqueue_to_every_merchant_notified_and_reported_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_an_order_flows_from_enqueue_to_every_merchant_notified_and_reported() {
+    an_order_flows_from_enqueue_to_every_merchant_notified_and_reported_on(On::Cluster).await
+}
+
+async fn an_order_flows_from_enqueue_to_every_merchant_notified_and_reported_on(on: On) {
+    let vars = on.settings();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = Pipeline::start(&vars).await;
     p.merchant("m-auto", "auto", "accept", 3600).await;
     p.merchant("m-manual", "manual", "accept", 3600).await;
     p.stock("m-auto", "A", 10).await;

@@ -12,7 +12,7 @@ use souk::queue::{
 };
 use tokio::sync::watch;
 
-use crate::support::{eventually, TestEnv};
+use crate::support::{eventually, On, TestEnv};
 
 const Q: &str = "t.probe.v1";
 
@@ -155,7 +155,16 @@ async fn queue_stats(env: &TestEnv) -> stats::QueueStats {
 
 #[tokio::test]
 async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete() {
-    let env = TestEnv::new().await;
+    a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete() {
+    a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete_on(On::Cluster).await
+}
+
+async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete_on(on: On) {
+    let env = on.env(&[]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     let producer = &env.app.producer;
     for i in 0..10 {
@@ -207,11 +216,21 @@ async fn a_poison_entry_is_dead_lettered_while_good_entries_around_it_complete()
 
 #[tokio::test]
 async fn a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_its_error() {
-    let env = TestEnv::with(&[
-        ("SOUK_QUEUE__MAX_ATTEMPTS", "4"),
-        ("SOUK_QUEUE__RETRY_BASE_MS", "200"),
-    ])
-    .await;
+    a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_its_error_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_its_error() {
+    a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_its_error_on(On::Cluster).await
+}
+
+async fn a_failing_job_is_retried_with_growing_delays_then_dead_lettered_with_its_error_on(on: On) {
+    let env = on
+        .env(&[
+            ("SOUK_QUEUE__MAX_ATTEMPTS", "4"),
+            ("SOUK_QUEUE__RETRY_BASE_MS", "200"),
+        ])
+        .await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     env.app
         .producer
@@ -376,7 +395,16 @@ async fn abort_and_panics_go_straight_to_the_dead_letters_and_the_worker_carries
 
 #[tokio::test]
 async fn dead_letters_can_be_retried_by_id_and_purged() {
-    let env = TestEnv::with(&[("SOUK_QUEUE__MAX_ATTEMPTS", "1")]).await;
+    dead_letters_can_be_retried_by_id_and_purged_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_dead_letters_can_be_retried_by_id_and_purged() {
+    dead_letters_can_be_retried_by_id_and_purged_on(On::Cluster).await
+}
+
+async fn dead_letters_can_be_retried_by_id_and_purged_on(on: On) {
+    let env = on.env(&[("SOUK_QUEUE__MAX_ATTEMPTS", "1")]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     env.app
         .producer
@@ -439,7 +467,16 @@ async fn drain(env: &TestEnv, n: usize) -> Runs {
 
 #[tokio::test]
 async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
-    let env = TestEnv::new().await;
+    an_idempotent_push_is_a_no_op_the_second_time_and_says_so_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_an_idempotent_push_is_a_no_op_the_second_time_and_says_so() {
+    an_idempotent_push_is_a_no_op_the_second_time_and_says_so_on(On::Cluster).await
+}
+
+async fn an_idempotent_push_is_a_no_op_the_second_time_and_says_so_on(on: On) {
+    let env = on.env(&[]).await;
     let producer = &env.app.producer;
     producer.declare(Q).await.unwrap();
     let w = Duration::from_secs(60);
@@ -511,7 +548,16 @@ async fn several_idempotent_pushes_in_one_call_each_keep_their_key() {
 
 #[tokio::test]
 async fn a_job_pushed_for_later_runs_no_sooner_than_asked() {
-    let env = TestEnv::new().await;
+    a_job_pushed_for_later_runs_no_sooner_than_asked_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_a_job_pushed_for_later_runs_no_sooner_than_asked() {
+    a_job_pushed_for_later_runs_no_sooner_than_asked_on(On::Cluster).await
+}
+
+async fn a_job_pushed_for_later_runs_no_sooner_than_asked_on(on: On) {
+    let env = on.env(&[]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
@@ -667,7 +713,16 @@ async fn running_jobs_keep_their_lease_so_a_second_consumer_never_steals_them() 
 
 #[tokio::test]
 async fn a_backlog_of_100_000_entries_drains_completely_and_exactly_once() {
-    let env = TestEnv::new().await;
+    a_backlog_of_100_000_entries_drains_completely_and_exactly_once_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_a_backlog_of_100_000_entries_drains_completely_and_exactly_once() {
+    a_backlog_of_100_000_entries_drains_completely_and_exactly_once_on(On::Cluster).await
+}
+
+async fn a_backlog_of_100_000_entries_drains_completely_and_exactly_once_on(on: On) {
+    let env = on.env(&[]).await;
     let ctx = env.app.queue_context(Q).await.unwrap();
     let jobs: Vec<Probe> = (0..100_000)
         .map(|i| p(&format!("b{i}"), Behaviour::Succeed))
@@ -735,7 +790,16 @@ async fn graceful_stop_finishes_running_jobs_and_leaves_nothing_pending() {
 
 #[tokio::test]
 async fn queue_stats_show_waiting_pending_delayed_and_dead() {
-    let env = TestEnv::new().await;
+    queue_stats_show_waiting_pending_delayed_and_dead_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_queue_stats_show_waiting_pending_delayed_and_dead() {
+    queue_stats_show_waiting_pending_delayed_and_dead_on(On::Cluster).await
+}
+
+async fn queue_stats_show_waiting_pending_delayed_and_dead_on(on: On) {
+    let env = on.env(&[]).await;
     let producer = &env.app.producer;
     producer.declare(Q).await.unwrap();
     for i in 0..3 {
@@ -833,4 +897,98 @@ async fn the_fleet_wide_rate_limiter_admits_its_limit_per_sliding_second() {
         "a slot freed up"
     );
     env.cleanup().await;
+}
+
+/// A master failover mid-run, with `redis.wait_replicas = 1`: the master holding the queue is
+/// killed with SIGKILL while jobs are pushed and run, its replica takes over, and the killed
+/// node comes back as the new master's replica. Every push that was acknowledged runs; pushes
+/// made while the new master had no replica are refused, not acknowledged and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_master_failover_loses_no_acknowledged_push() {
+    use crate::support::cluster::{self, RedisCluster};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use tokio::task::block_in_place;
+
+    let mut c = block_in_place(|| RedisCluster::start(3));
+    let vars = cluster::settings(&c);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = TestEnv::with(&vars).await;
+    let ctx = env.app.queue_context(Q).await.unwrap();
+    let stream = env.app.producer.keys(Q).stream;
+    let runs = Runs::default();
+    let w = start(ctx, runs.clone());
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (producer, acked, refused, stop) = (
+            env.app.producer.clone(),
+            acked.clone(),
+            refused.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Relaxed) {
+                let id = format!("f{i}");
+                i += 1;
+                match producer.push(Q, &p(&id, Behaviour::Succeed)).await {
+                    Ok(_) => acked.lock().unwrap().push(id),
+                    Err(_) => {
+                        refused.fetch_add(1, Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let acked_len = || acked.lock().unwrap().len();
+    eventually(Duration::from_secs(20), "200 acknowledged pushes", || async {
+        acked_len() >= 200
+    })
+    .await;
+
+    let old = block_in_place(|| c.master_of(&stream));
+    block_in_place(|| c.kill(old));
+    eventually(
+        Duration::from_secs(30),
+        "a replica promoted for the queue's slot",
+        || {
+            let promoted = block_in_place(|| c.try_master_of(&stream)).is_some_and(|m| m != old);
+            async move { promoted }
+        },
+    )
+    .await;
+    let at_promotion = acked_len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    block_in_place(|| {
+        c.restart(old);
+        c.wait_healthy();
+    });
+    eventually(
+        Duration::from_secs(30),
+        "200 more pushes acknowledged after the failover",
+        || async { acked_len() >= at_promotion + 200 },
+    )
+    .await;
+    stop.store(true, Relaxed);
+    pusher.await.unwrap();
+
+    let want: std::collections::HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    eventually(Duration::from_secs(30), "every acknowledged push ran", || {
+        let ran: std::collections::HashSet<String> =
+            runs.0.lock().unwrap().iter().map(|r| r.id.clone()).collect();
+        let missing = want.difference(&ran).count();
+        async move { missing == 0 }
+    })
+    .await;
+    assert!(
+        refused.load(Relaxed) > 0,
+        "while the promoted master had no replica, WAIT 1 refused to acknowledge pushes"
+    );
+    w.stop().await;
+    env.cleanup().await;
+    drop(c);
 }

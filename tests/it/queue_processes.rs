@@ -13,7 +13,7 @@ use souk::{
     store::samples,
 };
 
-use crate::support::{eventually, free_port, Reaper, TestEnv};
+use crate::support::{eventually, free_port, On, Reaper, TestEnv};
 
 fn sample(label: &str, work_ms: u64) -> SampleArgs {
     SampleArgs {
@@ -65,7 +65,16 @@ async fn pending(env: &TestEnv) -> u64 {
 
 #[tokio::test]
 async fn a_worker_killed_with_sigkill_mid_job_is_finished_by_another_process_exactly_once() {
-    let env = TestEnv::new().await;
+    a_worker_killed_with_sigkill_mid_job_is_finished_by_another_process_exactly_once_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_a_worker_killed_with_sigkill_mid_job_is_finished_by_another_process_exactly_once() {
+    a_worker_killed_with_sigkill_mid_job_is_finished_by_another_process_exactly_once_on(On::Cluster).await
+}
+
+async fn a_worker_killed_with_sigkill_mid_job_is_finished_by_another_process_exactly_once_on(on: On) {
+    let env = on.env(&[]).await;
     let run = ["run", "--queues", QUEUE];
     let mut fleet = Reaper(vec![env.spawn_souk(&run, &[])]);
     env.app
@@ -203,7 +212,16 @@ async fn http_get(url: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn three_processes_running_one_cron_job_fire_once_per_tick() {
-    let env = TestEnv::new().await;
+    three_processes_running_one_cron_job_fire_once_per_tick_on(On::Redis).await
+}
+
+#[tokio::test]
+async fn cluster_three_processes_running_one_cron_job_fire_once_per_tick() {
+    three_processes_running_one_cron_job_fire_once_per_tick_on(On::Cluster).await
+}
+
+async fn three_processes_running_one_cron_job_fire_once_per_tick_on(on: On) {
+    let env = on.env(&[]).await;
     let cron = [
         ("SOUK_CRON__JOBS__tick__SCHEDULE", "* * * * * *"),
         ("SOUK_CRON__JOBS__tick__QUEUE", QUEUE),

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod pipeline;
 pub mod schema;
 
@@ -22,7 +23,34 @@ pub struct TestEnv {
     pub db_name: String,
     pub db_url: String,
     pub redis_url: String,
+    /// `SOUK_REDIS__*` settings beyond the prefix (a cluster's), passed on to child processes.
+    pub redis_vars: Vec<(String, String)>,
     pub app: App,
+}
+
+/// Which Redis a test runs on: the shared single server, or the run's Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    Redis,
+    Cluster,
+}
+
+impl On {
+    /// A fresh environment on this Redis with extra settings.
+    pub async fn env(self, extra: &[(&str, &str)]) -> TestEnv {
+        match self {
+            On::Redis => TestEnv::with(extra).await,
+            On::Cluster => TestEnv::on_cluster(extra).await,
+        }
+    }
+
+    /// The settings that select this Redis, for fixtures that build their own environment.
+    pub fn settings(self) -> Vec<(String, String)> {
+        match self {
+            On::Redis => Vec::new(),
+            On::Cluster => cluster::settings(cluster::shared()),
+        }
+    }
 }
 
 /// Settings that make the queue's timings test-sized (overridable per test).
@@ -45,9 +73,24 @@ impl TestEnv {
         Self::with(&[]).await
     }
 
-    /// A fresh environment with extra `SOUK_*` settings.
+    /// A fresh environment with extra `SOUK_*` settings (a `REDIS_URL` among them picks the
+    /// Redis, as [`cluster::settings`] does).
     pub async fn with(extra: &[(&str, &str)]) -> Self {
-        Self::with_redis(REDIS_URL, extra).await
+        let url = extra
+            .iter()
+            .find(|(k, _)| *k == "REDIS_URL")
+            .map_or(REDIS_URL, |(_, v)| *v)
+            .to_owned();
+        let rest: Vec<(&str, &str)> = extra.iter().copied().filter(|(k, _)| *k != "REDIS_URL").collect();
+        Self::with_redis(&url, &rest).await
+    }
+
+    /// A fresh environment on the run's shared Redis Cluster, with extra settings.
+    pub async fn on_cluster(extra: &[(&str, &str)]) -> Self {
+        let mut vars = cluster::settings(cluster::shared());
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::with(&refs).await
     }
 
     pub async fn with_redis(redis_url: &str, extra: &[(&str, &str)]) -> Self {
@@ -64,11 +107,17 @@ impl TestEnv {
         }
         let config = Config::from_layers(None, &vars).expect("test config");
         let app = App::connect(config).await.expect("connect test app");
+        let redis_vars = extra
+            .iter()
+            .filter(|(k, _)| k.starts_with("SOUK_REDIS__") && *k != "SOUK_REDIS__KEY_PREFIX")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Self {
             prefix,
             db_name,
             db_url,
             redis_url: redis_url.to_owned(),
+            redis_vars,
             app,
         }
     }
@@ -79,6 +128,7 @@ impl TestEnv {
         vars.push(("SOUK_REDIS__KEY_PREFIX".into(), self.prefix.clone()));
         vars.push(("DATABASE_URL".into(), self.db_url.clone()));
         vars.push(("REDIS_URL".into(), self.redis_url.clone()));
+        vars.extend(self.redis_vars.iter().cloned());
         vars.push(("SOUK_CONFIG_DIR".into(), "/nonexistent".into()));
         vars.push(("SOUK_LOG__LEVEL".into(), "info".into()));
         vars
@@ -107,19 +157,22 @@ impl TestEnv {
             .expect("spawn souk")
     }
 
-    pub fn redis(&self) -> redis::aio::ConnectionManager {
+    pub fn redis(&self) -> souk::queue::conn::Conn {
         self.app.conn.clone()
     }
 
     /// Drops this test's keys and database.
     pub async fn cleanup(self) {
+        if self.app.redis.is_cluster() {
+            cluster::RedisCluster::delete_prefix(&self.redis_url, &self.prefix);
+        }
         let mut conn = self.app.conn.clone();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
-        if !keys.is_empty() {
+        if !keys.is_empty() && !self.app.redis.is_cluster() {
             let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
         }
         self.app.pool.close().await;
