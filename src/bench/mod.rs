@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::config::Config;
 
 mod chaos;
+mod costs;
 mod import;
 mod queue;
 mod tracking;
@@ -381,7 +382,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         .map(&mut make)
         .collect();
     let first_paced = format!("demo-{}-{burst_end:06}", world.run);
-    let busy0 = machine_busy_ms();
+    let costs0 = costs::Costs::read(&app, &world.sandbox, &world.merchants).await;
     let t0 = Instant::now();
     for (i, m) in paced.iter().enumerate() {
         let due = t0 + Duration::from_secs_f64(i as f64 / opts.rate as f64);
@@ -397,12 +398,9 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         Duration::from_secs(1800),
     )
     .await?;
-    let cpu_ms_per_order = match (busy0, machine_busy_ms()) {
-        (Some(a), Some(b)) if opts.paced_orders > 0 => {
-            Some(((b - a) / opts.paced_orders as f64 * 100.0).round() / 100.0)
-        }
-        _ => None,
-    };
+    let costs1 = costs::Costs::read(&app, &world.sandbox, &world.merchants).await;
+    let costs = costs0.per_order(&costs1, opts.paced_orders, &app).await;
+    let cpu_ms_per_order = costs["machine_cpu_ms"].as_f64().filter(|_| opts.paced_orders > 0);
     let (p50, p99, n) = notify_latency(&app, &like_all, &first_paced).await?;
     let total = (burst_end + opts.paced_orders) as i64;
     let (notified_orders, webhooks): (i64, i64) = sqlx::query_as(
@@ -438,6 +436,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
             "p99_ms": p99.round(),
             "paced_measured": n,
             "paced_cpu_ms_per_order": cpu_ms_per_order,
+            "paced_costs_per_order": costs,
             "webhooks_delivered": webhooks,
             "webhook_duplicates_at_merchants": dups,
             "oversold": over,
@@ -518,6 +517,15 @@ pub fn summarize_pipeline_runs(each: &[serde_json::Value]) -> serde_json::Value 
             out[format!("{key}_min")] = v.iter().copied().reduce(f64::min).into();
             out[format!("{key}_max")] = v.iter().copied().reduce(f64::max).into();
             out[format!("{key}_runs")] = v.into();
+        }
+    }
+    if let Some(keys) = each.first().and_then(|r| r["paced_costs_per_order"].as_object()) {
+        for key in keys.keys() {
+            let v: Vec<f64> = each
+                .iter()
+                .filter_map(|r| r["paced_costs_per_order"][key].as_f64())
+                .collect();
+            out["paced_costs_per_order"][key] = median(v).into();
         }
     }
     out
