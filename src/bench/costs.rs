@@ -62,23 +62,32 @@ fn info_field(info: &str, name: &str) -> Option<f64> {
 
 fn http_requests(sandbox: &Sandbox, merchants: &[String]) -> f64 {
     let payments: u64 = sandbox.counters().values().sum();
-    let webhooks: u64 = merchants.iter().map(|m| sandbox.endpoint_report(m).received).sum();
+    let webhooks: u64 = merchants
+        .iter()
+        .map(|m| sandbox.endpoint_report(m).received)
+        .sum();
     (payments + webhooks) as f64
 }
 
 impl Costs {
     pub async fn read(app: &App, sandbox: &Sandbox, merchants: &[String]) -> Self {
         let mut conn = app.conn.clone();
-        let info: Option<String> = redis::cmd("INFO").arg("everything").query_async(&mut conn).await.ok();
-        let redis_ms = info.as_deref().and_then(|i| {
-            Some((info_field(i, "used_cpu_user")? + info_field(i, "used_cpu_sys")?) * 1000.0)
-        });
+        let info: Option<String> = redis::cmd("INFO")
+            .arg("everything")
+            .query_async(&mut conn)
+            .await
+            .ok();
+        let redis_ms = info
+            .as_deref()
+            .and_then(|i| Some((info_field(i, "used_cpu_user")? + info_field(i, "used_cpu_sys")?) * 1000.0));
         Self {
             machine_ms: super::machine_busy_ms(),
             worker_ms: stat_cpu_ms("/proc/self/stat").map(|(_, ms)| ms),
             postgres_ms: processes_cpu_ms(|c| c.starts_with("postgres")),
             redis_ms,
-            redis_commands: info.as_deref().and_then(|i| info_field(i, "total_commands_processed")),
+            redis_commands: info
+                .as_deref()
+                .and_then(|i| info_field(i, "total_commands_processed")),
             wal: super::wal_position(&app.pool).await,
             http_requests: http_requests(sandbox, merchants),
         }
@@ -92,15 +101,26 @@ impl Costs {
             a.zip(b).map(|(a, b)| ((b - a) / n * scale).round() / scale)
         };
         let wal = match &self.wal {
-            Some(at) => super::wal_bytes_since(&app.pool, at).await.map(|b| (b / n).round()),
+            Some(at) => super::wal_bytes_since(&app.pool, at)
+                .await
+                .map(|b| (b / n).round()),
             None => None,
         };
         let mut m = BTreeMap::new();
         m.insert("machine_cpu_ms", json!(per(self.machine_ms, later.machine_ms, 2)));
-        m.insert("worker_process_cpu_ms", json!(per(self.worker_ms, later.worker_ms, 2)));
-        m.insert("postgres_cpu_ms", json!(per(self.postgres_ms, later.postgres_ms, 2)));
+        m.insert(
+            "worker_process_cpu_ms",
+            json!(per(self.worker_ms, later.worker_ms, 2)),
+        );
+        m.insert(
+            "postgres_cpu_ms",
+            json!(per(self.postgres_ms, later.postgres_ms, 2)),
+        );
         m.insert("redis_cpu_ms", json!(per(self.redis_ms, later.redis_ms, 3)));
-        m.insert("redis_commands", json!(per(self.redis_commands, later.redis_commands, 1)));
+        m.insert(
+            "redis_commands",
+            json!(per(self.redis_commands, later.redis_commands, 1)),
+        );
         m.insert("wal_bytes", json!(wal));
         m.insert(
             "http_requests",

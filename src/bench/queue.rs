@@ -19,6 +19,8 @@ use crate::{
 };
 
 const QUEUE: &str = "souk.bench_noop.v1";
+/// A queue with the storefront queue's message groups, for the intake stream's ceiling.
+const GROUPED: &str = "souk.bench_grouped.v1";
 
 /// Arguments of the no-op bench job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,13 +53,23 @@ async fn noop(args: NoopArgs, _d: Data<Delivery>, lat: Data<Latencies>) -> Resul
     Ok(())
 }
 
-fn start_worker(ctx: QueueContext, lat: Latencies) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+fn start_worker(
+    ctx: QueueContext,
+    lat: Latencies,
+    grouped: bool,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let s = ctx.settings.clone();
         let monitor = Monitor::new().register(move |_| {
-            WorkerBuilder::new(QUEUE)
-                .backend(StreamsBackend::<NoopArgs>::new(ctx.clone()))
+            let backend = StreamsBackend::<NoopArgs>::new(ctx.clone());
+            let backend = if grouped {
+                backend.grouped(&crate::jobs::intake_storefront::GROUPS)
+            } else {
+                backend
+            };
+            WorkerBuilder::new(ctx.keys.queue.clone())
+                .backend(backend)
                 .concurrency(s.concurrency)
                 .data(lat.clone())
                 .build(noop)
@@ -70,6 +82,17 @@ fn start_worker(ctx: QueueContext, lat: Latencies) -> (watch::Sender<bool>, toki
             .await;
     });
     (tx, handle)
+}
+
+/// Redis's own CPU (user + system) so far, in ms.
+async fn redis_cpu_ms(conn: &mut Conn) -> Option<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await.ok()?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((field("used_cpu_user")? + field("used_cpu_sys")?) * 1000.0)
 }
 
 async fn used_memory(conn: &mut Conn) -> anyhow::Result<i64> {
@@ -93,10 +116,10 @@ async fn push_backlog(producer: &Producer, n: usize) -> anyhow::Result<f64> {
 }
 
 /// Drains `n` already-queued jobs with a fresh worker; returns jobs per second.
-async fn drain(ctx: &QueueContext, n: usize, lat: &Latencies) -> anyhow::Result<f64> {
+async fn drain(ctx: &QueueContext, n: usize, lat: &Latencies, grouped: bool) -> anyhow::Result<f64> {
     let base = ctx.metrics.done.load(Relaxed);
     let started = Instant::now();
-    let (stop, handle) = start_worker(ctx.clone(), lat.clone());
+    let (stop, handle) = start_worker(ctx.clone(), lat.clone(), grouped);
     let deadline = started + Duration::from_secs(600);
     while ctx.metrics.done.load(Relaxed) < base + n as u64 {
         if Instant::now() > deadline {
@@ -136,7 +159,7 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
     let mut small = Vec::new();
     for _ in 0..3 {
         push_backlog(&producer, opts.jobs).await?;
-        small.push(drain(&ctx, opts.jobs, &lat).await?);
+        small.push(drain(&ctx, opts.jobs, &lat, false).await?);
     }
     small.sort_by(f64::total_cmp);
     let drain_small = small[1];
@@ -145,10 +168,37 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
     let push_rate = push_backlog(&producer, opts.backlog).await?;
     let bytes_full = used_memory(&mut conn).await?;
     eprintln!("bench: draining the backlog");
-    let drain_big = drain(&ctx, opts.backlog, &lat).await?;
+    let drain_big = drain(&ctx, opts.backlog, &lat, false).await?;
+
+    // The storefront stream is one key, so one slot on one master: its ceiling is what one
+    // Redis core gives a grouped queue. Commands about 1,000 orders, ten each, as in a sale.
+    eprintln!(
+        "bench: {} storefront-shaped commands through a grouped queue",
+        opts.jobs
+    );
+    let gctx = QueueContext::connect(&client, &prefix, GROUPED, settings.clone()).await?;
+    let commands: Vec<String> = (0..opts.jobs)
+        .map(|i| {
+            serde_json::json!({"type": "merchant.decision", "storefront_order_id": format!("o-{}", i % 1000)})
+                .to_string()
+        })
+        .collect();
+    let mut grouped = Vec::new();
+    for _ in 0..3 {
+        producer.push_raw_many(GROUPED, &commands).await?;
+        let cpu0 = redis_cpu_ms(&mut conn).await;
+        let rate = drain(&gctx, opts.jobs, &lat, true).await?;
+        let cpu_us = redis_cpu_ms(&mut conn)
+            .await
+            .zip(cpu0)
+            .map(|(b, a)| ((b - a) * 1000.0 / opts.jobs as f64 * 10.0).round() / 10.0);
+        grouped.push((rate, cpu_us));
+    }
+    grouped.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (grouped_rate, grouped_cpu_us) = grouped[1];
 
     eprintln!("bench: {} pickup probes on an idle worker", opts.probes);
-    let (stop, handle) = start_worker(ctx.clone(), lat.clone());
+    let (stop, handle) = start_worker(ctx.clone(), lat.clone(), false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..opts.probes {
         let before = lat.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -195,6 +245,8 @@ pub async fn queue(config: &Config, opts: &QueueBenchOptions) -> anyhow::Result<
         "drain_per_s": drain_small.round(),
         "drain_per_s_runs": small.iter().map(|r| r.round()).collect::<Vec<_>>(),
         "drain_per_s_at_backlog": drain_big.round(),
+        "grouped_drain_per_s": grouped_rate.round(),
+        "grouped_redis_cpu_us_per_job": grouped_cpu_us,
         "backlog_vs_small_ratio": (drain_big / drain_small * 1000.0).round() / 1000.0,
         "pickup_p50_ms": percentile(&probes, 0.50) / 1000.0,
         "pickup_p99_ms": percentile(&probes, 0.99) / 1000.0,

@@ -28,7 +28,7 @@ pub async fn handle(msg: RawMessage, d: Data<Delivery>, app: Data<App>) -> Resul
 
 /// Commands about one order, one merchant's SKU, one return or one complaint run one at a time
 /// in stream order (docs/storefront.md, "Order of commands").
-static GROUPS: std::sync::LazyLock<GroupRule> =
+pub(crate) static GROUPS: std::sync::LazyLock<GroupRule> =
     std::sync::LazyLock::new(|| GroupRule::new(include_str!("storefront_groups.lua")));
 
 pub fn register(monitor: Monitor, app: &App, ctx: QueueContext) -> Monitor {
