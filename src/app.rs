@@ -112,13 +112,18 @@ impl App {
             .connect(None)
             .await
             .with_context(|| format!("connecting to redis at {}", redact_url(&config.redis.url)))?;
-        let migrated = crate::store::migrate(&config.database.url)
+        let target = config.database.migrate_target();
+        let migrated = crate::store::migrate(target)
             .await
-            .with_context(|| format!("preparing the database at {}", redact_url(&config.database.url)))?;
+            .with_context(|| format!("preparing the database at {}", redact_url(target)))?;
         migrated.close().await;
-        let pool = crate::store::connect(&config.database.url, config.database.max_connections)
-            .await
-            .with_context(|| format!("connecting to {}", redact_url(&config.database.url)))?;
+        let pool = crate::store::connect_with(
+            &config.database.url,
+            config.database.max_connections,
+            config.database.transaction_pooler,
+        )
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(&config.database.url)))?;
         let producer = Producer::new(conn.clone(), config.redis.key_prefix.clone());
         let payments: Arc<dyn PaymentProvider> = Arc::new(
             StripeClient::new(

@@ -217,6 +217,8 @@ pub struct RedisConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
+    pub migrate_url: String,
+    pub transaction_pooler: bool,
     pub max_connections: u32,
     pub batch_size: usize,
 }
@@ -299,6 +301,17 @@ fn empty_object() -> String {
 impl QueueConfig {
     pub fn claim_idle(&self) -> Duration {
         Duration::from_millis(self.claim_idle_ms)
+    }
+}
+
+impl DatabaseConfig {
+    /// Where the database is created and migrated: `migrate_url`, else `url`.
+    pub fn migrate_target(&self) -> &str {
+        if self.migrate_url.is_empty() {
+            &self.url
+        } else {
+            &self.migrate_url
+        }
     }
 }
 
@@ -427,6 +440,13 @@ impl Config {
         }
         if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
             return bad("database.url", "must start with postgres:// or postgresql://");
+        }
+        let m = &self.database.migrate_url;
+        if !m.is_empty() && !m.starts_with("postgres://") && !m.starts_with("postgresql://") {
+            return bad(
+                "database.migrate_url",
+                "must be empty or start with postgres:// or postgresql://",
+            );
         }
         if !matches!(
             self.tracking.provider.as_str(),

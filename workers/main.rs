@@ -361,7 +361,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let pool = souk::store::migrate(&config.database.url).await?;
+            let pool = souk::store::migrate(config.database.migrate_target()).await?;
             pool.close().await;
             println!(
                 "migrations applied to {}",

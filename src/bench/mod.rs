@@ -292,16 +292,23 @@ async fn remove_keys(app: &crate::app::App) -> anyhow::Result<()> {
 pub(crate) fn bench_config(config: &Config) -> anyhow::Result<Config> {
     let mut c = config.clone();
     c.database.max_connections = c.database.max_connections.max(20);
-    let mut u = url::Url::parse(&c.database.url).context("database.url")?;
-    let base = match u.path().trim_start_matches('/') {
-        "" => "souk".to_owned(),
-        b => b.to_owned(),
+    let base = {
+        let u = url::Url::parse(&c.database.url).context("database.url")?;
+        match u.path().trim_start_matches('/') {
+            "" => "souk".to_owned(),
+            b => b.to_owned(),
+        }
     };
-    u.set_path(&format!(
-        "{base}_bench_{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
-    ));
-    c.database.url = u.to_string();
+    let name = format!("{base}_bench_{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let renamed = |url: &str| -> anyhow::Result<String> {
+        let mut u = url::Url::parse(url).context("database url")?;
+        u.set_path(&name);
+        Ok(u.to_string())
+    };
+    c.database.url = renamed(&c.database.url)?;
+    if !c.database.migrate_url.is_empty() {
+        c.database.migrate_url = renamed(&c.database.migrate_url)?;
+    }
     Ok(c)
 }
 
@@ -309,7 +316,7 @@ pub(crate) fn bench_config(config: &Config) -> anyhow::Result<Config> {
 pub(crate) async fn drop_world(app: &crate::app::App) -> anyhow::Result<()> {
     remove_keys(app).await?;
     app.pool.close().await;
-    crate::store::drop_database(&app.config.database.url)
+    crate::store::drop_database(app.config.database.migrate_target())
         .await
         .context("dropping the benchmark database")
 }

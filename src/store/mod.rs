@@ -68,11 +68,44 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Opens a pool on `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let opts: PgConnectOptions = url
+    connect_with(url, max_connections, false).await
+}
+
+/// Opens a pool on `url`; with `transaction_pooler`, for a transaction-mode pooler that does
+/// not carry prepared statements (PgBouncer before 1.21).
+///
+/// sqlx prepares every statement under a name, even with its statement cache off, and sends
+/// Parse/Describe and Bind/Execute each with their own Sync; a transaction pooler may hand the
+/// server connection to another client between the two, or two clients' `sqlx_s_1` meet on
+/// one server (`42P05 prepared statement already exists`). So here each lending of a pooled
+/// connection opens a transaction, which pins one server connection for it, and first drops
+/// whatever statements earlier clients left on that server (`BEGIN; DEALLOCATE ALL`, one
+/// simple query); `COMMIT` when it comes back. A statement run on the pool alone is then in a
+/// transaction of its own, as in autocommit; `pool.begin()` inside it draws a warning from
+/// PostgreSQL and commits as it would, and its `COMMIT` ends the pin, after its last
+/// statement. The statement cache is off: a cached name would outlive its server. Costs two
+/// round trips per lending.
+const PIN: &str = "BEGIN; DEALLOCATE ALL";
+
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    transaction_pooler: bool,
+) -> Result<PgPool, sqlx::Error> {
+    let mut opts: PgConnectOptions = url
         .parse::<PgConnectOptions>()?
         .log_statements(tracing::log::LevelFilter::Trace);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
+    let mut pool = PgPoolOptions::new();
+    if transaction_pooler {
+        use sqlx::Executor;
+        opts = opts.statement_cache_capacity(0);
+        // A new connection is lent without passing `before_acquire`.
+        pool = pool
+            .after_connect(|conn, _| Box::pin(async move { conn.execute(PIN).await.map(|_| ()) }))
+            .before_acquire(|conn, _| Box::pin(async move { conn.execute(PIN).await.map(|_| true) }))
+            .after_release(|conn, _| Box::pin(async move { conn.execute("COMMIT").await.map(|_| true) }));
+    }
+    pool.max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         // sqlx pings every connection before lending it by default: a round trip per query.
         // A dead connection fails its query instead, and the job is retried.

@@ -18,6 +18,7 @@ mod merchant_day;
 mod merchant_guide;
 mod money;
 mod ordering;
+mod pgbouncer;
 mod pipeline;
 mod queue_inprocess;
 mod queue_processes;

@@ -23,8 +23,9 @@ pub struct TestEnv {
     pub db_name: String,
     pub db_url: String,
     pub redis_url: String,
-    /// `SOUK_REDIS__*` settings beyond the prefix (a cluster's), passed on to child processes.
-    pub redis_vars: Vec<(String, String)>,
+    /// Settings that place the world (a cluster's `SOUK_REDIS__*`, a pool's migration URL),
+    /// passed on to child processes.
+    pub world_vars: Vec<(String, String)>,
     pub app: App,
 }
 
@@ -97,27 +98,48 @@ impl TestEnv {
         let id = format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
         let prefix = format!("t-{id}");
         let db_name = format!("souk_t_{id}");
-        let db_url = format!("{PG_ADMIN_URL}/{db_name}");
+        let direct_url = format!("{PG_ADMIN_URL}/{db_name}");
+        // `TEST_PG_POOL` = host:port of a PgBouncer in transaction mode in front of the shared
+        // PostgreSQL: the world's pool goes through it without the statement cache, and
+        // migrations go to PostgreSQL directly.
+        let pool_at = extra.iter().find(|(k, _)| *k == "TEST_PG_POOL").map(|(_, v)| *v);
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "TEST_PG_POOL")
+            .collect();
+        let db_url = match pool_at {
+            Some(at) => format!("postgres://postgres@{at}/{db_name}?statement-cache-capacity=0"),
+            None => direct_url.clone(),
+        };
         let mut vars = fast_settings();
+        if pool_at.is_some() {
+            vars.push(("SOUK_DATABASE__MIGRATE_URL".into(), direct_url.clone()));
+            vars.push(("SOUK_DATABASE__TRANSACTION_POOLER".into(), "true".into()));
+        }
         vars.push(("SOUK_REDIS__KEY_PREFIX".into(), prefix.clone()));
         vars.push(("DATABASE_URL".into(), db_url.clone()));
         vars.push(("REDIS_URL".into(), redis_url.to_owned()));
-        for (k, v) in extra {
+        for (k, v) in &extra {
             vars.push((k.to_string(), v.to_string()));
         }
         let config = Config::from_layers(None, &vars).expect("test config");
         let app = App::connect(config).await.expect("connect test app");
-        let redis_vars = extra
+        let mut world_vars: Vec<(String, String)> = extra
             .iter()
             .filter(|(k, _)| k.starts_with("SOUK_REDIS__") && *k != "SOUK_REDIS__KEY_PREFIX")
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if pool_at.is_some() {
+            world_vars.push(("SOUK_DATABASE__MIGRATE_URL".into(), direct_url.clone()));
+            world_vars.push(("SOUK_DATABASE__TRANSACTION_POOLER".into(), "true".into()));
+        }
         Self {
             prefix,
             db_name,
             db_url,
             redis_url: redis_url.to_owned(),
-            redis_vars,
+            world_vars,
             app,
         }
     }
@@ -128,7 +150,7 @@ impl TestEnv {
         vars.push(("SOUK_REDIS__KEY_PREFIX".into(), self.prefix.clone()));
         vars.push(("DATABASE_URL".into(), self.db_url.clone()));
         vars.push(("REDIS_URL".into(), self.redis_url.clone()));
-        vars.extend(self.redis_vars.iter().cloned());
+        vars.extend(self.world_vars.iter().cloned());
         vars.push(("SOUK_CONFIG_DIR".into(), "/nonexistent".into()));
         vars.push(("SOUK_LOG__LEVEL".into(), "info".into()));
         vars
