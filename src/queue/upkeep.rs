@@ -102,10 +102,6 @@ async fn reclaim_stale<Args: Send + 'static>(
     decode: Decoder<Args>,
 ) -> redis::RedisResult<()> {
     let s = &inner.ctx.settings;
-    let room = inner.permits.available_permits().min(s.batch_size);
-    if room == 0 {
-        return Ok(());
-    }
     let mut conn = inner.ctx.conn.clone();
     let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
         .arg(&inner.ctx.keys.stream)
@@ -114,10 +110,10 @@ async fn reclaim_stale<Args: Send + 'static>(
         .arg(s.claim_idle_ms)
         .arg("-")
         .arg("+")
-        .arg(room)
+        .arg(s.batch_size)
         .query_async(&mut conn)
         .await?;
-    let candidates: Vec<(String, u64)> = {
+    let mut candidates: Vec<(String, u64)> = {
         let mine = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         pending
             .into_iter()
@@ -128,10 +124,27 @@ async fn reclaim_stale<Args: Send + 'static>(
     if candidates.is_empty() {
         return Ok(());
     }
-    let Ok(permits) = inner.permits.try_acquire_many(candidates.len() as u32) else {
+    // Stale entries have waited longest, so they go before new reads: under a steady backlog
+    // the fetcher would otherwise hold every permit and a hung or cut-off consumer's entries
+    // would wait until the load ebbed. Permits are taken one at a time as handlers finish (the
+    // semaphore hands a released permit to a waiter first, so the fetcher's next read queues
+    // behind this), for a short while only, so lease renewal in this loop is never held up.
+    let wait = Duration::from_millis((s.claim_idle_ms / 10).clamp(50, 1_000));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut got = 0;
+    while got < candidates.len() {
+        match tokio::time::timeout_at(deadline, inner.permits.acquire()).await {
+            Ok(Ok(p)) => {
+                p.forget();
+                got += 1;
+            }
+            _ => break,
+        }
+    }
+    if got == 0 {
         return Ok(());
-    };
-    permits.forget();
+    }
+    candidates.truncate(got);
     let mut cmd = redis::cmd("XCLAIM");
     cmd.arg(&inner.ctx.keys.stream)
         .arg(GROUP)

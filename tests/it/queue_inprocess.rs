@@ -673,6 +673,56 @@ async fn an_entry_left_by_a_dead_consumer_is_taken_over_after_the_idle_bound() {
     env.cleanup().await;
 }
 
+/// A worker kept busy by a backlog still takes over a dead consumer's entry soon after the
+/// idle bound: the entry has waited longest, so it goes before the backlog's next reads.
+#[tokio::test]
+async fn a_busy_worker_takes_over_a_stale_entry_before_its_backlog_drains() {
+    let env = TestEnv::with(&[
+        ("SOUK_QUEUE__CLAIM_IDLE_MS", "600"),
+        ("SOUK_QUEUE__CONCURRENCY", "2"),
+        ("SOUK_QUEUE__BATCH_SIZE", "2"),
+    ])
+    .await;
+    let ctx = env.app.queue_context(Q).await.unwrap();
+    let keys = env.app.producer.keys(Q);
+    env.app
+        .producer
+        .push(Q, &p("orphan", Behaviour::Succeed))
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("died-holding-it")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&keys.stream)
+        .arg(">")
+        .query_async(&mut env.redis())
+        .await
+        .unwrap();
+    // 200 jobs of 100 ms on two handlers: a 10 s backlog.
+    let backlog: Vec<Probe> = (0..200)
+        .map(|i| p(&format!("busy-{i}"), Behaviour::Sleep { ms: 100 }))
+        .collect();
+    env.app.producer.push_many(Q, &backlog).await.unwrap();
+    let runs = Runs::default();
+    let w = start(ctx, runs.clone());
+    eventually(Duration::from_secs(20), "the orphan to run", || {
+        let runs = runs.clone();
+        async move { !runs.of("orphan").is_empty() }
+    })
+    .await;
+    let done_before = runs.len() - 1;
+    assert!(
+        done_before < 100,
+        "the orphan waited for {done_before} of the 200 backlog jobs: the backlog starved the takeover"
+    );
+    w.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn running_jobs_keep_their_lease_so_a_second_consumer_never_steals_them() {
     let env = TestEnv::with(&[
