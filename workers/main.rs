@@ -189,6 +189,12 @@ enum BenchKind {
         cancel_every: usize,
         #[arg(long, default_value_t = 300)]
         settle_limit_s: u64,
+        /// Run the workers on this many hosts (network namespaces on this machine; needs root
+        /// and iproute2), and cut one off from the others for --cut-host-s mid-run. 0: one host.
+        #[arg(long, default_value_t = 0)]
+        hosts: usize,
+        #[arg(long, default_value_t = 20.0)]
+        cut_host_s: f64,
         #[arg(long)]
         json: bool,
     },
@@ -588,8 +594,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 kill_every_s,
                 cancel_every,
                 settle_limit_s,
+                hosts,
+                cut_host_s,
                 json,
             } => {
+                if hosts > 0 && bench::netns::Hosts::hub().is_none() {
+                    // Hosts are namespaces behind a hub namespace; the bench runs again there.
+                    let status = bench::netns::enter_hub()?;
+                    std::process::exit(status.code().unwrap_or(1));
+                }
                 let opts = bench::ChaosOptions {
                     orders,
                     workers,
@@ -597,6 +610,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     kill_every_s,
                     cancel_every,
                     settle_limit_s,
+                    hosts,
+                    cut_host_s,
                 };
                 let figures = bench::chaos(&config, &opts).await?;
                 if !json {

@@ -20,6 +20,9 @@ use anyhow::Context;
 
 use crate::{config::Config, demo::World};
 
+mod servers;
+use servers::Servers;
+
 /// Options of `souk bench chaos`.
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
@@ -34,214 +37,22 @@ pub struct ChaosOptions {
     pub cancel_every: usize,
     /// How long to wait after the last fault for every order to be final.
     pub settle_limit_s: u64,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Runs `cmd` as the `postgres` user when this process is root (PostgreSQL refuses root).
-fn as_postgres(program: &str) -> Command {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", program]);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-/// The faulty world's own servers.
-struct Servers {
-    dir: PathBuf,
-    redis_port: u16,
-    pg_port: u16,
-    redis: Option<Child>,
-    pg: Option<Child>,
-}
-
-impl Servers {
-    fn start() -> anyhow::Result<Servers> {
-        let dir = std::env::temp_dir().join(format!(
-            "souk-chaos-{}-{:06x}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(dir.join("redis"))?;
-        let mut s = Servers {
-            redis_port: free_port()?,
-            pg_port: free_port()?,
-            redis: None,
-            pg: None,
-            dir,
-        };
-        let pg = s.dir.join("pg");
-        std::fs::create_dir_all(&pg)?;
-        // The data directory belongs to the user PostgreSQL runs as.
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:"])
-            .arg(&s.dir)
-            .status();
-        let out = as_postgres("initdb")
-            .args(["-D"])
-            .arg(&pg)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-instructions",
-                "-E",
-                "UTF8",
-            ])
-            .output()
-            .context("running initdb (PostgreSQL's server binaries must be on PATH)")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s.start_redis()?;
-        s.start_pg()?;
-        Ok(s)
-    }
-
-    fn start_redis(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.redis_port.to_string())
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--dir",
-            ])
-            .arg(self.dir.join("redis"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server")?;
-        self.redis = Some(child);
-        wait_port(self.redis_port, "redis-server")
-    }
-
-    fn start_pg(&mut self) -> anyhow::Result<()> {
-        let child = as_postgres("postgres")
-            .arg("-D")
-            .arg(self.dir.join("pg"))
-            .args([
-                "-p",
-                &self.pg_port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-            ])
-            .arg(format!(
-                "unix_socket_directories={}",
-                self.dir.join("pg").display()
-            ))
-            .args(["-c", "max_connections=300", "-c", "fsync=on"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting postgres")?;
-        self.pg = Some(child);
-        wait_port(self.pg_port, "postgres")
-    }
-
-    /// PostgreSQL listens before it takes connections (recovery, start-up): waits until a
-    /// connection is accepted.
-    async fn wait_pg_ready(&self) -> anyhow::Result<()> {
-        use sqlx::Connection;
-        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.pg_port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match sqlx::PgConnection::connect(&url).await {
-                Ok(c) => {
-                    let _ = c.close().await;
-                    return Ok(());
-                }
-                Err(e) if Instant::now() > deadline => {
-                    anyhow::bail!("postgres did not take connections within 30 s: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-
-    fn kill_redis(&mut self) {
-        if let Some(mut c) = self.redis.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// An immediate shutdown (SIGQUIT to the postmaster): no checkpoint, crash recovery on start.
-    fn crash_pg(&mut self) {
-        if let Some(mut c) = self.pg.take() {
-            let pid = std::fs::read_to_string(self.dir.join("pg/postmaster.pid"))
-                .ok()
-                .and_then(|s| s.lines().next().map(str::to_owned));
-            if let Some(pid) = pid {
-                let _ = Command::new("kill").args(["-QUIT", &pid]).status();
-            }
-            let _ = c.wait();
-        }
-    }
-
-    fn database_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/souk_chaos", self.pg_port)
-    }
-
-    fn redis_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.redis_port)
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.kill_redis();
-        if let Some(mut c) = self.pg.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            // The postmaster's children die with it, unwaited; a fast stop ends them all.
-            let _ = as_postgres("pg_ctl")
-                .arg("-D")
-                .arg(self.dir.join("pg"))
-                .args(["stop", "-m", "immediate"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{what} did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    /// Hosts the workers run on (network namespaces, see [`super::netns`]); 0 or 1: this one.
+    pub hosts: usize,
+    /// With several hosts, one is cut off from the others for this long, halfway through.
+    pub cut_host_s: f64,
 }
 
 /// `souk run` processes in the world, killed and replaced on demand.
 struct Fleet {
     exe: PathBuf,
+    /// Where workers run: round robin over these hosts, or here.
+    hosts: Option<std::sync::Arc<super::netns::Hosts>>,
     env: Vec<(String, String)>,
     log_dir: PathBuf,
     children: Vec<Child>,
+    /// The host index of each child (0 without hosts).
+    child_hosts: Vec<usize>,
     started: usize,
 }
 
@@ -249,7 +60,12 @@ impl Fleet {
     fn spawn(&mut self) -> anyhow::Result<()> {
         self.started += 1;
         let log = std::fs::File::create(self.log_dir.join(format!("worker-{}.log", self.started)))?;
-        let child = Command::new(&self.exe)
+        let host = self.hosts.as_ref().map_or(0, |h| self.started % h.len());
+        let mut cmd = match &self.hosts {
+            Some(h) => h.command(host, &self.exe),
+            None => Command::new(&self.exe),
+        };
+        let child = cmd
             .arg("run")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")
@@ -258,14 +74,27 @@ impl Fleet {
             .spawn()
             .context("starting souk run")?;
         self.children.push(child);
+        self.child_hosts.push(host);
         Ok(())
+    }
+
+    /// The process ids of the workers on host `i`.
+    fn pids_on(&self, i: usize) -> Vec<u32> {
+        self.children
+            .iter()
+            .zip(&self.child_hosts)
+            .filter(|(_, h)| **h == i)
+            .map(|(c, _)| c.id())
+            .collect()
     }
 
     fn kill_one(&mut self) {
         if self.children.is_empty() {
             return;
         }
-        let mut c = self.children.remove(fastrand::usize(..self.children.len()));
+        let i = fastrand::usize(..self.children.len());
+        self.child_hosts.remove(i);
+        let mut c = self.children.remove(i);
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -293,6 +122,8 @@ enum Fault {
     KillWorker,
     RestartRedis,
     RestartPostgres,
+    /// One host's link goes down for `cut_host_s`, then comes back.
+    CutHost,
 }
 
 /// The fault schedule over `seconds`: a worker killed every `every` seconds, Redis at a third
@@ -315,7 +146,15 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         opts.orders > 0 && opts.workers > 0,
         "--orders and --workers must be at least 1"
     );
-    let mut servers = Servers::start()?;
+    let hosts = if opts.hosts > 1 {
+        Some(std::sync::Arc::new(super::netns::Hosts::create(opts.hosts)?))
+    } else {
+        None
+    };
+    let server_ip = hosts
+        .as_ref()
+        .map_or("127.0.0.1".to_owned(), |h| h.server_ip.clone());
+    let mut servers = Servers::start(&server_ip)?;
     servers.wait_pg_ready().await?;
     let mut config = config.clone();
     config.database.url = servers.database_url();
@@ -327,7 +166,7 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     let skus = 20;
     // About a tenth of the SKUs' demand goes unmet: some sub-orders end out of stock.
     let stock = ((opts.orders * 2) / (merchants * skus)).max(3) as i64 * 9 / 10;
-    let world = World::start(
+    let world = World::start_on(
         config,
         crate::demo::WorldOptions {
             merchants,
@@ -338,6 +177,7 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
             unpaid_timeout_s: 1800,
             in_process_workers: false,
         },
+        server_ip.parse()?,
     )
     .await?;
     let app = world.app.clone();
@@ -346,6 +186,7 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     std::fs::create_dir_all(&log_dir)?;
     let mut fleet = Fleet {
         exe: std::env::current_exe()?,
+        hosts: hosts.clone(),
         env: vec![
             ("DATABASE_URL".into(), c.database.url.clone()),
             ("REDIS_URL".into(), c.redis.url.clone()),
@@ -365,6 +206,7 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         ],
         log_dir: log_dir.clone(),
         children: Vec::new(),
+        child_hosts: Vec::new(),
         started: 0,
     };
     for _ in 0..opts.workers {
@@ -372,7 +214,14 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     }
 
     let mut rng = fastrand::Rng::with_seed(7);
-    let faults = schedule(opts.seconds, opts.kill_every_s);
+    let mut faults = schedule(opts.seconds, opts.kill_every_s);
+    if hosts.is_some() {
+        // Between two kills, so the host cut off is running a worker that has settled in.
+        faults.push((opts.seconds / 2.0 + opts.kill_every_s / 2.0, Fault::CutHost));
+        faults.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let mut cut: Option<tokio::task::JoinHandle<anyhow::Result<CutEnd>>> = None;
+    let mut pending_at_cut = 0u64;
     let mut next_fault = 0;
     let (mut kills, mut acked, mut push_failures) = (0usize, Vec::new(), 0usize);
     let mut last_fault = Instant::now();
@@ -406,6 +255,31 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
                     servers.crash_pg();
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     servers.start_pg()?;
+                }
+                Fault::CutHost => {
+                    // The host of the oldest worker; its processes keep running, cut off, and
+                    // come back to find their entries taken over.
+                    let h = hosts.clone().context("a cut needs hosts")?;
+                    let down_for = Duration::from_secs_f64(opts.cut_host_s);
+                    let victim = fleet.child_hosts.first().copied().unwrap_or(0);
+                    let pids = fleet.pids_on(victim);
+                    h.cut(victim)?;
+                    pending_at_cut = pending_of(&app, &pids).await;
+                    let app = app.clone();
+                    cut = Some(tokio::spawn(async move {
+                        // While it is cut off: when has everything it held been taken over?
+                        let (at, mut emptied) = (Instant::now(), None);
+                        let mut left = 0;
+                        while at.elapsed() < down_for {
+                            tokio::time::sleep(Duration::from_millis(500).min(down_for)).await;
+                            left = pending_of(&app, &pids).await;
+                            if left == 0 && emptied.is_none() {
+                                emptied = Some((at.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+                            }
+                        }
+                        h.heal(victim)?;
+                        Ok((Instant::now(), left, emptied))
+                    }));
                 }
             }
             last_fault = Instant::now();
@@ -443,6 +317,17 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         acked.push(sf);
     }
     let send_s = t0.elapsed().as_secs_f64();
+    let (mut pending_at_heal, mut taken_over_s) = (None, None);
+    if let Some(c) = cut.take() {
+        let (healed, left, emptied) = c.await??;
+        pending_at_heal = Some(left);
+        taken_over_s = emptied;
+        eprintln!(
+            "bench chaos: {:>5.1} s the cut host is back",
+            (healed - t0).as_secs_f64()
+        );
+        last_fault = last_fault.max(healed);
+    }
     eprintln!("bench chaos: sent in {send_s:.1} s; waiting for every order to be final");
     let limit = Duration::from_secs(opts.settle_limit_s);
     let settled_after = loop {
@@ -457,6 +342,8 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     world.stop().await?;
     app.pool.close().await;
     drop(servers);
+    let had_hosts = hosts.is_some();
+    drop(hosts);
     let mut out = serde_json::json!({
         "bench": "chaos",
         "orders": opts.orders,
@@ -465,6 +352,12 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         "worker_kills": kills,
         "redis_restarts": 1,
         "postgres_restarts": 1,
+        "hosts": opts.hosts.max(1),
+        "host_cuts": usize::from(had_hosts),
+        "host_cut_s": had_hosts.then_some(opts.cut_host_s),
+        "cut_host_pending_at_cut": had_hosts.then_some(pending_at_cut),
+        "cut_host_pending_at_heal": pending_at_heal,
+        "cut_host_taken_over_s": taken_over_s,
         "push_retries": push_failures,
         "send_seconds": (send_s * 10.0).round() / 10.0,
         "settled_s_after_last_fault": settled_after.map(|s| (s * 10.0).round() / 10.0),
@@ -473,6 +366,33 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         o.extend(b);
     }
     Ok(out)
+}
+
+/// When a cut host came back, what it still held then, and how long after the cut it held
+/// nothing (everything taken over), in seconds.
+type CutEnd = (Instant, u64, Option<f64>);
+
+/// Entries pending with the consumers of the processes `pids` (consumer names are
+/// `host:pid:random`), over every queue.
+async fn pending_of(app: &crate::app::App, pids: &[u32]) -> u64 {
+    let mut conn = app.conn.clone();
+    let prefix = &app.config.redis.key_prefix;
+    let Ok(names) = crate::queue::stats::queue_names(&mut conn, prefix).await else {
+        return 0;
+    };
+    let mut n = 0;
+    for q in names {
+        let keys = crate::queue::keys::QueueKeys::new(prefix, &q);
+        if let Ok(s) = crate::queue::stats::queue_stats(&mut conn, &keys).await {
+            n += s
+                .consumers
+                .iter()
+                .filter(|c| pids.iter().any(|p| c.name.contains(&format!(":{p}:"))))
+                .map(|c| c.pending)
+                .sum::<u64>();
+        }
+    }
+    n
 }
 
 /// Orders, sub-orders and webhooks not final yet, for the orders sent.

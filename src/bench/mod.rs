@@ -11,6 +11,7 @@ use crate::config::Config;
 mod chaos;
 mod costs;
 mod import;
+pub mod netns;
 mod queue;
 mod tracking;
 

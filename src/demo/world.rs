@@ -59,10 +59,19 @@ const NAMES: [&str; 8] = [
 
 impl World {
     /// Starts the sandbox and workers and seeds merchants and stock under a fresh key prefix.
-    pub async fn start(mut config: Config, opts: WorldOptions) -> anyhow::Result<World> {
+    pub async fn start(config: Config, opts: WorldOptions) -> anyhow::Result<World> {
+        Self::start_on(config, opts, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`World::start`] with the sandbox listening on `ip` (another host's view of it).
+    pub async fn start_on(
+        mut config: Config,
+        opts: WorldOptions,
+        ip: std::net::IpAddr,
+    ) -> anyhow::Result<World> {
         let run = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
         let sb = Sandbox::new(SANDBOX_KEY);
-        let (addr, _h) = sandbox::start("127.0.0.1:0".parse()?, sb.clone())
+        let (addr, _h) = sandbox::start(std::net::SocketAddr::new(ip, 0), sb.clone())
             .await
             .context("starting the sandbox")?;
         config.redis.key_prefix = format!("{}-demo-{run}", config.redis.key_prefix);
