@@ -190,7 +190,8 @@ enum BenchKind {
         #[arg(long, default_value_t = 300)]
         settle_limit_s: u64,
         /// Run the workers on this many hosts (network namespaces on this machine; needs root
-        /// and iproute2), and cut one off from the others for --cut-host-s mid-run. 0: one host.
+        /// and iproute2), and cut one off from the others for --cut-host-s mid-run. 0 or 1: this
+        /// machine's loopback, as without it.
         #[arg(long, default_value_t = 0)]
         hosts: usize,
         #[arg(long, default_value_t = 20.0)]
@@ -598,7 +599,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 cut_host_s,
                 json,
             } => {
-                if hosts > 0 && bench::netns::Hosts::hub().is_none() {
+                if hosts > 1 && bench::netns::Hosts::hub().is_none() {
                     // Hosts are namespaces behind a hub namespace; the bench runs again there.
                     let status = bench::netns::enter_hub()?;
                     std::process::exit(status.code().unwrap_or(1));

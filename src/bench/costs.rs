@@ -54,7 +54,7 @@ fn stat_cpu_ms(path: &str) -> Option<(String, f64)> {
     Some((comm, (utime + stime) * 10.0))
 }
 
-fn info_field(info: &str, name: &str) -> Option<f64> {
+pub(super) fn info_field(info: &str, name: &str) -> Option<f64> {
     info.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .and_then(|v| v.trim().parse().ok())

@@ -75,7 +75,6 @@ pub fn enter_hub() -> anyhow::Result<std::process::ExitStatus> {
 
 /// The worker hosts, seen from inside the hub.
 pub struct Hosts {
-    hub: String,
     /// The bridge's address: where Redis, PostgreSQL and the sandbox listen.
     pub server_ip: String,
     names: Vec<String>,
@@ -92,6 +91,7 @@ impl Hosts {
     /// Makes the bridge in the hub and `n` host namespaces linked to it.
     pub fn create(n: usize) -> anyhow::Result<Self> {
         let (hub, subnet) = Self::hub().context("not inside a hub namespace")?;
+        // Host namespaces are named after the hub, so `enter_hub` finds and removes them.
         let server_ip = format!("{subnet}.1");
         ip(&["link", "add", "br0", "type", "bridge"])?;
         ip(&["addr", "add", &format!("{server_ip}/24"), "dev", "br0"])?;
@@ -111,19 +111,11 @@ impl Hosts {
             ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
             names.push(ns);
         }
-        Ok(Self {
-            hub,
-            server_ip,
-            names,
-        })
+        Ok(Self { server_ip, names })
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 
     /// `program` to run on host `i`.
@@ -149,6 +141,5 @@ impl Drop for Hosts {
             let _ = ip(&["netns", "del", ns]);
         }
         let _ = ip(&["link", "del", "br0"]);
-        let _ = &self.hub;
     }
 }

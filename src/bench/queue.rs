@@ -87,11 +87,7 @@ fn start_worker(
 /// Redis's own CPU (user + system) so far, in ms.
 async fn redis_cpu_ms(conn: &mut Conn) -> Option<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await.ok()?;
-    let field = |name: &str| -> Option<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let field = |name| super::costs::info_field(&info, name);
     Some((field("used_cpu_user")? + field("used_cpu_sys")?) * 1000.0)
 }
 

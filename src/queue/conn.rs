@@ -104,14 +104,6 @@ impl RedisClient {
         Ok(Self { kind, durability })
     }
 
-    /// A client for one server URL, without waiting for replicas (tests and tools).
-    pub fn single(url: &str) -> RedisResult<Self> {
-        Ok(Self {
-            kind: ClientKind::Single(redis::Client::open(with_nodelay(url)?)?),
-            durability: Durability::default(),
-        })
-    }
-
     pub fn is_cluster(&self) -> bool {
         matches!(self.kind, ClientKind::Cluster(_))
     }
@@ -142,14 +134,6 @@ impl RedisClient {
 }
 
 impl Conn {
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.kind, ConnKind::Cluster(_))
-    }
-
-    pub fn durability(&self) -> Durability {
-        self.durability
-    }
-
     /// Waits until `redis.wait_replicas` replicas of the master holding `key` have every write
     /// this connection sent to it; an error when fewer confirm within the timeout, so the
     /// caller does not report the write done. A no-op when the setting is 0.

@@ -637,11 +637,8 @@ async fn an_entry_delivered_too_often_without_finishing_becomes_a_dead_letter_un
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn an_entry_left_by_a_dead_consumer_is_taken_over_after_the_idle_bound() {
-    let env = TestEnv::with(&[("SOUK_QUEUE__CLAIM_IDLE_MS", "600")]).await;
-    let ctx = env.app.queue_context(Q).await.unwrap();
-    let keys = env.app.producer.keys(Q);
+/// Pushes the job "orphan" and reads it as a consumer that then dies holding it.
+async fn leave_orphan(env: &TestEnv) {
     env.app
         .producer
         .push(Q, &p("orphan", Behaviour::Succeed))
@@ -654,11 +651,18 @@ async fn an_entry_left_by_a_dead_consumer_is_taken_over_after_the_idle_bound() {
         .arg("COUNT")
         .arg(1)
         .arg("STREAMS")
-        .arg(&keys.stream)
+        .arg(&env.app.producer.keys(Q).stream)
         .arg(">")
         .query_async(&mut env.redis())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_entry_left_by_a_dead_consumer_is_taken_over_after_the_idle_bound() {
+    let env = TestEnv::with(&[("SOUK_QUEUE__CLAIM_IDLE_MS", "600")]).await;
+    let ctx = env.app.queue_context(Q).await.unwrap();
+    leave_orphan(&env).await;
     let taken = Instant::now();
     let runs = Runs::default();
     let w = start(ctx, runs.clone());
@@ -684,24 +688,7 @@ async fn a_busy_worker_takes_over_a_stale_entry_before_its_backlog_drains() {
     ])
     .await;
     let ctx = env.app.queue_context(Q).await.unwrap();
-    let keys = env.app.producer.keys(Q);
-    env.app
-        .producer
-        .push(Q, &p("orphan", Behaviour::Succeed))
-        .await
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("died-holding-it")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&keys.stream)
-        .arg(">")
-        .query_async(&mut env.redis())
-        .await
-        .unwrap();
+    leave_orphan(&env).await;
     // 200 jobs of 100 ms on two handlers: a 10 s backlog.
     let backlog: Vec<Probe> = (0..200)
         .map(|i| p(&format!("busy-{i}"), Behaviour::Sleep { ms: 100 }))
