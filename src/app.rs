@@ -103,27 +103,61 @@ where
     Batcher::spawn(name, max, move |reqs| run(pool.clone(), reqs))
 }
 
+/// Runs `step` until it succeeds or `wait` has passed since the first try, pausing 250 ms
+/// doubling to 5 s between tries; each failure before the end is logged at WARN.
+async fn patiently<T, F, Fut>(what: &str, wait: Duration, mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64, "{what} failed at start; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl App {
-    /// Connects to Redis and PostgreSQL (creating and migrating the database when needed).
+    /// Connects to Redis and PostgreSQL (creating and migrating the database when needed),
+    /// failing at the first error: for commands an operator runs.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        Self::connect_within(config, Duration::ZERO).await
+    }
+
+    /// [`App::connect`], trying again for up to `wait` while Redis or PostgreSQL cannot be
+    /// reached or used yet (restarting, recovering, failing over): for a worker, which a
+    /// supervisor starts whenever it likes. A malformed `redis.url` fails at once.
+    pub async fn connect_within(config: Config, wait: Duration) -> anyhow::Result<Self> {
         let redis = RedisClient::open(&config.redis)
             .with_context(|| format!("redis.url {}", redact_url(&config.redis.url)))?;
-        let conn = redis
-            .connect(None)
+        let (conn, pool) = patiently("connecting", wait, || async {
+            let conn = redis
+                .connect(None)
+                .await
+                .with_context(|| format!("connecting to redis at {}", redact_url(&config.redis.url)))?;
+            let target = config.database.migrate_target();
+            let migrated = crate::store::migrate(target)
+                .await
+                .with_context(|| format!("preparing the database at {}", redact_url(target)))?;
+            migrated.close().await;
+            let pool = crate::store::connect_with(
+                &config.database.url,
+                config.database.max_connections,
+                config.database.transaction_pooler,
+            )
             .await
-            .with_context(|| format!("connecting to redis at {}", redact_url(&config.redis.url)))?;
-        let target = config.database.migrate_target();
-        let migrated = crate::store::migrate(target)
-            .await
-            .with_context(|| format!("preparing the database at {}", redact_url(target)))?;
-        migrated.close().await;
-        let pool = crate::store::connect_with(
-            &config.database.url,
-            config.database.max_connections,
-            config.database.transaction_pooler,
-        )
-        .await
-        .with_context(|| format!("connecting to {}", redact_url(&config.database.url)))?;
+            .with_context(|| format!("connecting to {}", redact_url(&config.database.url)))?;
+            anyhow::Ok((conn, pool))
+        })
+        .await?;
         let producer = Producer::new(conn.clone(), config.redis.key_prefix.clone());
         let payments: Arc<dyn PaymentProvider> = Arc::new(
             StripeClient::new(
@@ -188,16 +222,21 @@ impl App {
             .map_err(crate::queue::JobError::retry)
     }
 
-    /// The queue context of `queue` with its effective settings.
+    /// The queue context of `queue` with its effective settings, trying again for up to
+    /// `worker.startup_wait_s` while Redis cannot take the declaration (a failover).
     pub async fn queue_context(&self, queue: &str) -> anyhow::Result<QueueContext> {
-        QueueContext::connect(
-            &self.redis,
-            &self.config.redis.key_prefix,
-            queue,
-            self.config.queue(queue),
-        )
+        let wait = Duration::from_secs(self.config.worker.startup_wait_s);
+        patiently("declaring a queue", wait, || async {
+            QueueContext::connect(
+                &self.redis,
+                &self.config.redis.key_prefix,
+                queue,
+                self.config.queue(queue),
+            )
+            .await
+            .with_context(|| format!("declaring queue {queue}"))
+        })
         .await
-        .with_context(|| format!("declaring queue {queue}"))
     }
 
     /// Runs the workers of the selected queues (all when `only` is empty) and the cron

@@ -240,6 +240,7 @@ pub struct OpsConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     pub shutdown_timeout_ms: u64,
+    pub startup_wait_s: u64,
 }
 
 /// Queue settings; see `config/default.toml` for the meaning and unit of each.

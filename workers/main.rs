@@ -298,7 +298,8 @@ async fn redis_conn(config: &Config) -> anyhow::Result<souk::queue::conn::Conn> 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run { queues, no_cron } => {
-            let app = App::connect(config.clone()).await?;
+            let wait = std::time::Duration::from_secs(config.worker.startup_wait_s);
+            let app = App::connect_within(config.clone(), wait).await?;
             let (tx, rx) = tokio::sync::watch::channel(false);
             if !config.ops.listen.is_empty() {
                 let addr: SocketAddr = config.ops.listen.parse().context("ops.listen")?;
