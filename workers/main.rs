@@ -196,6 +196,10 @@ enum BenchKind {
         hosts: usize,
         #[arg(long, default_value_t = 20.0)]
         cut_host_s: f64,
+        /// Run on a Redis Cluster of its own (3 masters, 3 replicas, `wait_replicas = 1`), with
+        /// a master failover instead of the Redis restart.
+        #[arg(long)]
+        redis_cluster: bool,
         #[arg(long)]
         json: bool,
     },
@@ -598,6 +602,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 settle_limit_s,
                 hosts,
                 cut_host_s,
+                redis_cluster,
                 json,
             } => {
                 if hosts > 1 && bench::netns::Hosts::hub().is_none() {
@@ -614,6 +619,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     settle_limit_s,
                     hosts,
                     cut_host_s,
+                    redis_cluster,
                 };
                 let figures = bench::chaos(&config, &opts).await?;
                 if !json {

@@ -4,7 +4,9 @@
 //! are checked, in SQL and against the sandbox provider's own records.
 //!
 //! It runs on a Redis (`appendonly yes`, `appendfsync always`) and a PostgreSQL (`initdb`) of
-//! its own, on free loopback ports in a temporary directory it removes, never on the shared
+//! its own (with `--redis-cluster`, a Redis Cluster of three masters and three replicas, each
+//! node append-only, souk waiting for one replica per write; its Redis fault is then a master
+//! failover instead of a restart), on free loopback ports in a temporary directory it removes, never on the shared
 //! services, which keep nothing across a restart. Merchants accept automatically, or manually
 //! with a short deadline whose default is to accept, and their endpoints are healthy, so every
 //! order can reach a final state. Some orders are cancelled right after they are placed; some
@@ -41,6 +43,8 @@ pub struct ChaosOptions {
     pub hosts: usize,
     /// With several hosts, one is cut off from the others for this long, halfway through.
     pub cut_host_s: f64,
+    /// On a Redis Cluster of its own, with a master failover instead of the Redis restart.
+    pub redis_cluster: bool,
 }
 
 /// `souk run` processes in the world, killed and replaced on demand.
@@ -121,21 +125,24 @@ impl Drop for Fleet {
 enum Fault {
     KillWorker,
     RestartRedis,
+    /// The storefront stream's master killed with -9; its replica takes over.
+    FailOverMaster,
     RestartPostgres,
     /// One host's link goes down for `cut_host_s`, then comes back.
     CutHost,
 }
 
-/// The fault schedule over `seconds`: a worker killed every `every` seconds, Redis at a third
-/// and PostgreSQL at two thirds of the way.
-fn schedule(seconds: f64, every: f64) -> Vec<(f64, Fault)> {
+/// The fault schedule over `seconds`: a worker killed every `every` seconds, the Redis fault
+/// (a restart, or a master failover on a cluster) at a third and PostgreSQL at two thirds of
+/// the way.
+fn schedule(seconds: f64, every: f64, redis_fault: Fault) -> Vec<(f64, Fault)> {
     let mut v: Vec<(f64, Fault)> = Vec::new();
     let mut t = every;
     while t < seconds {
         v.push((t, Fault::KillWorker));
         t += every;
     }
-    v.push((seconds / 3.0, Fault::RestartRedis));
+    v.push((seconds / 3.0, redis_fault));
     v.push((seconds * 2.0 / 3.0, Fault::RestartPostgres));
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v
@@ -154,11 +161,14 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     let server_ip = hosts
         .as_ref()
         .map_or("127.0.0.1".to_owned(), |h| h.server_ip.clone());
-    let mut servers = Servers::start(&server_ip)?;
+    let mut servers = Servers::start(&server_ip, if opts.redis_cluster { 3 } else { 0 })?;
     servers.wait_pg_ready().await?;
     let mut config = config.clone();
     config.database.url = servers.database_url();
     config.redis.url = servers.redis_url();
+    config.redis.cluster = servers.is_cluster();
+    // On the cluster a push counts once a replica holds it, so a failover loses none.
+    config.redis.wait_replicas = u32::from(servers.is_cluster());
     config.redis.key_prefix = "souk".to_owned();
     config.database.max_connections = 10;
     crate::store::ensure_database(&config.database.url).await?;
@@ -190,6 +200,11 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         env: vec![
             ("DATABASE_URL".into(), c.database.url.clone()),
             ("REDIS_URL".into(), c.redis.url.clone()),
+            ("SOUK_REDIS__CLUSTER".into(), c.redis.cluster.to_string()),
+            (
+                "SOUK_REDIS__WAIT_REPLICAS".into(),
+                c.redis.wait_replicas.to_string(),
+            ),
             ("SOUK_REDIS__KEY_PREFIX".into(), c.redis.key_prefix.clone()),
             ("SOUK_PAYMENT__BASE_URL".into(), c.payment.base_url.clone()),
             ("SOUK_PAYMENT__API_KEY".into(), crate::demo::SANDBOX_KEY.into()),
@@ -214,7 +229,14 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     }
 
     let mut rng = fastrand::Rng::with_seed(7);
-    let mut faults = schedule(opts.seconds, opts.kill_every_s);
+    let redis_fault = if opts.redis_cluster {
+        Fault::FailOverMaster
+    } else {
+        Fault::RestartRedis
+    };
+    let mut faults = schedule(opts.seconds, opts.kill_every_s, redis_fault);
+    let stream = crate::queue::keys::QueueKeys::new(&c.redis.key_prefix, crate::enqueue::STOREFRONT).stream;
+    let mut promoted_s = None;
     if hosts.is_some() {
         // Between two kills, so the host cut off is running a worker that has settled in.
         faults.push((opts.seconds / 2.0 + opts.kill_every_s / 2.0, Fault::CutHost));
@@ -223,7 +245,12 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     let mut cut: Option<tokio::task::JoinHandle<anyhow::Result<CutEnd>>> = None;
     let mut pending_at_cut = 0u64;
     let mut next_fault = 0;
-    let (mut kills, mut acked, mut push_failures) = (0usize, Vec::new(), 0usize);
+    let (mut kills, mut acked) = (0usize, Vec::new());
+    // Orders are pushed by tasks, a few dozen at a time, so the offered rate holds when each
+    // push waits for a replica (`WAIT 1` on the cluster); one order's commands stay in order.
+    let sending = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let push_failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut pushes = tokio::task::JoinSet::new();
     let mut last_fault = Instant::now();
     let mut cancels = 0usize;
     eprintln!(
@@ -250,6 +277,14 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
                     servers.kill_redis();
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     servers.start_redis()?;
+                }
+                Fault::FailOverMaster => {
+                    let s = servers.fail_over(&stream).await?;
+                    eprintln!(
+                        "bench chaos: {:>5.1} s a replica took over after {s:.1} s",
+                        t0.elapsed().as_secs_f64()
+                    );
+                    promoted_s = Some((s * 10.0).round() / 10.0);
                 }
                 Fault::RestartPostgres => {
                     servers.crash_pg();
@@ -303,20 +338,25 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
             cancels += 1;
         }
         // Counted as sent only once Redis acknowledged it; refused pushes are tried again.
-        for cmd in cmds {
-            loop {
-                match app.producer.push_raw(crate::enqueue::STOREFRONT, &cmd).await {
-                    Ok(_) => break,
-                    Err(_) => {
-                        push_failures += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+        let permit = sending.clone().acquire_owned().await?;
+        let (producer, failures) = (app.producer.clone(), push_failures.clone());
+        pushes.spawn(async move {
+            for cmd in cmds {
+                while producer.push_raw(crate::enqueue::STOREFRONT, &cmd).await.is_err() {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-        }
+            drop(permit);
+        });
         acked.push(sf);
     }
+    while let Some(done) = pushes.join_next().await {
+        done?;
+    }
+    let push_failures = push_failures.load(std::sync::atomic::Ordering::Relaxed);
     let send_s = t0.elapsed().as_secs_f64();
+    let sent_at = Instant::now();
     let (mut pending_at_heal, mut taken_over_s) = (None, None);
     if let Some(c) = cut.take() {
         let (healed, left, emptied) = c.await??;
@@ -332,7 +372,12 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     let limit = Duration::from_secs(opts.settle_limit_s);
     let settled_after = loop {
         match unsettled(&app, &acked).await {
-            Ok(0) => break Some(last_fault.elapsed().as_secs_f64()),
+            Ok(0) => {
+                break Some((
+                    last_fault.elapsed().as_secs_f64(),
+                    sent_at.elapsed().as_secs_f64(),
+                ))
+            }
             Ok(_) | Err(_) if last_fault.elapsed() > limit => break None,
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -350,7 +395,10 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         "cancels_sent": cancels,
         "workers": opts.workers,
         "worker_kills": kills,
-        "redis_restarts": 1,
+        "redis_cluster": opts.redis_cluster,
+        "redis_restarts": u8::from(!opts.redis_cluster),
+        "master_failovers": u8::from(opts.redis_cluster),
+        "failover_promoted_s": promoted_s,
         "postgres_restarts": 1,
         "hosts": opts.hosts.max(1),
         "host_cuts": usize::from(had_hosts),
@@ -360,7 +408,8 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         "cut_host_taken_over_s": taken_over_s,
         "push_retries": push_failures,
         "send_seconds": (send_s * 10.0).round() / 10.0,
-        "settled_s_after_last_fault": settled_after.map(|s| (s * 10.0).round() / 10.0),
+        "settled_s_after_last_fault": settled_after.map(|s| (s.0 * 10.0).round() / 10.0),
+        "settled_s_after_last_send": settled_after.map(|s| (s.1 * 10.0).round() / 10.0),
     });
     if let (Some(o), serde_json::Value::Object(b)) = (out.as_object_mut(), books) {
         o.extend(b);
@@ -503,7 +552,7 @@ mod tests {
 
     #[test]
     fn the_schedule_kills_workers_throughout_and_restarts_each_server_once() {
-        let s = schedule(30.0, 4.0);
+        let s = schedule(30.0, 4.0, Fault::RestartRedis);
         assert_eq!(s.iter().filter(|f| f.1 == Fault::KillWorker).count(), 7);
         assert_eq!(s.iter().filter(|f| f.1 == Fault::RestartRedis).count(), 1);
         assert_eq!(s.iter().filter(|f| f.1 == Fault::RestartPostgres).count(), 1);
