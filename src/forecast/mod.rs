@@ -20,6 +20,7 @@ use crate::{
     app::App,
     config::ForecastConfig,
     domain::forecast::{
+        censor::{uncensored, unconstrain},
         forecast_series,
         inventory::advise,
         metrics::{covered, naive_scales, rmsse, scaled_pinball},
@@ -261,6 +262,18 @@ fn dense(input: &SkuInput, from: NaiveDate, len: usize) -> (Vec<f64>, Option<i64
     (y, price)
 }
 
+/// Which of `len` days from `from` the SKU was out of stock.
+fn out_of_stock_mask(input: &SkuInput, from: NaiveDate, len: usize) -> Vec<bool> {
+    let mut mask = vec![false; len];
+    for day in &input.out_of_stock {
+        let i = (*day - from).num_days();
+        if i >= 0 && (i as usize) < len {
+            mask[i as usize] = true;
+        }
+    }
+    mask
+}
+
 fn forecast_sku(
     cfg: &ForecastConfig,
     input: &SkuInput,
@@ -269,7 +282,9 @@ fn forecast_sku(
     merchant: store::MerchantSettings,
 ) -> SkuResult {
     let len = ((as_of - from).num_days() + 1).max(0) as usize;
-    let (y, price) = dense(input, from, len);
+    let (mut y, price) = dense(input, from, len);
+    // Out-of-stock days are lost demand, not low demand: estimated before any method fits.
+    unconstrain(&mut y, &out_of_stock_mask(input, from, len));
     let f = forecast_series(&y, &cfg.settings());
     let policy = cfg.policy(input.lead_time_days.or(merchant.lead_time_days));
     let warn = merchant.warn_probability.unwrap_or(cfg.warn_probability);
@@ -319,23 +334,34 @@ fn score_past(inputs: &[SkuInput], due: &[DueForecast], from: NaiveDate) -> Vec<
         .map(|d| {
             let h = d.mean.len();
             let before = ((d.as_of - from).num_days() + 1).max(0) as usize;
-            let (series, _) = by_sku
+            let (mut series, mask) = by_sku
                 .get(d.sku.as_str())
-                .map(|i| dense(i, from, before + h))
-                .unwrap_or_else(|| (vec![0.0; before + h], None));
+                .map(|i| {
+                    (
+                        dense(i, from, before + h).0,
+                        out_of_stock_mask(i, from, before + h),
+                    )
+                })
+                .unwrap_or_else(|| (vec![0.0; before + h], vec![false; before + h]));
+            // The scale comes from the history as fitted (lost demand estimated); the days
+            // scored are those the SKU could be bought: an empty shelf's zero is not an error.
+            unconstrain(&mut series[..before], &mask[..before]);
             let (train, actual) = series.split_at(before);
+            let (actual, with) = uncensored(actual, &mask[before..], &[&d.mean, &d.p90]);
+            let (mean, p90) = (&with[0], &with[1]);
             let start = train.iter().position(|&v| v > 0.0).unwrap_or(train.len());
-            let scales = naive_scales(&train[start..]);
-            let (hit, n) = covered(actual, &d.p90);
+            // Nothing to score when the shelf was empty all the horizon.
+            let scales = naive_scales(&train[start..]).filter(|_| !actual.is_empty());
+            let (hit, n) = covered(&actual, p90);
             Accuracy {
                 forecast_id: d.id,
                 sku: d.sku.clone(),
                 as_of: d.as_of,
-                days: h as i32,
+                days: actual.len() as i32,
                 actual_units: actual.iter().sum(),
-                forecast_units: d.mean.iter().sum(),
-                rmsse: scales.map(|(sq, _)| rmsse(actual, &d.mean, sq)),
-                pinball_p90: scales.map(|(_, abs)| scaled_pinball(actual, &d.p90, 0.9, abs)),
+                forecast_units: mean.iter().sum(),
+                rmsse: scales.map(|(sq, _)| rmsse(&actual, mean, sq)),
+                pinball_p90: scales.map(|(_, abs)| scaled_pinball(&actual, p90, 0.9, abs)),
                 coverage_p90: hit as f64 / n.max(1) as f64,
             }
         })

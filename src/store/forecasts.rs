@@ -125,7 +125,10 @@ pub async fn fail_merchant(
 }
 
 /// Rebuilds a merchant's `orders` demand rows over `[from, to]` from its order lines: sub-orders
-/// that were reserved (or went further), not pending, out of stock, rejected or cancelled.
+/// that were reserved (or went further), and those that found their SKU out of stock, which are
+/// demand the merchant could not serve: their day is marked out of stock (`in_stock = false`),
+/// so the forecast treats it as censored. Pending, rejected and cancelled sub-orders are not
+/// demand.
 pub async fn refresh_demand_from_orders(
     pool: &PgPool,
     merchant: &str,
@@ -142,14 +145,15 @@ pub async fn refresh_demand_from_orders(
     .execute(&mut *tx)
     .await?;
     let n = sqlx::query(
-        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
+        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor, in_stock)
          SELECT s.merchant_id, l.sku, (o.placed_at AT TIME ZONE 'UTC')::date AS day, 'orders',
-                sum(l.quantity), sum(l.quantity::bigint * l.unit_price_minor)
+                sum(l.quantity), sum(l.quantity::bigint * l.unit_price_minor),
+                CASE WHEN bool_or(s.status = 'out_of_stock') THEN false END
          FROM sub_orders s
          JOIN orders o ON o.id = s.order_id
          JOIN order_lines l ON l.sub_order_id = s.id
          WHERE s.merchant_id = $1
-           AND s.status NOT IN ('pending', 'out_of_stock', 'rejected', 'cancelled')
+           AND s.status NOT IN ('pending', 'rejected', 'cancelled')
            AND (o.placed_at AT TIME ZONE 'UTC')::date BETWEEN $2 AND $3
          GROUP BY 1, 2, 3",
     )
@@ -179,12 +183,20 @@ const PRICED: &str = "(CASE WHEN bool_or(source = 'imported' AND revenue_minor I
           THEN sum(revenue_minor) FILTER (WHERE source = 'imported')
       ELSE coalesce(sum(revenue_minor) FILTER (WHERE source = 'orders'), 0) END)::bigint";
 
+/// Whether a SKU ran out of stock on a day: the merchant's imported flag when its row for the
+/// day says, else whether one of souk's own sub-orders found the SKU out of stock that day.
+const DAY_OUT_OF_STOCK: &str = "(CASE WHEN bool_or(source = 'imported' AND in_stock IS NOT NULL)
+          THEN bool_or(source = 'imported' AND NOT in_stock)
+      ELSE coalesce(bool_or(source = 'orders' AND NOT in_stock), false) END)";
+
 /// A merchant SKU's demand days (non-zero only) and what it has in stock.
 #[derive(Debug, Clone, Default)]
 pub struct SkuInput {
     pub sku: String,
     /// (day, units, units whose revenue is known, that revenue) in day order.
     pub days: Vec<(NaiveDate, i64, i64, i64)>,
+    /// The days it was out of stock (its sales then are a lower bound on demand), in order.
+    pub out_of_stock: Vec<NaiveDate>,
     /// Units on hand less reserved; `None` when souk has no stock row for the SKU (its stock is
     /// unknown, not zero: such a SKU gets a forecast and no stock advice).
     pub available: Option<i64>,
@@ -217,8 +229,8 @@ pub async fn merchant_inputs(
         warn_probability,
     })
     .unwrap_or_default();
-    let rows: Vec<(String, NaiveDate, i64, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT sku, day, {DAY_UNITS}, {PRICED} FROM sku_daily_demand
+    let rows: Vec<(String, NaiveDate, i64, i64, i64, bool)> = sqlx::query_as(&format!(
+        "SELECT sku, day, {DAY_UNITS}, {PRICED}, {DAY_OUT_OF_STOCK} FROM sku_daily_demand
          WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day"
     ))
     .bind(merchant)
@@ -233,12 +245,15 @@ pub async fn merchant_inputs(
     .fetch_all(pool)
     .await?;
     let mut by_sku: std::collections::BTreeMap<String, SkuInput> = Default::default();
-    for (sku, day, units, priced_units, revenue) in rows {
+    for (sku, day, units, priced_units, revenue, out) in rows {
         let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
             sku,
             ..Default::default()
         });
         e.days.push((day, units, priced_units, revenue));
+        if out {
+            e.out_of_stock.push(day);
+        }
     }
     for (sku, on_hand, reserved, lt) in stock {
         let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {

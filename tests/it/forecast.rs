@@ -110,8 +110,9 @@ async fn a_forecast_run_stores_coherent_forecasts_advice_accuracy_and_one_verifi
         .unwrap();
     assert_eq!((loaded.skus, loaded.merchants_created), (60, 0));
 
-    // Demand that comes from souk's own orders: accepted lines count, cancelled and
-    // out-of-stock ones do not.
+    // Demand that comes from souk's own orders: accepted lines count, and so do out-of-stock
+    // ones (demand the merchant could not serve, their day marked out of stock); cancelled
+    // ones do not.
     order_line(&env, 1, "fa", "ORD-1", 2, "accepted", "2026-06-20").await;
     order_line(&env, 2, "fa", "ORD-1", 3, "awaiting_acceptance", "2026-06-25").await;
     order_line(&env, 3, "fa", "ORD-1", 50, "cancelled", "2026-06-26").await;
@@ -165,9 +166,15 @@ async fn a_forecast_run_stores_coherent_forecasts_advice_accuracy_and_one_verifi
     )
     .await;
     assert_eq!(
-        orders_units, 5,
-        "accepted (2) + awaiting acceptance (3); cancelled and out of stock left out"
+        orders_units, 45,
+        "accepted (2) + awaiting acceptance (3) + out of stock (40); cancelled left out"
     );
+    let out_days = scalar_i64(
+        &env,
+        "SELECT count(*) FROM sku_daily_demand WHERE sku = 'ORD-1' AND source = 'orders' AND NOT in_stock",
+    )
+    .await;
+    assert_eq!(out_days, 1, "06-27, when a sub-order found ORD-1 sold out");
 
     let run2_forecasts = format!("SELECT count(*) FROM sku_forecasts WHERE run_id = {}", run2.id);
     assert_eq!(
@@ -627,4 +634,62 @@ async fn unknown_stock_gets_forecasts_but_no_advice_and_no_digest() {
         .unwrap());
     assert!(rerun("t:lenient").await.2, "over it: at risk");
     env.cleanup().await;
+}
+
+/// Three weeks with nothing sold at the end of four months of 4 a day: where the merchant's
+/// history says the shelf was empty, that is lost demand and the forecast is that of a SKU that
+/// sold 4 every day; where it says the SKU was in stock, demand really fell and the forecast
+/// goes down with it.
+#[tokio::test]
+async fn a_stock_out_is_lost_demand_not_a_fall_in_demand() {
+    let env = TestEnv::new().await;
+    let input = MerchantInput {
+        webhook_url: Some("https://merchant.example/hooks".into()),
+        ..Default::default()
+    };
+    admin::add_merchant(&env.app, "fs", &input).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor, in_stock)
+         SELECT 'fs', s.sku, d::date, 'imported', CASE WHEN d >= '2026-06-10' THEN 0 ELSE 4 END, NULL::bigint,
+                CASE WHEN d >= '2026-06-10' THEN s.stocked END
+         FROM generate_series('2026-03-01'::date, '2026-06-30', '1 day') d,
+              (VALUES ('EMPTY-SHELF', false), ('FELL', true)) s(sku, stocked)
+         UNION ALL
+         SELECT 'fs', 'STEADY', d::date, 'imported', 4, NULL, true
+         FROM generate_series('2026-03-01'::date, '2026-06-30', '1 day') d",
+    )
+    .execute(&env.app.pool)
+    .await
+    .unwrap();
+    let run = forecast::open_run(&env.app, "t:censored", day("2026-06-30"), None)
+        .await
+        .unwrap();
+    let (ok, failed) = forecast::run_in_process(&env.app, &run, |_, _| {}).await.unwrap();
+    assert_eq!((ok, failed), (1, 0));
+    let daily = |sku: &'static str| {
+        let pool = env.app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f64>(
+                "SELECT (SELECT avg(x) FROM unnest(mean) x) FROM sku_forecasts WHERE merchant_id = 'fs' AND sku = $1",
+            )
+            .bind(sku)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (steady, empty, fell) = (
+        daily("STEADY").await,
+        daily("EMPTY-SHELF").await,
+        daily("FELL").await,
+    );
+    eprintln!("steady {steady:.3}, empty shelf {empty:.3}, fell {fell:.3}");
+    assert!(
+        (empty - steady).abs() <= 0.05 * steady,
+        "the stock-out is not read as demand falling: {empty:.2} a day against {steady:.2}"
+    );
+    assert!(
+        fell < 0.9 * empty,
+        "a real fall in stock is followed down: {fell:.2} a day against {empty:.2}"
+    );
 }

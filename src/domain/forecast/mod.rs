@@ -4,6 +4,7 @@
 //! - [`methods`]: the methods behind souk's own [`methods::Model`] trait (ETS(A,N,A), weekday
 //!   profile + SES, SES, Croston, SBA, TSB; seasonal naive as the benchmark).
 //! - [`classify`]: ADI / CV² classes (smooth, erratic, intermittent, lumpy).
+//! - [`censor`]: out-of-stock days as lost demand, not zero demand.
 //! - [`dist`]: count distributions for quantiles and tail probabilities.
 //! - [`metrics`]: RMSSE, scaled pinball loss, coverage.
 //! - [`inventory`]: lead-time demand, stock-out probability, reorder point, order quantity.
@@ -13,6 +14,7 @@
 //! recorded, not used to choose), then puts a negative binomial around the chosen mean whose
 //! spread comes from the validation errors, so the quantiles say how wrong the mean has been.
 
+pub mod censor;
 pub mod classify;
 pub mod dist;
 pub mod generator;
