@@ -9,7 +9,7 @@ use crate::{
     admin,
     app::App,
     domain::forecast::generator::{generate_sku, sku_code, PanelSpec},
-    store::{forecasts, merchants::MerchantInput},
+    store::{history, merchants::MerchantInput},
 };
 
 /// What was loaded.
@@ -82,19 +82,19 @@ pub async fn load(
         }
         stock[s.merchant].push((code, s.stock.min(i32::MAX as u32) as i32));
         if rows.len() >= 50_000 {
-            forecasts::import_demand(&app.pool, &rows)
+            history::import_demand(&app.pool, &rows)
                 .await
                 .context("loading daily demand")?;
             loaded += rows.len();
             rows.clear();
         }
     }
-    forecasts::import_demand(&app.pool, &rows)
+    history::import_demand(&app.pool, &rows)
         .await
         .context("loading daily demand")?;
     loaded += rows.len();
     for (m, rows) in merchant_ids.iter().zip(&stock) {
-        forecasts::import_stock(&app.pool, m, rows)
+        history::import_stock(&app.pool, m, rows)
             .await
             .context("loading stock")?;
     }

@@ -12,6 +12,8 @@ pub mod backtest;
 pub mod generate;
 pub mod import;
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use chrono::{Duration, NaiveDate, Utc};
 use serde_json::json;
@@ -20,6 +22,7 @@ use crate::{
     app::App,
     config::ForecastConfig,
     domain::forecast::{
+        calendar::{apply, set_aside, DayKind},
         censor::{uncensored, unconstrain},
         forecast_series,
         inventory::advise,
@@ -159,11 +162,17 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
     let due = store::due_for_accuracy(&app.pool, merchant, run.as_of)
         .await
         .context("loading past forecasts")?;
+    let last = run.as_of + Duration::days(cfg.horizon_days as i64);
+    let calendar = Calendar::new(
+        crate::store::calendar::days(&app.pool, merchant, from, last)
+            .await
+            .context("loading the merchant's calendar")?,
+    );
     let as_of = run.as_of;
     let (results, accuracy) = tokio::task::spawn_blocking(move || {
         let results: Vec<SkuResult> = inputs
             .iter()
-            .map(|i| forecast_sku(&cfg, i, from, as_of, settings))
+            .map(|i| forecast_sku(&cfg, i, from, as_of, settings, &calendar))
             .collect();
         let accuracy = score_past(&inputs, &due, from);
         (results, accuracy)
@@ -262,6 +271,55 @@ fn dense(input: &SkuInput, from: NaiveDate, len: usize) -> (Vec<f64>, Option<i64
     (y, price)
 }
 
+/// A merchant's unusual days, for all its SKUs and per SKU.
+#[derive(Debug, Default)]
+struct Calendar {
+    all: HashMap<NaiveDate, DayKind>,
+    by_sku: HashMap<String, Vec<(NaiveDate, DayKind)>>,
+}
+
+impl Calendar {
+    fn new(rows: Vec<(NaiveDate, String, String)>) -> Self {
+        let mut c = Calendar::default();
+        for (day, kind, sku) in rows {
+            let Some(kind) = DayKind::parse(&kind) else {
+                continue;
+            };
+            if sku.is_empty() {
+                c.all
+                    .entry(day)
+                    .and_modify(|k| *k = stronger(*k, kind))
+                    .or_insert(kind);
+            } else {
+                c.by_sku.entry(sku).or_default().push((day, kind));
+            }
+        }
+        c
+    }
+
+    /// The kind of each of `len` days from `start` for `sku` (a promotion wins over a holiday).
+    fn kinds(&self, sku: &str, start: NaiveDate, len: usize) -> Vec<Option<DayKind>> {
+        let mut out = vec![None; len];
+        let own = self.by_sku.get(sku).into_iter().flatten().copied();
+        for (day, kind) in self.all.iter().map(|(d, k)| (*d, *k)).chain(own) {
+            let i = (day - start).num_days();
+            if i >= 0 && (i as usize) < len {
+                let slot = &mut out[i as usize];
+                *slot = Some(slot.map_or(kind, |k| stronger(k, kind)));
+            }
+        }
+        out
+    }
+}
+
+fn stronger(a: DayKind, b: DayKind) -> DayKind {
+    if a == DayKind::Promotion || b == DayKind::Promotion {
+        DayKind::Promotion
+    } else {
+        DayKind::Holiday
+    }
+}
+
 /// Which of `len` days from `from` the SKU was out of stock.
 fn out_of_stock_mask(input: &SkuInput, from: NaiveDate, len: usize) -> Vec<bool> {
     let mut mask = vec![false; len];
@@ -280,12 +338,19 @@ fn forecast_sku(
     from: NaiveDate,
     as_of: NaiveDate,
     merchant: store::MerchantSettings,
+    calendar: &Calendar,
 ) -> SkuResult {
     let len = ((as_of - from).num_days() + 1).max(0) as usize;
     let (mut y, price) = dense(input, from, len);
-    // Out-of-stock days are lost demand, not low demand: estimated before any method fits.
-    unconstrain(&mut y, &out_of_stock_mask(input, from, len));
-    let f = forecast_series(&y, &cfg.settings());
+    // Holidays and promotions are set aside (their effect learnt), and out-of-stock days are
+    // lost demand, not low demand: both estimated as usual days before any method fits.
+    let out = out_of_stock_mask(input, from, len);
+    let effects = set_aside(&mut y, &calendar.kinds(&input.sku, from, len), &out);
+    unconstrain(&mut y, &out);
+    let settings = cfg.settings();
+    let mut f = forecast_series(&y, &settings);
+    let ahead = calendar.kinds(&input.sku, as_of + Duration::days(1), settings.horizon);
+    apply(&mut f, &ahead, &effects);
     let policy = cfg.policy(input.lead_time_days.or(merchant.lead_time_days));
     let warn = merchant.warn_probability.unwrap_or(cfg.warn_probability);
     // Unknown stock is not zero stock: advice is computed as if on hand were 0 only to fill the

@@ -534,34 +534,6 @@ async fn insert_accuracy(tx: &mut Tx<'_>, merchant: &str, rows: &[Accuracy]) -> 
     Ok(())
 }
 
-/// Loads generated or imported history: `(merchant, sku, day, units, revenue)` rows, as source
-/// `imported` (replacing what was there for those keys).
-pub async fn import_demand(
-    pool: &PgPool,
-    rows: &[(String, String, NaiveDate, i32, i64)],
-) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(20_000) {
-        let m: Vec<&str> = chunk.iter().map(|r| r.0.as_str()).collect();
-        let s: Vec<&str> = chunk.iter().map(|r| r.1.as_str()).collect();
-        let d: Vec<NaiveDate> = chunk.iter().map(|r| r.2).collect();
-        let u: Vec<i32> = chunk.iter().map(|r| r.3).collect();
-        let v: Vec<i64> = chunk.iter().map(|r| r.4).collect();
-        sqlx::query(
-            "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
-             SELECT m, s, d, 'imported', u, v FROM UNNEST($1::text[], $2::text[], $3::date[], $4::int[], $5::int8[]) AS x(m, s, d, u, v)
-             ON CONFLICT (merchant_id, sku, day, source) DO UPDATE SET units = EXCLUDED.units, revenue_minor = EXCLUDED.revenue_minor",
-        )
-        .bind(&m)
-        .bind(&s)
-        .bind(&d)
-        .bind(&u)
-        .bind(&v)
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
-}
-
 /// The latest stored forecast and advice of a merchant's SKUs, riskiest first (see
 /// [`crate::forecast::risk_rank`]).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -638,25 +610,6 @@ pub async fn daily_units(
         }
     }
     Ok(out)
-}
-
-/// Sets on-hand stock of many SKUs (never below what is reserved), for generated worlds.
-pub async fn import_stock(pool: &PgPool, merchant: &str, rows: &[(String, i32)]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(20_000) {
-        let s: Vec<&str> = chunk.iter().map(|r| r.0.as_str()).collect();
-        let q: Vec<i32> = chunk.iter().map(|r| r.1.max(0)).collect();
-        sqlx::query(
-            "INSERT INTO stock (merchant_id, sku, on_hand)
-             SELECT $1, s, q FROM UNNEST($2::text[], $3::int[]) AS x(s, q)
-             ON CONFLICT (merchant_id, sku) DO UPDATE SET on_hand = GREATEST(stock.reserved, EXCLUDED.on_hand), updated_at = now()",
-        )
-        .bind(merchant)
-        .bind(&s)
-        .bind(&q)
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Sets (or clears, with `None`) the lead time of a merchant, or of one of its SKUs. `false`

@@ -4,6 +4,7 @@
 
 pub mod after_sales;
 pub mod batch;
+pub mod calendar;
 pub mod deliveries;
 pub mod follow_ups;
 pub mod forecasts;

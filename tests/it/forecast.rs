@@ -693,3 +693,83 @@ async fn a_stock_out_is_lost_demand_not_a_fall_in_demand() {
         "a real fall in stock is followed down: {fell:.2} a day against {empty:.2}"
     );
 }
+
+/// Four months of 4 a day with three 3-day promotions at 12 a day and two holidays with nothing
+/// sold, and a calendar that names them and one of each ahead: the past ones do not move the
+/// usual level, and the days ahead get their kind's effect.
+#[tokio::test]
+async fn holidays_and_promotions_are_set_aside_and_move_the_forecast_on_their_dates() {
+    let env = TestEnv::new().await;
+    let input = MerchantInput {
+        webhook_url: Some("https://merchant.example/hooks".into()),
+        ..Default::default()
+    };
+    admin::add_merchant(&env.app, "fh", &input).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
+         SELECT 'fh', 'LAMP', d::date, 'imported',
+                CASE WHEN d::date IN ('2026-04-20', '2026-05-25') THEN 0
+                     WHEN d::date BETWEEN '2026-04-03' AND '2026-04-05' OR d::date BETWEEN '2026-05-08' AND '2026-05-10'
+                       OR d::date BETWEEN '2026-06-05' AND '2026-06-07' THEN 12
+                     ELSE 4 END, NULL::bigint
+         FROM generate_series('2026-03-01'::date, '2026-06-30', '1 day') d",
+    )
+    .execute(&env.app.pool)
+    .await
+    .unwrap();
+    let file = std::env::temp_dir().join(format!("souk-calendar-{}.csv", env.prefix));
+    std::fs::write(
+        &file,
+        "kind,from,to,sku,name\npromotion,2026-04-03,2026-04-05,,Spring sale\npromotion,2026-05-08,2026-05-10,,May sale\n\
+         promotion,2026-06-05,2026-06-07,,June sale\npromotion,2026-07-10,2026-07-12,,July sale\n\
+         holiday,2026-04-20,,,Holiday\nholiday,2026-05-25,,,Holiday\nholiday,2026-07-04,,,Holiday\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
+    cmd.args(["forecast", "calendar", "--merchant", "fh"])
+        .arg(&file)
+        .env_remove("RUST_LOG");
+    for (k, v) in env.child_env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("7 periods, 15 days"), "{text}");
+    let _ = std::fs::remove_file(&file);
+
+    let run = forecast::open_run(&env.app, "t:calendar", day("2026-06-30"), None)
+        .await
+        .unwrap();
+    let (ok, failed) = forecast::run_in_process(&env.app, &run, |_, _| {}).await.unwrap();
+    assert_eq!((ok, failed), (1, 0));
+    let mean: Vec<f64> =
+        sqlx::query_scalar("SELECT mean FROM sku_forecasts WHERE merchant_id = 'fh' AND sku = 'LAMP'")
+            .fetch_one(&env.app.pool)
+            .await
+            .unwrap();
+    // Index 0 is 07-01: the holiday is 07-04 (3), the promotion 07-10..07-12 (9..=11).
+    let usual: Vec<f64> = (0..28)
+        .filter(|d| *d != 3 && !(9..=11).contains(d))
+        .map(|d| mean[d])
+        .collect();
+    let level = usual.iter().sum::<f64>() / usual.len() as f64;
+    eprintln!(
+        "usual {level:.3}, holiday {:.3}, promotion {:?}",
+        mean[3],
+        &mean[9..12]
+    );
+    assert!(
+        (level - 4.0).abs() < 0.2,
+        "past promotions and holidays leave the level at 4: {level:.3}"
+    );
+    assert!(
+        mean[9..12].iter().all(|m| *m > 1.8 * level),
+        "the promotion ahead: {mean:?}"
+    );
+    assert!(mean[3] < 0.8 * level, "the holiday ahead: {mean:?}");
+}

@@ -68,6 +68,17 @@ pub(crate) enum ForecastAction {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Import a merchant's calendar of holidays and promotions (CSV with a header: kind
+    /// holiday|promotion, from, and optionally to, sku, name), set aside when fitting and
+    /// applied to the days ahead. Checked whole first, every bad line listed.
+    Calendar {
+        #[arg(long)]
+        merchant: String,
+        file: std::path::PathBuf,
+        /// Remove the merchant's calendar first (default: merge).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Load a seeded, generated marketplace history (daily demand and stock) into Postgres.
     Generate {
         #[arg(long, default_value_t = 20)]
@@ -139,6 +150,33 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                     String::new()
                 },
                 started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        ForecastAction::Calendar {
+            merchant,
+            file,
+            replace,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let periods = match souk::domain::forecast::calendar::parse_calendar(&text) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for e in &errors {
+                        println!("{}:{}: {}", file.display(), e.line, e.message);
+                    }
+                    anyhow::bail!("{} bad lines: nothing imported", errors.len());
+                }
+            };
+            if souk::store::merchants::get(&app.pool, &merchant).await?.is_none() {
+                anyhow::bail!("no merchant {merchant}");
+            }
+            let days = souk::store::calendar::write(&app.pool, &merchant, &periods, replace).await?;
+            println!(
+                "{merchant}: {} periods, {days} days in the calendar{}",
+                periods.len(),
+                if replace { " (replaced)" } else { "" }
             );
             Ok(())
         }

@@ -30,19 +30,25 @@ pub fn unconstrain(y: &mut [f64], censored: &[bool]) {
         if open(t) {
             continue;
         }
-        let same_weekday = (1..=WEEKS)
-            .flat_map(|k| [t.checked_sub(k * SEASON), Some(t + k * SEASON)])
-            .flatten()
-            .filter(|&i| i >= first && i < y.len() && open(i));
-        let estimate = mean(same_weekday.map(|i| observed[i])).or_else(|| {
-            let lo = t.saturating_sub(DAYS).max(first);
-            let hi = (t + DAYS + 1).min(y.len());
-            mean((lo..hi).filter(|&i| open(i)).map(|i| observed[i]))
-        });
-        if let Some(e) = estimate {
+        if let Some(e) = usual_demand(&observed, t, first, open) {
             y[t] = observed[t].max(e);
         }
     }
+}
+
+/// What day `t` of `y` would have sold on a usual day: the mean of the same weekday over the
+/// days `usable` says are usual, within [`WEEKS`] weeks either side and not before `first`;
+/// when there is none, of every usable day within [`DAYS`] days; else `None`.
+pub fn usual_demand(y: &[f64], t: usize, first: usize, usable: impl Fn(usize) -> bool) -> Option<f64> {
+    let same_weekday = (1..=WEEKS)
+        .flat_map(|k| [t.checked_sub(k * SEASON), Some(t + k * SEASON)])
+        .flatten()
+        .filter(|&i| i >= first && i < y.len() && usable(i));
+    mean(same_weekday.map(|i| y[i])).or_else(|| {
+        let lo = t.saturating_sub(DAYS).max(first);
+        let hi = (t + DAYS + 1).min(y.len());
+        mean((lo..hi).filter(|&i| i != t && usable(i)).map(|i| y[i]))
+    })
 }
 
 /// The values of `series` on the days that are not censored, paired with the same days of each

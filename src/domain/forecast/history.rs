@@ -237,7 +237,7 @@ fn whole(s: &str, field: &str, max: i64) -> Result<i64, String> {
 
 /// The fields of one CSV line (RFC 4180: quoted fields may hold commas and doubled quotes;
 /// a quoted field may not span lines).
-fn split_csv(line: &str) -> Result<Vec<String>, String> {
+pub(super) fn split_csv(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();

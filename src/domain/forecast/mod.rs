@@ -5,6 +5,7 @@
 //!   profile + SES, SES, Croston, SBA, TSB; seasonal naive as the benchmark).
 //! - [`classify`]: ADI / CV² classes (smooth, erratic, intermittent, lumpy).
 //! - [`censor`]: out-of-stock days as lost demand, not zero demand.
+//! - [`calendar`]: holidays and promotions set aside in fitting, their effect put back.
 //! - [`dist`]: count distributions for quantiles and tail probabilities.
 //! - [`metrics`]: RMSSE, scaled pinball loss, coverage.
 //! - [`inventory`]: lead-time demand, stock-out probability, reorder point, order quantity.
@@ -14,6 +15,7 @@
 //! recorded, not used to choose), then puts a negative binomial around the chosen mean whose
 //! spread comes from the validation errors, so the quantiles say how wrong the mean has been.
 
+pub mod calendar;
 pub mod censor;
 pub mod classify;
 pub mod dist;

@@ -1,0 +1,66 @@
+//! SQL of merchants' calendars of unusual days (`demand_calendar`): holidays and promotions,
+//! read by the forecast (`crate::forecast`) and written by `souk forecast calendar`.
+
+use chrono::NaiveDate;
+use sqlx::PgPool;
+
+use crate::domain::forecast::calendar::Period;
+
+/// Writes a merchant's calendar periods as days in one transaction, after removing its whole
+/// calendar when `replace`; a day and kind given again for the same SKU keeps the newer name.
+/// Returns the days written.
+pub async fn write(
+    pool: &PgPool,
+    merchant: &str,
+    periods: &[Period],
+    replace: bool,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if replace {
+        sqlx::query("DELETE FROM demand_calendar WHERE merchant_id = $1")
+            .bind(merchant)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let kind: Vec<&str> = periods.iter().map(|p| p.kind.as_str()).collect();
+    let from: Vec<NaiveDate> = periods.iter().map(|p| p.from).collect();
+    let to: Vec<NaiveDate> = periods.iter().map(|p| p.to).collect();
+    let sku: Vec<&str> = periods.iter().map(|p| p.sku.as_str()).collect();
+    let name: Vec<Option<&str>> = periods.iter().map(|p| p.name.as_deref()).collect();
+    let n = sqlx::query(
+        "INSERT INTO demand_calendar (merchant_id, day, kind, sku, name)
+         SELECT DISTINCT ON (d, k, s) $1, d::date, k, s, n
+         FROM UNNEST($2::text[], $3::date[], $4::date[], $5::text[], $6::text[]) AS p(k, f, t, s, n),
+              generate_series(f, t, interval '1 day') AS d
+         ORDER BY d, k, s
+         ON CONFLICT (merchant_id, day, kind, sku) DO UPDATE SET name = EXCLUDED.name",
+    )
+    .bind(merchant)
+    .bind(&kind)
+    .bind(&from)
+    .bind(&to)
+    .bind(&sku)
+    .bind(&name)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// A merchant's unusual days over `[from, to]`: `(day, kind, sku)`, sku empty for all its SKUs.
+pub async fn days(
+    pool: &PgPool,
+    merchant: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<(NaiveDate, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT day, kind, sku FROM demand_calendar WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
+    )
+    .bind(merchant)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
