@@ -124,7 +124,8 @@ pub async fn fail_merchant(
     Ok(())
 }
 
-/// Rebuilds a merchant's `orders` demand rows over `[from, to]` from its order lines: sub-orders
+/// Rebuilds a merchant's `orders` demand rows over `[from, to]` (days in the merchant's time
+/// zone, so setting one re-buckets souk's own history at the next run) from its order lines: sub-orders
 /// that were reserved (or went further), and those that found their SKU out of stock, which are
 /// demand the merchant could not serve: their day is marked out of stock (`in_stock = false`),
 /// so the forecast treats it as censored. Pending, rejected and cancelled sub-orders are not
@@ -146,15 +147,16 @@ pub async fn refresh_demand_from_orders(
     .await?;
     let n = sqlx::query(
         "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor, in_stock)
-         SELECT s.merchant_id, l.sku, (o.placed_at AT TIME ZONE 'UTC')::date AS day, 'orders',
+         SELECT s.merchant_id, l.sku, (o.placed_at AT TIME ZONE m.time_zone)::date AS day, 'orders',
                 sum(l.quantity), sum(l.quantity::bigint * l.unit_price_minor),
                 CASE WHEN bool_or(s.status = 'out_of_stock') THEN false END
          FROM sub_orders s
+         JOIN merchants m ON m.id = s.merchant_id
          JOIN orders o ON o.id = s.order_id
          JOIN order_lines l ON l.sub_order_id = s.id
          WHERE s.merchant_id = $1
            AND s.status NOT IN ('pending', 'rejected', 'cancelled')
-           AND (o.placed_at AT TIME ZONE 'UTC')::date BETWEEN $2 AND $3
+           AND (o.placed_at AT TIME ZONE m.time_zone)::date BETWEEN $2 AND $3
          GROUP BY 1, 2, 3",
     )
     .bind(merchant)
@@ -628,6 +630,33 @@ pub async fn set_warn_probability(
             .await?
             .rows_affected();
     Ok(n == 1)
+}
+
+/// What setting a merchant's time zone came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneSet {
+    Set,
+    NoMerchant,
+    /// Not a name PostgreSQL knows (`pg_timezone_names`).
+    UnknownZone,
+}
+
+/// Sets a merchant's time zone (an IANA name such as `Asia/Shanghai`; `UTC` is the default).
+pub async fn set_time_zone(pool: &PgPool, merchant: &str, zone: &str) -> Result<ZoneSet, sqlx::Error> {
+    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+        .bind(zone)
+        .fetch_one(pool)
+        .await?;
+    if !known {
+        return Ok(ZoneSet::UnknownZone);
+    }
+    let n = sqlx::query("UPDATE merchants SET time_zone = $2, updated_at = now() WHERE id = $1")
+        .bind(merchant)
+        .bind(zone)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(if n == 1 { ZoneSet::Set } else { ZoneSet::NoMerchant })
 }
 
 pub async fn set_lead_time(

@@ -773,3 +773,55 @@ async fn holidays_and_promotions_are_set_aside_and_move_the_forecast_on_their_da
     );
     assert!(mean[3] < 0.8 * level, "the holiday ahead: {mean:?}");
 }
+
+/// A merchant in Shanghai: an order placed at 20:00 UTC on 06-20 is a sale of its 06-21, and
+/// setting the zone re-buckets the order history already counted in UTC.
+#[tokio::test]
+async fn a_merchants_sales_days_are_counted_in_its_time_zone() {
+    let env = TestEnv::new().await;
+    let input = MerchantInput {
+        webhook_url: Some("https://merchant.example/hooks".into()),
+        ..Default::default()
+    };
+    admin::add_merchant(&env.app, "ft", &input).await.unwrap();
+    order_line(&env, 1, "ft", "TEA", 3, "accepted", "2026-06-20").await;
+    sqlx::query("UPDATE orders SET placed_at = '2026-06-20 20:00:00+00' WHERE storefront_order_id = 'fc-1'")
+        .execute(&env.app.pool)
+        .await
+        .unwrap();
+    let pool = &env.app.pool;
+    let counted_on = || async {
+        souk::store::forecasts::refresh_demand_from_orders(pool, "ft", day("2026-06-01"), day("2026-06-30"))
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, NaiveDate>(
+            "SELECT day FROM sku_daily_demand WHERE merchant_id = 'ft' AND sku = 'TEA'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(counted_on().await, day("2026-06-20"), "UTC by default");
+    let set = |zone: &'static str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
+        cmd.args(["forecast", "time-zone", "--merchant", "ft", zone])
+            .env_remove("RUST_LOG");
+        for (k, v) in env.child_env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = set("Nowhere/Atlantis");
+    assert!(!ok && text.contains("unknown time zone"), "{text}");
+    let (ok, text) = set("Asia/Shanghai");
+    assert!(ok, "{text}");
+    assert_eq!(counted_on().await, day("2026-06-21"), "04:00 in Shanghai");
+}

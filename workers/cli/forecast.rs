@@ -68,6 +68,13 @@ pub(crate) enum ForecastAction {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Set the time zone a merchant's sales days are counted in (an IANA name such as
+    /// Asia/Shanghai; default UTC). Its order history is counted in it from the next run.
+    TimeZone {
+        #[arg(long)]
+        merchant: String,
+        zone: String,
+    },
     /// Import a merchant's calendar of holidays and promotions (CSV with a header: kind
     /// holiday|promotion, from, and optionally to, sku, name), set aside when fitting and
     /// applied to the days ahead. Checked whole first, every bad line listed.
@@ -151,6 +158,18 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                 },
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        ForecastAction::TimeZone { merchant, zone } => {
+            match forecasts::set_time_zone(&app.pool, &merchant, &zone).await? {
+                forecasts::ZoneSet::Set => {
+                    println!("time zone of {merchant}: {zone} (its sales days from the next forecast run)")
+                }
+                forecasts::ZoneSet::NoMerchant => anyhow::bail!("no merchant {merchant}"),
+                forecasts::ZoneSet::UnknownZone => {
+                    anyhow::bail!("unknown time zone {zone:?}: give an IANA name such as Europe/Paris")
+                }
+            }
             Ok(())
         }
         ForecastAction::Calendar {
