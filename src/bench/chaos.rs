@@ -250,6 +250,11 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
     // push waits for a replica (`WAIT 1` on the cluster); one order's commands stay in order.
     let sending = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let push_failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sender = std::sync::Arc::new(Sender {
+        producer: tokio::sync::RwLock::new(app.producer.clone()),
+        redis: app.redis.clone(),
+        prefix: c.redis.key_prefix.clone(),
+    });
     let mut pushes = tokio::task::JoinSet::new();
     let mut last_fault = Instant::now();
     let mut cancels = 0usize;
@@ -339,20 +344,18 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         }
         // Counted as sent only once Redis acknowledged it; refused pushes are tried again.
         let permit = sending.clone().acquire_owned().await?;
-        let (producer, failures) = (app.producer.clone(), push_failures.clone());
+        let (sender, failures) = (sender.clone(), push_failures.clone());
         pushes.spawn(async move {
             for cmd in cmds {
-                while producer.push_raw(crate::enqueue::STOREFRONT, &cmd).await.is_err() {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                sender.push(&cmd, &failures).await?;
             }
             drop(permit);
+            anyhow::Ok(())
         });
         acked.push(sf);
     }
     while let Some(done) = pushes.join_next().await {
-        done?;
+        done??;
     }
     let push_failures = push_failures.load(std::sync::atomic::Ordering::Relaxed);
     let send_s = t0.elapsed().as_secs_f64();
@@ -415,6 +418,54 @@ pub async fn chaos(config: &Config, opts: &ChaosOptions) -> anyhow::Result<serde
         o.extend(b);
     }
     Ok(out)
+}
+
+/// The storefront the bench plays: pushes a command until Redis acknowledges it (and, on a
+/// cluster, a replica holds it).
+struct Sender {
+    producer: tokio::sync::RwLock<crate::queue::Producer>,
+    redis: crate::queue::conn::RedisClient,
+    prefix: String,
+}
+
+impl Sender {
+    /// Each try has 5 s, and after 20 failed tries the connection is replaced by a fresh one:
+    /// once, in a loaded test run, the sender's pushes stopped going through after a cluster
+    /// failover while workers started after it, on fresh connections, worked (the cause was not
+    /// found). A command that cannot be pushed for 120 s fails the bench instead of hanging it.
+    async fn push(&self, cmd: &str, failures: &std::sync::atomic::AtomicUsize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            let producer = self.producer.read().await.clone();
+            let why = match tokio::time::timeout(
+                Duration::from_secs(5),
+                producer.push_raw(crate::enqueue::STOREFRONT, cmd),
+            )
+            .await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 5 s".to_owned(),
+            };
+            let n = failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < 5 || n % 100 == 0 {
+                eprintln!("bench chaos: push refused ({} so far): {why}", n + 1);
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "a storefront command could not be pushed for 120 s: {why}"
+            );
+            tries += 1;
+            if tries % 20 == 0 {
+                if let Ok(conn) = self.redis.connect(None).await {
+                    eprintln!("bench chaos: a fresh Redis connection for the storefront");
+                    *self.producer.write().await = crate::queue::Producer::new(conn, self.prefix.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// When a cut host came back, what it still held then, and how long after the cut it held
