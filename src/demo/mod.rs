@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::{app::App, config::Config, sandbox::EndpointSettings};
 
+mod history;
 mod world;
 
 pub use world::{sku, World, WorldOptions, SANDBOX_KEY};
@@ -256,6 +257,8 @@ async fn forecast_chapter(world: &World) -> anyhow::Result<String> {
         &named,
     )
     .await?;
+    let dir = std::env::temp_dir().join(format!("souk-demo-{}", world.run));
+    let own = history::import_samples(app, &world.merchants[0], as_of, dir).await?;
     let run = forecast::open_run(app, &format!("demo:{}", world.run), as_of, Some(&world.merchants)).await?;
     let (ok, failed) = forecast::run_in_process(app, &run, |m, r| {
         if let Ok(o) = r {
@@ -320,6 +323,39 @@ async fn forecast_chapter(world: &World) -> anyhow::Result<String> {
             *value as f64 / 100.0
         );
     }
+    let mean: Vec<f64> = sqlx::query_scalar(
+        "SELECT mean FROM sku_forecasts WHERE run_id = $1 AND merchant_id = $2 AND sku = $3",
+    )
+    .bind(run.id)
+    .bind(&own.merchant)
+    .bind(history::SKU)
+    .fetch_one(&app.pool)
+    .await?;
+    let ahead = (own.promotion_ahead - as_of).num_days() as usize - 1;
+    let on_sale = ahead..(ahead + 3).min(mean.len());
+    let usual: Vec<f64> = (0..mean.len())
+        .filter(|d| !on_sale.contains(d))
+        .map(|d| mean[d])
+        .collect();
+    println!("  a merchant's own history and calendar (souk forecast import, souk forecast calendar):");
+    println!(
+        "    {}: {} days of {} for {}, the last 14 out of stock",
+        own.history.display(),
+        own.rows,
+        history::SKU,
+        own.merchant
+    );
+    println!(
+        "    {}: 4 promotions ({} days), the next from {}",
+        own.calendar.display(),
+        own.days,
+        own.promotion_ahead
+    );
+    println!(
+        "    forecast: {:.1} a day (the empty shelf is lost demand, not a fall), {:.1} a day in the promotion ahead",
+        usual.iter().sum::<f64>() / usual.len().max(1) as f64,
+        mean[on_sale.clone()].iter().sum::<f64>() / on_sale.len().max(1) as f64
+    );
     println!(
         "  {ok} merchants forecast, {delivered}/{sent} at-risk digests delivered (forecast.stock_risk webhooks) in {:.1} s",
         started.elapsed().as_secs_f64()
