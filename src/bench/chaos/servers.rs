@@ -117,21 +117,9 @@ impl Servers {
         // Each node its own folder: the append-only files and nodes.conf are per node.
         let dir = self.dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir)?;
-        Command::new("redis-server")
-            .args(["--bind", &self.host, "--protected-mode", "no", "--port"])
-            .arg(port.to_string())
+        self.redis_server(port, &dir)
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout"])
             .arg(NODE_TIMEOUT_MS.to_string())
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--dir",
-            ])
-            .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -267,11 +255,13 @@ impl Servers {
         !self.cluster.is_empty()
     }
 
-    pub(super) fn start_redis(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            // Reachable only inside this bench's namespaces, or on loopback.
-            .args(["--bind", &self.host, "--protected-mode", "no", "--port"])
-            .arg(self.redis_port.to_string())
+    /// A `redis-server` on `port` of the bench's address, append-only with every write synced,
+    /// keeping its files in `dir`.
+    fn redis_server(&self, port: u16, dir: &std::path::Path) -> Command {
+        let mut c = Command::new("redis-server");
+        // Reachable only inside this bench's namespaces, or on loopback.
+        c.args(["--bind", &self.host, "--protected-mode", "no", "--port"])
+            .arg(port.to_string())
             .args([
                 "--appendonly",
                 "yes",
@@ -281,7 +271,13 @@ impl Servers {
                 "",
                 "--dir",
             ])
-            .arg(self.dir.join("redis"))
+            .arg(dir);
+        c
+    }
+
+    pub(super) fn start_redis(&mut self) -> anyhow::Result<()> {
+        let child = self
+            .redis_server(self.redis_port, &self.dir.join("redis"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
