@@ -202,6 +202,10 @@ impl Effects {
 /// effect, measured on its days that were in stock.
 pub fn set_aside(y: &mut [f64], kinds: &[Option<DayKind>], censored: &[bool]) -> Effects {
     let mut effects = Effects::default();
+    // Most merchants have no calendar: no copy of the series.
+    if kinds.iter().all(Option::is_none) {
+        return effects;
+    }
     let Some(first) = y.iter().position(|&v| v > 0.0) else {
         return effects;
     };

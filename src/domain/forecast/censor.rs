@@ -21,6 +21,10 @@ const DAYS: usize = 28;
 /// are left alone: a SKU not launched yet has no lost demand. A day with nothing uncensored in
 /// reach keeps its value.
 pub fn unconstrain(y: &mut [f64], censored: &[bool]) {
+    // Most SKUs never ran out: no copy of their series.
+    if !censored.contains(&true) {
+        return;
+    }
     let Some(first) = y.iter().position(|&v| v > 0.0) else {
         return;
     };
