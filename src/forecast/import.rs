@@ -1,5 +1,5 @@
 //! A merchant's own sales history, imported (`souk forecast import`,
-//! `POST /admin/merchants/{id}/demand-history`; docs/forecasting.md, "Importing a history").
+//! `POST /admin/merchants/{id}/demand-history`, `POST /merchant/v1/forecasts/history`; docs/forecasting.md, "Importing a history").
 //!
 //! The whole file is checked first ([`Parser`]) and nothing is written unless every line is
 //! good. Then rows go in as source `imported`, 10,000 per transaction, so that no transaction
@@ -34,6 +34,17 @@ impl Source {
             Source::File(p) => Box::new(BufReader::with_capacity(1 << 20, std::fs::File::open(p)?)),
             Source::Bytes(b) => Box::new(&b[..]),
         })
+    }
+}
+
+/// The format of a history sent over HTTP: `?format=csv|jsonl`, else the content type
+/// (`text/csv`, or an `ndjson` / `jsonl` type).
+pub fn format_of(query: Option<&str>, content_type: &str) -> Option<Format> {
+    match query {
+        Some(f) => Format::parse(f),
+        None if content_type.starts_with("text/csv") => Some(Format::Csv),
+        None if content_type.contains("ndjson") || content_type.contains("jsonl") => Some(Format::JsonLines),
+        None => None,
     }
 }
 

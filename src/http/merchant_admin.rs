@@ -50,18 +50,12 @@ async fn import_history(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, AdminError> {
-    use crate::forecast::import::{self, Format, Source};
+    use crate::forecast::import::{self, Source};
     let kind = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let format = match q.format.as_deref() {
-        Some(f) => Format::parse(f),
-        None if kind.starts_with("text/csv") => Some(Format::Csv),
-        None if kind.contains("ndjson") || kind.contains("jsonl") => Some(Format::JsonLines),
-        None => None,
-    }
-    .ok_or_else(|| {
+    let format = import::format_of(q.format.as_deref(), kind).ok_or_else(|| {
         AdminError::Invalid("send content-type text/csv or application/x-ndjson, or ?format=csv|jsonl".into())
     })?;
     if crate::store::merchants::get(&app.pool, &id).await?.is_none() {

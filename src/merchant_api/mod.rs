@@ -11,6 +11,7 @@
 
 pub mod actions;
 mod body;
+pub mod forecast_inputs;
 mod problem;
 pub mod reads;
 pub mod test_webhook;
@@ -21,11 +22,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
     http::{HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
     Router,
 };
 use sha2::{Digest, Sha256};
@@ -64,6 +65,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/merchant/v1/webhooks/test"),
     ("GET", "/merchant/v1/kpis"),
     ("GET", "/merchant/v1/forecasts"),
+    ("POST", "/merchant/v1/forecasts/history"),
+    ("POST", "/merchant/v1/forecasts/calendar"),
+    ("PUT", "/merchant/v1/forecasts/time-zone"),
     ("GET", "/merchant/v1/operations/{id}"),
     ("GET", "/merchant/v1/openapi.json"),
 ];
@@ -72,6 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// (as [`serve`] does): unauthenticated requests are limited per peer address.
 pub fn router(app: App) -> Router {
     use actions as a;
+    use forecast_inputs as f;
     use reads as r;
     let v1 = Router::new()
         .route("/merchant/v1/sub-orders", get(r::sub_orders))
@@ -103,6 +108,15 @@ pub fn router(app: App) -> Router {
         .route("/merchant/v1/webhooks/test", post(a::test_webhook))
         .route("/merchant/v1/kpis", get(r::kpis))
         .route("/merchant/v1/forecasts", get(r::forecasts))
+        .route(
+            "/merchant/v1/forecasts/history",
+            post(f::history).layer(DefaultBodyLimit::max(f::MAX_FILE)),
+        )
+        .route(
+            "/merchant/v1/forecasts/calendar",
+            post(f::calendar).layer(DefaultBodyLimit::max(f::MAX_FILE)),
+        )
+        .route("/merchant/v1/forecasts/time-zone", put(f::time_zone))
         .route("/merchant/v1/operations/{id}", get(a::operation))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
@@ -126,8 +140,17 @@ async fn openapi() -> Response {
     ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
-/// Bodies above this are refused before they are read (commands are at most 64 KiB).
+/// Bodies above this are refused before they are read (commands are at most 64 KiB; files for
+/// the forecasts, [`forecast_inputs::MAX_FILE`]).
 const MAX_BODY: usize = 64 * 1024;
+
+fn body_limit(path: &str) -> usize {
+    if path.starts_with("/merchant/v1/forecasts/") {
+        forecast_inputs::MAX_FILE
+    } else {
+        MAX_BODY
+    }
+}
 /// An `Idempotency-Key` answer still being made blocks a second request for this long; after
 /// it, the first is taken to have died and the second runs.
 const IN_FLIGHT: Duration = Duration::from_secs(60);
@@ -223,14 +246,15 @@ async fn gate(State(app): State<App>, req: Request, next: Next) -> Response {
             )
         }
     };
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let limit = body_limit(parts.uri.path());
+    let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return window.apply(
                 Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    "the body is over 64 KiB",
+                    &format!("the body is over {} KiB", limit / 1024),
                 )
                 .into_response(),
             )

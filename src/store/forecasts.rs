@@ -643,6 +643,10 @@ pub enum ZoneSet {
 
 /// Sets a merchant's time zone (an IANA name such as `Asia/Shanghai`; `UTC` is the default).
 pub async fn set_time_zone(pool: &PgPool, merchant: &str, zone: &str) -> Result<ZoneSet, sqlx::Error> {
+    // PostgreSQL text cannot hold U+0000, and no zone name is long.
+    if zone.is_empty() || zone.len() > 64 || zone.contains('\0') {
+        return Ok(ZoneSet::UnknownZone);
+    }
     let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
         .bind(zone)
         .fetch_one(pool)

@@ -29,6 +29,19 @@ fn import(env: &TestEnv, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+async fn add_merchant(env: &TestEnv, id: &str) {
+    let input = souk::store::merchants::MerchantInput {
+        name: None,
+        webhook_url: Some(format!("https://{id}.example/hook")),
+        acceptance_mode: None,
+        acceptance_default: None,
+        acceptance_deadline_s: None,
+        commission_bps: None,
+        webhook_version: None,
+    };
+    souk::admin::add_merchant(&env.app, id, &input).await.unwrap();
+}
+
 async fn imported_rows(env: &TestEnv) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM sku_daily_demand WHERE source = 'imported'")
         .fetch_one(&env.app.pool)
@@ -39,18 +52,7 @@ async fn imported_rows(env: &TestEnv) -> i64 {
 #[tokio::test]
 async fn an_import_is_checked_whole_merged_without_double_counting_and_replaceable() {
     let env = TestEnv::new().await;
-    let input = souk::store::merchants::MerchantInput {
-        name: None,
-        webhook_url: Some("https://hist.example/hook".into()),
-        acceptance_mode: None,
-        acceptance_default: None,
-        acceptance_deadline_s: None,
-        commission_bps: None,
-        webhook_version: None,
-    };
-    souk::admin::add_merchant(&env.app, "m-hist", &input)
-        .await
-        .unwrap();
+    add_merchant(&env, "m-hist").await;
     let pool = &env.app.pool;
     // souk's own orders sold 5 of A on 11-02 at 3.00 (what refresh_demand_from_orders writes).
     sqlx::query(
@@ -145,9 +147,7 @@ async fn an_import_is_checked_whole_merged_without_double_counting_and_replaceab
     // Through the admin API: the same check, refusals as JSON with their lines.
     let token = "admin-token-for-import-tests-0123";
     let admin = TestEnv::with(&[("SOUK_ADMIN__TOKEN", token)]).await;
-    souk::admin::add_merchant(&admin.app, "m-hist", &input)
-        .await
-        .unwrap();
+    add_merchant(&admin, "m-hist").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = souk::http::router(admin.app.clone());
@@ -172,4 +172,200 @@ async fn an_import_is_checked_whole_merged_without_double_counting_and_replaceab
     std::fs::remove_dir_all(&dir).ok();
     admin.cleanup().await;
     env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_merchant_sends_its_history_calendar_and_time_zone_through_its_api() {
+    use souk::merchant_api::keys::{self, Scope};
+    let env = TestEnv::new().await;
+    let pool = &env.app.pool;
+    for id in ["m-own", "m-other"] {
+        add_merchant(&env, id).await;
+    }
+    let key = keys::create(pool, "m-own", Scope::Act, None).await.unwrap().key;
+    let read_only = keys::create(pool, "m-own", Scope::Read, None).await.unwrap().key;
+    let base = crate::support::serve_merchant_api(&env.app).await;
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, key: &str, kind: &str, body: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(key)
+            .header("content-type", kind)
+            .body(body.to_owned())
+            .send()
+    };
+    let rows = |merchant: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sku_daily_demand WHERE merchant_id = $1 AND source = 'imported'",
+        )
+        .bind(merchant)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let post = reqwest::Method::POST;
+
+    // A read-only key may not write; a file in no known format is refused as such.
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history",
+        &read_only,
+        "text/csv",
+        "sku,date,units\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history",
+        &key,
+        "text/plain",
+        "x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 415);
+
+    // Bad lines: each named, nothing written.
+    let bad = "sku,date,units\nA,2026-11-01,2\nA,2026-11-01,3\nB,2026-13-01,1\n";
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history",
+        &key,
+        "text/csv",
+        bad,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "invalid_lines", "{p}");
+    assert_eq!(p["error_count"], 2, "{p}");
+    let lines: Vec<i64> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![3, 4], "{p}");
+    assert_eq!(rows("m-own").await, 0);
+
+    // JSON lines, merged; the rows are the caller's, never another merchant's.
+    let good = "{\"sku\":\"A\",\"date\":\"2026-11-01\",\"units\":2}\n{\"sku\":\"A\",\"date\":\"2026-11-02\",\"units\":4,\"in_stock\":false}\n";
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history",
+        &key,
+        "application/x-ndjson",
+        good,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"rows": 2, "replaced": 0})
+    );
+    assert_eq!((rows("m-own").await, rows("m-other").await), (2, 0));
+    // Replaced by a CSV of one row.
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history?replace=true",
+        &key,
+        "text/csv",
+        "sku,date,units\nB,2026-11-03,7\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"rows": 1, "replaced": 2})
+    );
+    let b: (String, i32) =
+        sqlx::query_as("SELECT sku, units FROM sku_daily_demand WHERE merchant_id = 'm-own'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(b, ("B".to_owned(), 7));
+
+    // An empty body is not an empty file: with ?replace=true it would remove everything.
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history?replace=true",
+        &key,
+        "text/csv",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "empty_file");
+    assert_eq!(rows("m-own").await, 1);
+
+    // The calendar: bad lines refused whole, a good file written as days.
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/calendar",
+        &key,
+        "text/csv",
+        "kind,from,to\nholiday,2026-12-25,2026-12-24\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["line"], 2);
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/calendar",
+        &key,
+        "text/csv",
+        "kind,from,to,sku,name\npromotion,2026-11-27,2026-11-30,,Black Friday\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"periods": 1, "days": 4, "replaced": false})
+    );
+    let days: i64 = sqlx::query_scalar("SELECT count(*) FROM demand_calendar WHERE merchant_id = 'm-own'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(days, 4);
+
+    // The time zone: an unknown name refused with its code, a real one set.
+    let put = reqwest::Method::PUT;
+    let r = send(
+        put.clone(),
+        "/merchant/v1/forecasts/time-zone",
+        &key,
+        "application/json",
+        r#"{"time_zone":"Mars/Olympus"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "unknown_time_zone");
+    let r = send(
+        put,
+        "/merchant/v1/forecasts/time-zone",
+        &key,
+        "application/json",
+        r#"{"time_zone":"Asia/Shanghai"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let zones: Vec<(String, String)> = sqlx::query_as("SELECT id, time_zone FROM merchants ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        zones,
+        vec![
+            ("m-other".into(), "UTC".into()),
+            ("m-own".into(), "Asia/Shanghai".into())
+        ]
+    );
 }
