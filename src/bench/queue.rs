@@ -64,7 +64,7 @@ fn start_worker(
         let monitor = Monitor::new().register(move |_| {
             let backend = StreamsBackend::<NoopArgs>::new(ctx.clone());
             let backend = if grouped {
-                backend.grouped(&crate::jobs::intake_storefront::GROUPS)
+                backend.grouped(crate::jobs::storefront_groups())
             } else {
                 backend
             };

@@ -28,6 +28,12 @@ pub mod plan_forecasts;
 pub mod record_sample;
 pub mod reserve_stock;
 pub mod reverse_payout;
+
+/// The message groups of the storefront stream (docs/storefront.md, "Order of commands"), for
+/// the queue bench that measures them outside the fleet.
+pub fn storefront_groups() -> &'static crate::queue::groups::GroupRule {
+    &intake_storefront::GROUPS
+}
 pub mod sweep_orders;
 pub mod track_shipment;
 
