@@ -153,40 +153,6 @@ pub struct AfterSalesConfig {
     pub complaint_reply_s: u64,
 }
 
-/// Demand forecasting (see `[forecast]` in config/default.toml).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForecastConfig {
-    pub horizon_days: usize,
-    pub history_days: usize,
-    pub min_history_days: usize,
-    pub validation_origins: usize,
-    pub lead_time_days: usize,
-    pub review_period_days: usize,
-    pub service_level: f64,
-    pub warn_probability: f64,
-    pub digest_max_skus: usize,
-}
-
-impl ForecastConfig {
-    pub fn settings(&self) -> crate::domain::forecast::Settings {
-        crate::domain::forecast::Settings {
-            horizon: self.horizon_days,
-            min_history_days: self.min_history_days,
-            origins: self.validation_origins,
-        }
-    }
-
-    /// The restocking policy, with a merchant's or SKU's own lead time when it has one.
-    pub fn policy(&self, lead_time_days: Option<i32>) -> crate::domain::forecast::inventory::Policy {
-        crate::domain::forecast::inventory::Policy {
-            lead_time_days: lead_time_days.map_or(self.lead_time_days, |d| d.max(0) as usize),
-            review_period_days: self.review_period_days,
-            service_level: self.service_level,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
@@ -479,6 +445,9 @@ impl Config {
         if f.horizon_days == 0 || f.horizon_days > 366 {
             return bad("forecast.horizon_days", "must be between 1 and 366");
         }
+        if f.horizon_weeks == 0 || f.horizon_weeks > 104 {
+            return bad("forecast.horizon_weeks", "must be between 1 and 104");
+        }
         if f.history_days < 28 {
             return bad("forecast.history_days", "must be at least 28");
         }
@@ -693,6 +662,9 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+mod forecast;
+pub use forecast::ForecastConfig;
 
 #[cfg(test)]
 mod tests;

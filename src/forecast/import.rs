@@ -15,7 +15,7 @@ use std::{
 use sqlx::PgPool;
 
 pub use crate::domain::forecast::history::{Format, HistoryRow, LineError, Parser};
-use crate::store::history;
+use crate::{domain::forecast::Period, store::history};
 
 /// Rows per transaction.
 pub const CHUNK: usize = 10_000;
@@ -68,13 +68,13 @@ pub async fn import(
     replace: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<Outcome> {
-    anyhow::ensure!(
-        crate::store::merchants::get(pool, merchant).await?.is_some(),
-        "no merchant {merchant}"
-    );
+    let Some(period) = crate::store::forecasts::period(pool, merchant).await? else {
+        anyhow::bail!("no merchant {merchant}")
+    };
     let today = chrono::Utc::now().date_naive();
     let mut out = Outcome::default();
     let mut total = 0u64;
+    let weekly;
     {
         let mut p = Parser::new(format, today);
         for (i, line) in source.open()?.lines().enumerate() {
@@ -90,8 +90,23 @@ pub async fn import(
                 }
             }
         }
+        weekly = p.weekly();
     }
     if out.error_count > 0 {
+        return Ok(out);
+    }
+    // A week's units on its Monday would read as one busy day to a daily merchant, and days
+    // would be summed into weeks that souk's own orders also fill.
+    if let Some(weekly) = weekly.filter(|w| *w != (period == Period::Week)) {
+        out.error_count = 1;
+        out.errors.push(LineError {
+            line: 1,
+            message: if weekly {
+                format!("a weekly history for {merchant}, whose forecasts are daily: set `souk forecast period --merchant {merchant} week` first")
+            } else {
+                format!("a daily history for {merchant}, whose forecasts are weekly: send one row per week (a week column)")
+            },
+        });
         return Ok(out);
     }
     if replace {

@@ -22,11 +22,12 @@ use crate::{
     app::App,
     config::ForecastConfig,
     domain::forecast::{
-        calendar::{apply, set_aside, DayKind},
-        censor::{uncensored, unconstrain},
+        calendar::{apply, set_aside_by, DayKind},
+        censor::{uncensored, unconstrain_by},
         forecast_series,
         inventory::advise,
         metrics::{covered, naive_scales, rmsse, scaled_pinball},
+        Period,
     },
     store::forecasts::{self as store, Accuracy, DueForecast, Run, SkuInput, SkuResult},
 };
@@ -152,29 +153,32 @@ pub async fn process_merchant(app: &App, run: &Run, merchant: &str) -> anyhow::R
 
 async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Result<MerchantOutcome> {
     let cfg = app.config.forecast.clone();
-    let from = run.as_of - Duration::days(cfg.history_days as i64 - 1);
-    store::refresh_demand_from_orders(&app.pool, merchant, from, run.as_of)
+    let period = store::period(&app.pool, merchant)
+        .await?
+        .with_context(|| format!("no merchant {merchant}"))?;
+    let w = Window::new(run.as_of, cfg.history_days, period);
+    store::refresh_demand_from_orders(&app.pool, merchant, w.from, w.end())
         .await
         .context("rebuilding daily demand from order lines")?;
-    let (settings, inputs) = store::merchant_inputs(&app.pool, merchant, from, run.as_of)
+    let (settings, inputs) = store::merchant_inputs(&app.pool, merchant, w.from, w.end())
         .await
         .context("loading daily demand and stock")?;
-    let due = store::due_for_accuracy(&app.pool, merchant, run.as_of)
+    let due = store::due_for_accuracy(&app.pool, merchant, w.end())
         .await
         .context("loading past forecasts")?;
-    let last = run.as_of + Duration::days(cfg.horizon_days as i64);
+    let horizon = cfg.settings_for(period).horizon;
+    let last = w.end() + Duration::days((horizon * period.days()) as i64);
     let calendar = Calendar::new(
-        crate::store::calendar::days(&app.pool, merchant, from, last)
+        crate::store::calendar::days(&app.pool, merchant, w.from, last)
             .await
             .context("loading the merchant's calendar")?,
     );
-    let as_of = run.as_of;
     let (results, accuracy) = tokio::task::spawn_blocking(move || {
         let results: Vec<SkuResult> = inputs
             .iter()
-            .map(|i| forecast_sku(&cfg, i, from, as_of, settings, &calendar))
+            .map(|i| forecast_sku(&cfg, i, w, settings, &calendar))
             .collect();
-        let accuracy = score_past(&inputs, &due, from);
+        let accuracy = score_past(&inputs, &due, w.from);
         (results, accuracy)
     })
     .await
@@ -246,19 +250,85 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
     })
 }
 
-/// The dense daily series of a SKU over `[from, from + len)`, and its recent average price.
-fn dense(input: &SkuInput, from: NaiveDate, len: usize) -> (Vec<f64>, Option<i64>) {
-    let mut y = vec![0.0; len];
-    let (mut units, mut revenue) = (0i64, 0i64);
-    let recent = len.saturating_sub(90);
-    for &(day, u, priced, r) in &input.days {
-        let i = (day - from).num_days();
-        if i >= 0 && (i as usize) < len {
-            y[i as usize] += u as f64;
-            if i as usize >= recent {
-                units += priced;
-                revenue += r;
+/// The periods a merchant's series covers: `len` days or weeks from `from`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: NaiveDate,
+    len: usize,
+    period: Period,
+}
+
+impl Window {
+    /// The history of a run as of `as_of`: its last `history_days` days, or the whole weeks
+    /// (Monday to Sunday) among them that ended by `as_of`.
+    fn new(as_of: NaiveDate, history_days: usize, period: Period) -> Window {
+        use chrono::Datelike;
+        let (end, len) = match period {
+            Period::Day => (as_of, history_days),
+            Period::Week => {
+                let back = (as_of.weekday().num_days_from_monday() + 1) % 7;
+                (as_of - Duration::days(back as i64), (history_days / 7).max(1))
             }
+        };
+        Window {
+            from: end - Duration::days((len * period.days()) as i64 - 1),
+            len,
+            period,
+        }
+    }
+
+    /// The window of the same periods that ends on `end` and starts no earlier than `from`
+    /// would allow, `extra` periods longer (a past forecast's horizon).
+    fn ending(from: NaiveDate, end: NaiveDate, period: Period, extra: usize) -> (Window, usize) {
+        let k = period.days() as i64;
+        let before = ((end - from).num_days() + 1).max(0) / k;
+        let w = Window {
+            from: end - Duration::days(before * k - 1),
+            len: before as usize + extra,
+            period,
+        };
+        (w, before as usize)
+    }
+
+    /// The last day of the window.
+    fn end(&self) -> NaiveDate {
+        self.from + Duration::days((self.len * self.period.days()) as i64 - 1)
+    }
+
+    /// The period `day` falls in.
+    fn index(&self, day: NaiveDate) -> Option<usize> {
+        let d = (day - self.from).num_days();
+        let i = usize::try_from(d).ok()? / self.period.days();
+        (i < self.len).then_some(i)
+    }
+}
+
+/// The dense series of a SKU over the window, and its recent average price (the last 90 days).
+/// In a week with an imported row only the imported units count, as on a day with one.
+fn dense(input: &SkuInput, w: Window) -> (Vec<f64>, Option<i64>) {
+    let mut y = vec![0.0; w.len];
+    let (mut units, mut revenue) = (0i64, 0i64);
+    let recent = w.end() - Duration::days(89);
+    let mut imported = vec![false; if w.period == Period::Day { 0 } else { w.len }];
+    for day in &input.imported {
+        if let Some(i) = w.index(*day).filter(|_| !imported.is_empty()) {
+            imported[i] = true;
+        }
+    }
+    let mut is_imported = input.imported.iter().peekable();
+    for &(day, u, priced, r) in &input.days {
+        while is_imported.next_if(|d| **d < day).is_some() {}
+        let own_import = is_imported.peek() == Some(&&day);
+        let Some(i) = w.index(day) else {
+            continue;
+        };
+        if imported.get(i).copied().unwrap_or(false) && !own_import {
+            continue;
+        }
+        y[i] += u as f64;
+        if day >= recent {
+            units += priced;
+            revenue += r;
         }
     }
     let price = if units > 0 {
@@ -297,14 +367,14 @@ impl Calendar {
         c
     }
 
-    /// The kind of each of `len` days from `start` for `sku` (a promotion wins over a holiday).
-    fn kinds(&self, sku: &str, start: NaiveDate, len: usize) -> Vec<Option<DayKind>> {
-        let mut out = vec![None; len];
+    /// The kind of each period of `w` for `sku` (a promotion wins over a holiday; a week
+    /// takes the strongest of its days).
+    fn kinds(&self, sku: &str, w: Window) -> Vec<Option<DayKind>> {
+        let mut out = vec![None; w.len];
         let own = self.by_sku.get(sku).into_iter().flatten().copied();
         for (day, kind) in self.all.iter().map(|(d, k)| (*d, *k)).chain(own) {
-            let i = (day - start).num_days();
-            if i >= 0 && (i as usize) < len {
-                let slot = &mut out[i as usize];
+            if let Some(i) = w.index(day) {
+                let slot = &mut out[i];
                 *slot = Some(slot.map_or(kind, |k| stronger(k, kind)));
             }
         }
@@ -320,13 +390,12 @@ fn stronger(a: DayKind, b: DayKind) -> DayKind {
     }
 }
 
-/// Which of `len` days from `from` the SKU was out of stock.
-fn out_of_stock_mask(input: &SkuInput, from: NaiveDate, len: usize) -> Vec<bool> {
-    let mut mask = vec![false; len];
+/// Which periods of `w` the SKU was out of stock (a week: on any of its days).
+fn out_of_stock_mask(input: &SkuInput, w: Window) -> Vec<bool> {
+    let mut mask = vec![false; w.len];
     for day in &input.out_of_stock {
-        let i = (*day - from).num_days();
-        if i >= 0 && (i as usize) < len {
-            mask[i as usize] = true;
+        if let Some(i) = w.index(*day) {
+            mask[i] = true;
         }
     }
     mask
@@ -335,29 +404,33 @@ fn out_of_stock_mask(input: &SkuInput, from: NaiveDate, len: usize) -> Vec<bool>
 fn forecast_sku(
     cfg: &ForecastConfig,
     input: &SkuInput,
-    from: NaiveDate,
-    as_of: NaiveDate,
+    w: Window,
     merchant: store::MerchantSettings,
     calendar: &Calendar,
 ) -> SkuResult {
-    let len = ((as_of - from).num_days() + 1).max(0) as usize;
-    let (mut y, price) = dense(input, from, len);
+    let (mut y, price) = dense(input, w);
     // Holidays and promotions are set aside (their effect learnt), and out-of-stock days are
     // lost demand, not low demand: both estimated as usual days before any method fits.
-    let out = out_of_stock_mask(input, from, len);
-    let effects = set_aside(&mut y, &calendar.kinds(&input.sku, from, len), &out);
-    unconstrain(&mut y, &out);
-    let settings = cfg.settings();
+    let out = out_of_stock_mask(input, w);
+    let step = w.period.step();
+    let effects = set_aside_by(&mut y, &calendar.kinds(&input.sku, w), &out, step);
+    unconstrain_by(&mut y, &out, step);
+    let settings = cfg.settings_for(w.period);
     let mut f = forecast_series(&y, &settings);
-    let ahead = calendar.kinds(&input.sku, as_of + Duration::days(1), settings.horizon);
-    apply(&mut f, &ahead, &effects);
+    let ahead = Window {
+        from: w.end() + Duration::days(1),
+        len: settings.horizon,
+        period: w.period,
+    };
+    apply(&mut f, &calendar.kinds(&input.sku, ahead), &effects);
     let policy = cfg.policy(input.lead_time_days.or(merchant.lead_time_days));
     let warn = merchant.warn_probability.unwrap_or(cfg.warn_probability);
     // Unknown stock is not zero stock: advice is computed as if on hand were 0 only to fill the
     // row's fields, and the SKU is neither advised (no stock_advice row) nor ever at risk.
     let known = input.available.is_some();
     let available = input.available.unwrap_or(0);
-    let a = advise(&f, available as f64, 0.0, &policy);
+    // Lead times are days: a weekly forecast is read as its days.
+    let a = advise(&f.daily(w.period), available as f64, 0.0, &policy);
     let value = (a.expected_shortfall * price.unwrap_or(0) as f64).round() as i64;
     SkuResult {
         sku: input.sku.clone(),
@@ -384,6 +457,8 @@ fn forecast_sku(
         // stock is unknown.
         at_risk: known && a.lead_time_demand > 0.0 && a.stockout_probability >= warn,
         stock_known: known,
+        series_end: w.end(),
+        period_days: w.period.days() as i16,
         mean: f.mean,
         p50: f.p50,
         p90: f.p90,
@@ -398,19 +473,19 @@ fn score_past(inputs: &[SkuInput], due: &[DueForecast], from: NaiveDate) -> Vec<
     due.iter()
         .map(|d| {
             let h = d.mean.len();
-            let before = ((d.as_of - from).num_days() + 1).max(0) as usize;
+            let period = if d.period_days == 7 {
+                Period::Week
+            } else {
+                Period::Day
+            };
+            let (w, before) = Window::ending(from, d.as_of, period, h);
             let (mut series, mask) = by_sku
                 .get(d.sku.as_str())
-                .map(|i| {
-                    (
-                        dense(i, from, before + h).0,
-                        out_of_stock_mask(i, from, before + h),
-                    )
-                })
-                .unwrap_or_else(|| (vec![0.0; before + h], vec![false; before + h]));
-            // The scale comes from the history as fitted (lost demand estimated); the days
+                .map(|i| (dense(i, w).0, out_of_stock_mask(i, w)))
+                .unwrap_or_else(|| (vec![0.0; w.len], vec![false; w.len]));
+            // The scale comes from the history as fitted (lost demand estimated); the periods
             // scored are those the SKU could be bought: an empty shelf's zero is not an error.
-            unconstrain(&mut series[..before], &mask[..before]);
+            unconstrain_by(&mut series[..before], &mask[..before], period.step());
             let (train, actual) = series.split_at(before);
             let (actual, with) = uncensored(actual, &mask[before..], &[&d.mean, &d.p90]);
             let (mean, p90) = (&with[0], &with[1]);
@@ -452,9 +527,9 @@ pub async fn run_in_process(
     Ok((ok, failed))
 }
 
-/// A text chart of recent daily sales (`#`) and the forecast (p50 `o`, up to p90 `:`), one
-/// column per day, `rows` high.
-pub fn text_chart(history: &[f64], p50: &[f64], p90: &[f64], rows: usize) -> String {
+/// A text chart of recent sales (`#`) and the forecast (p50 `o`, up to p90 `:`), one column
+/// per `unit` (day or week), `rows` high.
+pub fn text_chart(history: &[f64], p50: &[f64], p90: &[f64], rows: usize, unit: &str) -> String {
     let top = history
         .iter()
         .chain(p90.iter())
@@ -487,8 +562,8 @@ pub fn text_chart(history: &[f64], p50: &[f64], p90: &[f64], rows: usize) -> Str
         }
         out.push('\n');
     }
-    let left = format!("last {} days (# sold)", history.len());
-    let right = format!("next {} days (o p50, : to p90)", p50.len());
+    let left = format!("last {} {unit}s (# sold)", history.len());
+    let right = format!("next {} {unit}s (o p50, : to p90)", p50.len());
     out.push_str(&format!(
         "        +{}+{}\n         {left:<w$}{right}\n",
         "-".repeat(history.len()),
@@ -504,13 +579,50 @@ mod tests {
 
     #[test]
     fn text_chart_draws_history_then_forecast() {
-        let chart = text_chart(&[0.0, 2.0, 4.0], &[1.0, 1.0], &[3.0, 4.0], 4);
+        let chart = text_chart(&[0.0, 2.0, 4.0], &[1.0, 1.0], &[3.0, 4.0], 4, "day");
         let lines: Vec<&str> = chart.lines().collect();
         assert_eq!(lines.len(), 6, "{chart}");
         // Top row: only the 4-unit day and the p90 of 4 reach it.
         assert!(lines[0].ends_with("|  #| :"), "{chart}");
         // Bottom row: both sold days, and the p50 of 1 is drawn as o.
         assert!(lines[3].ends_with("| ##|oo"), "{chart}");
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn weekly_windows_hold_whole_weeks_and_an_imported_week_counts_its_import_only() {
+        // Wednesday 2026-10-14: the last whole week ended on Sunday the 11th.
+        let w = Window::new(day("2026-10-14"), 730, Period::Week);
+        assert_eq!((w.len, w.end()), (104, day("2026-10-11")));
+        assert_eq!(w.from, day("2024-10-14"));
+        assert_eq!(w.index(day("2026-10-05")), Some(103));
+        assert_eq!(w.index(day("2026-10-12")), None);
+        let d = Window::new(day("2026-10-14"), 730, Period::Day);
+        assert_eq!((d.len, d.end()), (730, day("2026-10-14")));
+        // The week of 10-05 was imported (70 on its Monday); souk's own 50 on its Wednesday is
+        // in that figure already. The week before has only souk's orders: they count.
+        let input = SkuInput {
+            sku: "A".into(),
+            days: vec![
+                (day("2026-09-29"), 5, 0, 0),
+                (day("2026-10-01"), 6, 0, 0),
+                (day("2026-10-05"), 70, 0, 0),
+                (day("2026-10-07"), 50, 0, 0),
+            ],
+            imported: vec![day("2026-10-05")],
+            ..Default::default()
+        };
+        let (y, _) = dense(&input, w);
+        assert_eq!(&y[102..], &[11.0, 70.0]);
+        // By day, every day counts (the day rule is applied in SQL).
+        let (y, _) = dense(&input, d);
+        assert_eq!(y.iter().sum::<f64>(), 131.0);
+        // A past weekly forecast scored on a daily window: whole weeks ending on its as_of.
+        let (s, before) = Window::ending(day("2024-10-16"), day("2026-10-11"), Period::Week, 8);
+        assert_eq!((s.from, before, s.len), (day("2024-10-21"), 103, 111));
     }
 
     #[test]

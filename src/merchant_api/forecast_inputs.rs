@@ -1,5 +1,6 @@
 //! What a merchant tells souk's forecasts about itself (docs/forecasting.md): its own sales
-//! history, its calendar of holidays and promotions, and the time zone its days are cut in.
+//! history, its calendar of holidays and promotions, the time zone its days are cut in, and
+//! whether it counts by day or by week.
 //! The same checks and writes as `souk forecast import|calendar|time-zone` and the admin API,
 //! always for the caller's merchant. A file with any bad line is refused whole (422
 //! `invalid_lines`, each refusal with its line number) and nothing of it is written.
@@ -17,9 +18,10 @@ use serde_json::json;
 use super::{body::Body, Problem, Who};
 use crate::{
     app::App,
+    domain::forecast::Period,
     domain::forecast::{calendar::parse_calendar, history::LineError},
     forecast::import::{self, Source},
-    store::forecasts::{set_time_zone, ZoneSet},
+    store::forecasts::{set_period, set_time_zone, ZoneSet},
 };
 
 /// A history or calendar sent here is held in memory: larger files go through the operator's
@@ -144,4 +146,27 @@ pub async fn time_zone(
         // The key's merchant was removed under it.
         ZoneSet::NoMerchant => Err(Problem::not_found("merchant")),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodBody {
+    period: String,
+}
+
+/// `PUT /merchant/v1/forecasts/period` `{"period": "week"}`: the merchant's history and
+/// forecasts by day (the default) or by Monday-to-Sunday week, from the next run on.
+pub async fn period(
+    State(app): State<App>,
+    Extension(who): Who,
+    b: Body<PeriodBody>,
+) -> Result<Response, Problem> {
+    let b = b.required()?;
+    let Some(p) = Period::parse(&b.period) else {
+        return Err(Problem::invalid("invalid_body", "period is day or week"));
+    };
+    if !set_period(&app.pool, &who.merchant_id, p).await? {
+        return Err(Problem::not_found("merchant"));
+    }
+    Ok(Json(json!({"period": p.as_str()})).into_response())
 }

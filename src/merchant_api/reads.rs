@@ -372,5 +372,14 @@ pub async fn forecasts(
 ) -> Result<Response, Problem> {
     let q = query(q)?;
     let rows = crate::store::forecasts::latest_advice(&app.pool, &who.merchant_id, q.sku.as_deref()).await?;
-    Ok(Json(json!({"granularity": "day", "data": rows})).into_response())
+    // The run's period, else the merchant's (a weekly merchant's arrays hold one value a week).
+    let granularity = match rows.first() {
+        Some(r) if r.period_days == 7 => "week",
+        Some(_) => "day",
+        None => crate::store::forecasts::period(&app.pool, &who.merchant_id)
+            .await?
+            .unwrap_or_default()
+            .as_str(),
+    };
+    Ok(Json(json!({"granularity": granularity, "data": rows})).into_response())
 }

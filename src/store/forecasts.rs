@@ -1,6 +1,7 @@
 //! SQL of demand forecasting: daily demand, runs and their merchants, forecasts, stock advice,
 //! accuracy. Bulk writes go through `UNNEST` of arrays (one statement per few thousand rows).
 
+pub use super::forecast_settings::*;
 use chrono::NaiveDate;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -199,6 +200,9 @@ pub struct SkuInput {
     pub days: Vec<(NaiveDate, i64, i64, i64)>,
     /// The days it was out of stock (its sales then are a lower bound on demand), in order.
     pub out_of_stock: Vec<NaiveDate>,
+    /// The days with an imported row, in order: in a weekly merchant's week that has one, only
+    /// the imported units count (a weekly import is one row on the week's Monday).
+    pub imported: Vec<NaiveDate>,
     /// Units on hand less reserved; `None` when souk has no stock row for the SKU (its stock is
     /// unknown, not zero: such a SKU gets a forecast and no stock advice).
     pub available: Option<i64>,
@@ -210,6 +214,7 @@ pub struct SkuInput {
 pub struct MerchantSettings {
     pub lead_time_days: Option<i32>,
     pub warn_probability: Option<f64>,
+    pub period: crate::domain::forecast::Period,
 }
 
 /// Everything the forecast of one merchant reads: its settings, and demand over `[from, to]`
@@ -220,19 +225,20 @@ pub async fn merchant_inputs(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<(MerchantSettings, Vec<SkuInput>), sqlx::Error> {
-    let settings = sqlx::query_as::<_, (Option<i32>, Option<f64>)>(
-        "SELECT lead_time_days, forecast_warn_probability FROM merchants WHERE id = $1",
+    let settings = sqlx::query_as::<_, (Option<i32>, Option<f64>, String)>(
+        "SELECT lead_time_days, forecast_warn_probability, forecast_period FROM merchants WHERE id = $1",
     )
     .bind(merchant)
     .fetch_optional(pool)
     .await?
-    .map(|(lead_time_days, warn_probability)| MerchantSettings {
+    .map(|(lead_time_days, warn_probability, period)| MerchantSettings {
         lead_time_days,
         warn_probability,
+        period: crate::domain::forecast::Period::parse(&period).unwrap_or_default(),
     })
     .unwrap_or_default();
-    let rows: Vec<(String, NaiveDate, i64, i64, i64, bool)> = sqlx::query_as(&format!(
-        "SELECT sku, day, {DAY_UNITS}, {PRICED}, {DAY_OUT_OF_STOCK} FROM sku_daily_demand
+    let rows: Vec<(String, NaiveDate, i64, i64, i64, bool, bool)> = sqlx::query_as(&format!(
+        "SELECT sku, day, {DAY_UNITS}, {PRICED}, {DAY_OUT_OF_STOCK}, bool_or(source = 'imported') FROM sku_daily_demand
          WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day"
     ))
     .bind(merchant)
@@ -247,7 +253,7 @@ pub async fn merchant_inputs(
     .fetch_all(pool)
     .await?;
     let mut by_sku: std::collections::BTreeMap<String, SkuInput> = Default::default();
-    for (sku, day, units, priced_units, revenue, out) in rows {
+    for (sku, day, units, priced_units, revenue, out, imported) in rows {
         let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
             sku,
             ..Default::default()
@@ -255,6 +261,9 @@ pub async fn merchant_inputs(
         e.days.push((day, units, priced_units, revenue));
         if out {
             e.out_of_stock.push(day);
+        }
+        if imported {
+            e.imported.push(day);
         }
     }
     for (sku, on_hand, reserved, lt) in stock {
@@ -298,6 +307,11 @@ pub struct SkuResult {
     pub at_risk: bool,
     /// Whether the SKU's stock is known; only such SKUs get a `stock_advice` row.
     pub stock_known: bool,
+    /// The last day of the history fitted (a weekly merchant's: the Sunday ending its last
+    /// complete week); the forecast starts the day after.
+    pub series_end: NaiveDate,
+    /// Days per forecast value: 1, or 7 for a weekly merchant.
+    pub period_days: i16,
 }
 
 /// A past forecast whose horizon has passed and that has no accuracy yet.
@@ -308,6 +322,8 @@ pub struct DueForecast {
     pub as_of: NaiveDate,
     pub mean: Vec<f64>,
     pub p90: Vec<f64>,
+    /// Days per value: 1, or 7 for a weekly forecast.
+    pub period_days: i16,
 }
 
 pub async fn due_for_accuracy(
@@ -316,8 +332,8 @@ pub async fn due_for_accuracy(
     as_of: NaiveDate,
 ) -> Result<Vec<DueForecast>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT f.id, f.sku, f.as_of, f.mean, f.p90 FROM sku_forecasts f
-         WHERE f.merchant_id = $1 AND f.as_of + cardinality(f.mean) <= $2
+        "SELECT f.id, f.sku, f.as_of, f.mean, f.p90, f.period_days FROM sku_forecasts f
+         WHERE f.merchant_id = $1 AND f.as_of + cardinality(f.mean) * f.period_days <= $2
            AND NOT EXISTS (SELECT 1 FROM forecast_accuracy a WHERE a.forecast_id = f.id)
          ORDER BY f.id LIMIT 100000",
     )
@@ -424,22 +440,25 @@ async fn insert_forecasts(
     let hist: Vec<i32> = rows.iter().map(|r| r.history_days).collect();
     let vr: Vec<Option<f64>> = rows.iter().map(|r| r.validation_rmsse).collect();
     let disp: Vec<f64> = rows.iter().map(|r| r.dispersion).collect();
+    let end: Vec<NaiveDate> = rows.iter().map(|r| r.series_end).collect();
+    let per: Vec<i16> = rows.iter().map(|r| r.period_days).collect();
     sqlx::query(
         "INSERT INTO sku_forecasts (run_id, merchant_id, sku, as_of, model, fallback, demand_class, adi, cv2,
-                history_days, validation_rmsse, dispersion, mean, p50, p90, p95)
-         SELECT $1, $2, u.sku, $3, u.model, u.fallback, u.class, u.adi, u.cv2, u.hist, u.vr, u.disp,
+                history_days, validation_rmsse, dispersion, mean, p50, p90, p95, period_days)
+         SELECT $1, $2, u.sku, u.end_day, u.model, u.fallback, u.class, u.adi, u.cv2, u.hist, u.vr, u.disp,
                 ARRAY(SELECT jsonb_array_elements_text(u.mean)::float8),
                 ARRAY(SELECT jsonb_array_elements_text(u.p50)::float8),
                 ARRAY(SELECT jsonb_array_elements_text(u.p90)::float8),
-                ARRAY(SELECT jsonb_array_elements_text(u.p95)::float8)
+                ARRAY(SELECT jsonb_array_elements_text(u.p95)::float8), u.per
          FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[], $10::int[],
-                     $11::float8[], $12::float8[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::jsonb[])
-              AS u(sku, model, fallback, class, adi, cv2, hist, vr, disp, mean, p50, p90, p95)
+                     $11::float8[], $12::float8[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::jsonb[],
+                     $3::date[], $17::int2[])
+              AS u(sku, model, fallback, class, adi, cv2, hist, vr, disp, mean, p50, p90, p95, end_day, per)
          ON CONFLICT (run_id, merchant_id, sku) DO NOTHING",
     )
     .bind(run.id)
     .bind(merchant)
-    .bind(run.as_of)
+    .bind(&end)
     .bind(&sku)
     .bind(&model)
     .bind(&fallback)
@@ -453,6 +472,7 @@ async fn insert_forecasts(
     .bind(json_rows(rows, |r| &r.p50))
     .bind(json_rows(rows, |r| &r.p90))
     .bind(json_rows(rows, |r| &r.p95))
+    .bind(&per)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -561,6 +581,10 @@ pub struct AdviceRow {
     pub p50: Vec<f64>,
     pub p90: Vec<f64>,
     pub p95: Vec<f64>,
+    /// The last day of the history the forecast fitted: its values start the day after.
+    pub series_end: NaiveDate,
+    /// Days per forecast value: 1, or 7 for a weekly merchant.
+    pub period_days: i16,
 }
 
 /// The advice of a merchant's latest run that has it (optionally one SKU), riskiest first.
@@ -572,7 +596,8 @@ pub async fn latest_advice(
     sqlx::query_as(
         "SELECT a.run_id, a.sku, a.as_of, f.model, f.fallback, f.demand_class, f.validation_rmsse, f.dispersion, a.available,
                 a.lead_time_days, a.lead_time_demand, a.stockout_probability, a.reorder_point, a.suggested_order,
-                a.days_of_cover, a.value_at_risk_minor, a.at_risk, f.mean, f.p50, f.p90, f.p95
+                a.days_of_cover, a.value_at_risk_minor, a.at_risk, f.mean, f.p50, f.p90, f.p95,
+                f.as_of AS series_end, f.period_days
          FROM stock_advice a
          JOIN sku_forecasts f ON f.run_id = a.run_id AND f.merchant_id = a.merchant_id AND f.sku = a.sku
          WHERE a.merchant_id = $1 AND ($2::text IS NULL OR a.sku = $2)
@@ -612,77 +637,4 @@ pub async fn daily_units(
         }
     }
     Ok(out)
-}
-
-/// Sets (or clears, with `None`) the lead time of a merchant, or of one of its SKUs. `false`
-/// when the merchant or the SKU's stock row does not exist.
-/// Sets (or with `None` clears) a merchant's stock-out threshold; false if no such merchant.
-pub async fn set_warn_probability(
-    pool: &PgPool,
-    merchant: &str,
-    p: Option<f64>,
-) -> Result<bool, sqlx::Error> {
-    let n =
-        sqlx::query("UPDATE merchants SET forecast_warn_probability = $2, updated_at = now() WHERE id = $1")
-            .bind(merchant)
-            .bind(p)
-            .execute(pool)
-            .await?
-            .rows_affected();
-    Ok(n == 1)
-}
-
-/// What setting a merchant's time zone came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZoneSet {
-    Set,
-    NoMerchant,
-    /// Not a name PostgreSQL knows (`pg_timezone_names`).
-    UnknownZone,
-}
-
-/// Sets a merchant's time zone (an IANA name such as `Asia/Shanghai`; `UTC` is the default).
-pub async fn set_time_zone(pool: &PgPool, merchant: &str, zone: &str) -> Result<ZoneSet, sqlx::Error> {
-    // PostgreSQL text cannot hold U+0000, and no zone name is long.
-    if zone.is_empty() || zone.len() > 64 || zone.contains('\0') {
-        return Ok(ZoneSet::UnknownZone);
-    }
-    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-        .bind(zone)
-        .fetch_one(pool)
-        .await?;
-    if !known {
-        return Ok(ZoneSet::UnknownZone);
-    }
-    let n = sqlx::query("UPDATE merchants SET time_zone = $2, updated_at = now() WHERE id = $1")
-        .bind(merchant)
-        .bind(zone)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    Ok(if n == 1 { ZoneSet::Set } else { ZoneSet::NoMerchant })
-}
-
-pub async fn set_lead_time(
-    pool: &PgPool,
-    merchant: &str,
-    sku: Option<&str>,
-    days: Option<i32>,
-) -> Result<bool, sqlx::Error> {
-    let n = match sku {
-        None => sqlx::query("UPDATE merchants SET lead_time_days = $2, updated_at = now() WHERE id = $1")
-            .bind(merchant)
-            .bind(days)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        Some(sku) => sqlx::query("UPDATE stock SET lead_time_days = $3 WHERE merchant_id = $1 AND sku = $2")
-            .bind(merchant)
-            .bind(sku)
-            .bind(days)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-    };
-    Ok(n == 1)
 }

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod calendar;
 pub mod deliveries;
 pub mod follow_ups;
+pub mod forecast_settings;
 pub mod forecasts;
 pub mod history;
 pub mod kpis;

@@ -368,4 +368,44 @@ async fn a_merchant_sends_its_history_calendar_and_time_zone_through_its_api() {
             ("m-own".into(), "Asia/Shanghai".into())
         ]
     );
+
+    // By week: then a daily file is refused, and a weekly one taken.
+    let r = send(
+        reqwest::Method::PUT,
+        "/merchant/v1/forecasts/period",
+        &key,
+        "application/json",
+        r#"{"period":"week"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"period": "week"}));
+    let r = send(
+        post.clone(),
+        "/merchant/v1/forecasts/history",
+        &key,
+        "text/csv",
+        "sku,date,units\nB,2026-11-03,7\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one row per week"),
+        "{p}"
+    );
+    let r = send(
+        post,
+        "/merchant/v1/forecasts/history",
+        &key,
+        "text/csv",
+        "sku,week,units\nB,2026-W44,40\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
 }

@@ -12,6 +12,7 @@ mod chaos;
 mod decoder;
 mod forecast;
 mod forecast_import;
+mod forecast_weekly;
 mod groups;
 mod merchant_api;
 mod merchant_day;

@@ -75,6 +75,15 @@ pub(crate) enum ForecastAction {
         merchant: String,
         zone: String,
     },
+    /// Set whether a merchant's history and forecasts are by day (the default) or by week
+    /// (Monday to Sunday; for merchants whose sales reports are weekly). Its next run reads
+    /// its history by that period; weekly history files can be imported once it is weekly.
+    Period {
+        #[arg(long)]
+        merchant: String,
+        /// day or week
+        period: String,
+    },
     /// Import a merchant's calendar of holidays and promotions (CSV with a header: kind
     /// holiday|promotion, from, and optionally to, sku, name), set aside when fitting and
     /// applied to the days ahead. Checked whole first, every bad line listed.
@@ -170,6 +179,16 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                     anyhow::bail!("unknown time zone {zone:?}: give an IANA name such as Europe/Paris")
                 }
             }
+            Ok(())
+        }
+        ForecastAction::Period { merchant, period } => {
+            let Some(p) = souk::domain::forecast::Period::parse(&period) else {
+                anyhow::bail!("period {period:?}: give day or week")
+            };
+            if !forecasts::set_period(&app.pool, &merchant, p).await? {
+                anyhow::bail!("no merchant {merchant}");
+            }
+            println!("{merchant}: history and forecasts by {period} from the next forecast run");
             Ok(())
         }
         ForecastAction::Calendar {
@@ -278,11 +297,16 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             };
             if let Some(sku) = &sku {
                 let r = first;
-                let from = r.as_of - chrono::Duration::days(55);
-                let hist = forecasts::daily_units(&app.pool, &merchant, sku, from, r.as_of).await?;
+                let weekly = r.period_days == 7;
+                let (unit, span) = if weekly { ("week", 8 * 7) } else { ("day", 56) };
+                let from = r.series_end - chrono::Duration::days(span - 1);
+                let mut hist = forecasts::daily_units(&app.pool, &merchant, sku, from, r.series_end).await?;
+                if weekly {
+                    hist = hist.chunks(7).map(|w| w.iter().sum()).collect();
+                }
                 println!(
-                    "{merchant} / {sku}: forecast from {} (run {})",
-                    r.as_of + chrono::Duration::days(1),
+                    "{merchant} / {sku}: forecast by {unit} from {} (run {})",
+                    r.series_end + chrono::Duration::days(1),
                     r.run_id
                 );
                 println!(
@@ -295,15 +319,20 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                     r.demand_class,
                     r.validation_rmsse.map_or("-".to_owned(), |v| format!("{v:.3}"))
                 );
+                let first_week = if weekly { 1 } else { 7 };
                 let week = souk::domain::forecast::dist::Demand::new(
-                    r.mean.iter().take(7).sum::<f64>(),
-                    r.mean.iter().take(7).sum::<f64>() * r.dispersion,
+                    r.mean.iter().take(first_week).sum::<f64>(),
+                    r.mean.iter().take(first_week).sum::<f64>() * r.dispersion,
                 );
                 let mut q = [0.0; 3];
                 week.quantiles(&souk::domain::forecast::LEVELS, &mut q);
                 println!(
-                    "  next 7 days: mean {:.1} units; p50 {}, p90 {}, p95 {}",
-                    week.mean, q[0], q[1], q[2]
+                    "  next {}: mean {:.1} units; p50 {}, p90 {}, p95 {}",
+                    if weekly { "week" } else { "7 days" },
+                    week.mean,
+                    q[0],
+                    q[1],
+                    q[2]
                 );
                 println!(
                     "  stock {} available; lead time {} d, demand over it {:.1}; P(stock-out) {:.0} %; reorder point {}; suggested order {}",
@@ -315,7 +344,7 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                     r.suggested_order
                 );
                 println!();
-                print!("{}", forecast::text_chart(&hist, &r.p50, &r.p90, 10));
+                print!("{}", forecast::text_chart(&hist, &r.p50, &r.p90, 10, unit));
                 return Ok(());
             }
             let at_risk = rows.iter().filter(|r| r.at_risk).count();

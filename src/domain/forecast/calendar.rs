@@ -201,6 +201,12 @@ impl Effects {
 /// the days that are neither unusual nor out of stock (`censored`), and returns each kind's
 /// effect, measured on its days that were in stock.
 pub fn set_aside(y: &mut [f64], kinds: &[Option<DayKind>], censored: &[bool]) -> Effects {
+    set_aside_by(y, kinds, censored, super::methods::SEASON)
+}
+
+/// [`set_aside`] for a series whose periods repeat every `step` (1 for weeks: an unusual week
+/// is compared with the usual weeks around it).
+pub fn set_aside_by(y: &mut [f64], kinds: &[Option<DayKind>], censored: &[bool], step: usize) -> Effects {
     let mut effects = Effects::default();
     // Most merchants have no calendar: no copy of the series.
     if kinds.iter().all(Option::is_none) {
@@ -218,7 +224,7 @@ pub fn set_aside(y: &mut [f64], kinds: &[Option<DayKind>], censored: &[bool]) ->
         let Some(kind) = kinds.get(t).copied().flatten() else {
             continue;
         };
-        let Some(e) = usual_demand(&observed, t, first, usual) else {
+        let Some(e) = usual_demand(&observed, t, first, step, usual) else {
             continue;
         };
         y[t] = e;

@@ -21,6 +21,12 @@ const DAYS: usize = 28;
 /// are left alone: a SKU not launched yet has no lost demand. A day with nothing uncensored in
 /// reach keeps its value.
 pub fn unconstrain(y: &mut [f64], censored: &[bool]) {
+    unconstrain_by(y, censored, SEASON)
+}
+
+/// [`unconstrain`] for a series whose periods repeat every `step` (7 for days, 1 for weeks:
+/// a censored week is estimated from the uncensored weeks within [`WEEKS`] either side).
+pub fn unconstrain_by(y: &mut [f64], censored: &[bool], step: usize) {
     // Most SKUs never ran out: no copy of their series.
     if !censored.contains(&true) {
         return;
@@ -34,18 +40,25 @@ pub fn unconstrain(y: &mut [f64], censored: &[bool]) {
         if open(t) {
             continue;
         }
-        if let Some(e) = usual_demand(&observed, t, first, open) {
+        if let Some(e) = usual_demand(&observed, t, first, step, open) {
             y[t] = observed[t].max(e);
         }
     }
 }
 
-/// What day `t` of `y` would have sold on a usual day: the mean of the same weekday over the
-/// days `usable` says are usual, within [`WEEKS`] weeks either side and not before `first`;
-/// when there is none, of every usable day within [`DAYS`] days; else `None`.
-pub fn usual_demand(y: &[f64], t: usize, first: usize, usable: impl Fn(usize) -> bool) -> Option<f64> {
+/// What day `t` of `y` would have sold on a usual day: the mean of the same weekday (every
+/// `step`-th period: 7 for days, 1 for weeks) over the days `usable` says are usual, within
+/// [`WEEKS`] weeks either side and not before `first`; when there is none, of every usable day
+/// within [`DAYS`] days; else `None`.
+pub fn usual_demand(
+    y: &[f64],
+    t: usize,
+    first: usize,
+    step: usize,
+    usable: impl Fn(usize) -> bool,
+) -> Option<f64> {
     let same_weekday = (1..=WEEKS)
-        .flat_map(|k| [t.checked_sub(k * SEASON), Some(t + k * SEASON)])
+        .flat_map(|k| [t.checked_sub(k * step), Some(t + k * step)])
         .flatten()
         .filter(|&i| i >= first && i < y.len() && usable(i));
     mean(same_weekday.map(|i| y[i])).or_else(|| {

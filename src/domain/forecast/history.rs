@@ -1,6 +1,7 @@
 //! A merchant's sales history file, line by line (`crate::forecast::import` reads and writes
 //! it): CSV with a header, or JSON lines, one SKU-day per row — `sku`, `date` (YYYY-MM-DD),
-//! `units`, and optionally `revenue_minor` (integer minor units: never a decimal to round),
+//! `units` — or one SKU-week per row, with `week` instead of `date` (the Monday that starts
+//! it, YYYY-MM-DD, or the ISO week, YYYY-Www; a file is all days or all weeks), and optionally `revenue_minor` (integer minor units: never a decimal to round),
 //! `on_hand` and `in_stock`. Each refusal names its line.
 
 use std::{
@@ -49,7 +50,15 @@ pub struct LineError {
     pub message: String,
 }
 
-const COLUMNS: &[&str] = &["sku", "date", "units", "revenue_minor", "on_hand", "in_stock"];
+const COLUMNS: &[&str] = &[
+    "sku",
+    "date",
+    "units",
+    "revenue_minor",
+    "on_hand",
+    "in_stock",
+    "week",
+];
 
 /// Reads lines one by one, checking each and the file as a whole (one row per SKU and day).
 pub struct Parser {
@@ -58,6 +67,8 @@ pub struct Parser {
     columns: Option<Vec<usize>>,
     width: usize,
     today: NaiveDate,
+    /// Whether the rows are weeks (known from the CSV header or the first JSON line).
+    weekly: Option<bool>,
     /// A 64-bit hash of (SKU, day) → the line that had it: 10 million rows in ~250 MB.
     seen: HashMap<u64, u32>,
 }
@@ -69,11 +80,19 @@ impl Parser {
             columns: None,
             width: 0,
             today,
+            weekly: None,
             seen: HashMap::new(),
         }
     }
 
-    /// The row on line `n`, or none for a blank line or the CSV header.
+    /// Whether the file's rows are weeks (`week` column) rather than days; `None` before the
+    /// first row.
+    pub fn weekly(&self) -> Option<bool> {
+        self.weekly
+    }
+
+    /// The row on line `n`, or none for a blank line or the CSV header. A weekly row's `day` is
+    /// the Monday that starts its week.
     pub fn line(&mut self, n: usize, text: &str) -> Result<Option<HistoryRow>, LineError> {
         let err = |message: String| LineError { line: n, message };
         let text = text.strip_suffix('\r').unwrap_or(text);
@@ -85,7 +104,7 @@ impl Parser {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let fields: [Option<String>; 6] = match self.format {
+        let fields: [Option<String>; 7] = match self.format {
             Format::Csv => {
                 let cells = split_csv(text).map_err(err)?;
                 let Some(cols) = &self.columns else {
@@ -115,6 +134,17 @@ impl Parser {
                 if let Some(k) = o.keys().find(|k| !COLUMNS.contains(&k.as_str())) {
                     return Err(err(unknown_field(k)));
                 }
+                let weekly = o.contains_key("week");
+                match self.weekly {
+                    Some(w) if w != weekly => {
+                        return Err(err(format!(
+                            "a {} where the file's first row was a {}: a file is all days or all weeks",
+                            if weekly { "week" } else { "day" },
+                            if w { "week" } else { "day" }
+                        )))
+                    }
+                    _ => self.weekly = Some(weekly),
+                }
                 std::array::from_fn(|i| match o.get(COLUMNS[i]) {
                     None | Some(Value::Null) => None,
                     Some(Value::String(s)) => Some(s.clone()),
@@ -126,8 +156,9 @@ impl Parser {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&row.sku, row.day).hash(&mut h);
         if let Some(first) = self.seen.insert(h.finish(), n as u32) {
+            let what = if self.weekly == Some(true) { "week" } else { "day" };
             return Err(err(format!(
-                "{} on {} again (first on line {first}); one row per SKU and day",
+                "{} on {} again (first on line {first}); one row per SKU and {what}",
                 row.sku, row.day
             )));
         }
@@ -146,7 +177,13 @@ impl Parser {
             }
             cols[k] = i;
         }
-        for required in ["sku", "date", "units"] {
+        let has = |name: &str| cols[COLUMNS.iter().position(|k| *k == name).unwrap()] != usize::MAX;
+        if has("date") && has("week") {
+            return Err("both date and week columns: a file is all days (date) or all weeks (week)".into());
+        }
+        self.weekly = Some(has("week"));
+        let when = if has("week") { "week" } else { "date" };
+        for required in ["sku", when, "units"] {
             if cols[COLUMNS.iter().position(|k| *k == required).unwrap()] == usize::MAX {
                 return Err(format!(
                     "the header has no {required} column (the first line names the columns: {})",
@@ -159,19 +196,26 @@ impl Parser {
         Ok(())
     }
 
-    fn row(&self, f: [Option<String>; 6]) -> Result<HistoryRow, String> {
-        let [sku, date, units, revenue, on_hand, in_stock] = f;
+    fn row(&self, f: [Option<String>; 7]) -> Result<HistoryRow, String> {
+        let [sku, date, units, revenue, on_hand, in_stock, week] = f;
         let sku = sku.ok_or("sku is missing")?;
         if !id_ok(&sku) {
             return Err(format!(
                 "sku {sku:?} is not 1–200 printable characters without bidirectional controls"
             ));
         }
-        let date = date.ok_or("date is missing")?;
-        let day = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-            .ok()
-            .filter(|_| date.len() == 10)
-            .ok_or_else(|| format!("date {date:?} is not YYYY-MM-DD"))?;
+        if date.is_some() && week.is_some() {
+            return Err("both date and week: a row is one day or one week".into());
+        }
+        let day = if self.weekly == Some(true) {
+            week_start(&week.ok_or("week is missing")?)?
+        } else {
+            let date = date.ok_or("date is missing")?;
+            NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+                .ok()
+                .filter(|_| date.len() == 10)
+                .ok_or_else(|| format!("date {date:?} is not YYYY-MM-DD"))?
+        };
         let earliest = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap();
         if day < earliest || day > self.today {
             return Err(format!(
@@ -214,13 +258,38 @@ fn unknown_field(name: &str) -> String {
         "revenue" | "amount" | "sales" => {
             " (give revenue_minor: the revenue in the currency's minor unit, a whole number)"
         }
-        "week" => " (weekly history is not imported yet: send one row per day)",
         _ => "",
     };
     format!(
         "unknown field {name:?}{hint}; the fields are {}",
         COLUMNS.join(", ")
     )
+}
+
+/// The Monday that starts a week given as that Monday (YYYY-MM-DD) or as an ISO week
+/// (YYYY-Www).
+fn week_start(s: &str) -> Result<NaiveDate, String> {
+    use chrono::Datelike;
+    let t = s.trim();
+    if let Some((y, w)) = t.split_once("-W") {
+        let iso = y
+            .parse::<i32>()
+            .ok()
+            .zip(w.parse::<u32>().ok().filter(|_| w.len() == 2))
+            .and_then(|(y, w)| NaiveDate::from_isoywd_opt(y, w, chrono::Weekday::Mon));
+        return iso.ok_or_else(|| format!("week {s:?} is not an ISO week such as 2026-W05"));
+    }
+    let day = NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .filter(|_| t.len() == 10)
+        .ok_or_else(|| format!("week {s:?} is not its Monday (YYYY-MM-DD) or an ISO week (YYYY-Www)"))?;
+    if day.weekday() != chrono::Weekday::Mon {
+        return Err(format!(
+            "week {day} is a {:?}: a week is named by the Monday that starts it",
+            day.weekday()
+        ));
+    }
+    Ok(day)
 }
 
 /// A whole number 0..=max, written as digits (no sign, fraction or exponent).
@@ -335,6 +404,53 @@ mod tests {
     }
 
     #[test]
+    fn weeks_are_named_by_their_monday_or_iso_week_and_a_file_does_not_mix() {
+        let r = parse_all(
+            Format::Csv,
+            "sku,week,units
+A,2026-11-23,70
+A,2026-W49,60
+A,2026-11-25,1
+A,2026-W48,5
+B,2026-W60,1
+",
+        );
+        assert_eq!(r[1].clone().unwrap().unwrap().day, day("2026-11-23"));
+        assert_eq!(r[2].clone().unwrap().unwrap().day, day("2026-11-30"));
+        let errs: Vec<String> = r
+            .iter()
+            .filter_map(|x| x.clone().err())
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("4: ") && errs[0].contains("Wed"), "{errs:?}");
+        assert!(
+            errs[1].starts_with("5: ") && errs[1].contains("one row per SKU and week"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].starts_with("6: ") && errs[2].contains("ISO week"),
+            "{errs:?}"
+        );
+        let r = parse_all(
+            Format::Csv,
+            "sku,date,week,units
+",
+        );
+        assert!(r[0].as_ref().unwrap_err().message.contains("both date and week"));
+        let r = parse_all(
+            Format::JsonLines,
+            "{\"sku\": \"A\", \"week\": \"2026-W48\", \"units\": 3}\n{\"sku\": \"A\", \"date\": \"2026-11-30\", \"units\": 1}",
+        );
+        assert_eq!(r[0].clone().unwrap().unwrap().day, day("2026-11-23"));
+        assert!(r[1]
+            .as_ref()
+            .unwrap_err()
+            .message
+            .contains("all days or all weeks"));
+    }
+
+    #[test]
     fn json_lines_with_numbers_or_strings_and_no_unknown_keys() {
         let r = parse_all(
             Format::JsonLines,
@@ -342,7 +458,13 @@ mod tests {
         );
         let a = r[0].clone().unwrap().unwrap();
         assert_eq!((a.units, a.on_hand, a.in_stock), (4, Some(0), Some(false)));
-        assert!(r[1].as_ref().unwrap_err().message.contains("weekly"));
+        assert!(
+            r[1].as_ref()
+                .unwrap_err()
+                .message
+                .contains("all days or all weeks"),
+            "{r:?}"
+        );
         assert!(r[2].as_ref().unwrap_err().message.contains("one JSON object"));
         assert!(
             r[3].as_ref().unwrap_err().message.contains("whole number"),

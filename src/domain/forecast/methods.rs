@@ -21,6 +21,24 @@ pub trait Model: Sync {
 pub struct Ses;
 /// ETS(A,N,A): additive level and weekly season (Holt-Winters without trend), α and γ from a grid.
 pub struct EtsAna;
+impl Model for EtsAnaYearly {
+    fn name(&self) -> &'static str {
+        "ets_ana_52"
+    }
+    fn forecast(&self, y: &[f64], h: usize, out: &mut Vec<f64>) {
+        let keep = ALPHAS
+            .iter()
+            .flat_map(|&a| GAMMAS.iter().map(move |&g| (a, g)))
+            .map(|(a, g)| ets_ana_fit_n::<YEAR_WEEKS>(y, a, g))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("non-empty grid");
+        let (level, season) = keep.0;
+        let n = y.len();
+        out.clear();
+        out.extend((0..h).map(|i| (level + season[(n + i) % YEAR_WEEKS]).max(0.0)));
+    }
+}
+
 /// A multiplicative weekday profile (shrunk towards flat when sales are few) removed, SES on
 /// what is left, the profile put back: ETS(M,N,M) in spirit, robust on count data.
 pub struct WeekdaySes;
@@ -37,8 +55,26 @@ pub struct SeasonalNaive;
 /// in the divisor): the fallback for short histories.
 pub struct RecentMean;
 
-/// The candidates compared by rolling-origin validation.
+/// ETS(A,N,A) with a 52-week season, for weekly series with two years or more.
+pub struct EtsAnaYearly;
+
+/// The candidates compared by rolling-origin validation on daily series.
 pub const CANDIDATES: &[&dyn Model] = &[&EtsAna, &WeekdaySes, &Ses, &Croston, &Sba, &Tsb];
+
+/// Weeks in the yearly season of weekly series.
+pub const YEAR_WEEKS: usize = 52;
+
+/// The candidates for a weekly series of `n` weeks: no weekday pattern to learn; the yearly
+/// season once two whole years can show it.
+pub fn weekly_candidates(n: usize) -> &'static [&'static dyn Model] {
+    const SHORT: &[&dyn Model] = &[&Ses, &Croston, &Sba, &Tsb];
+    const LONG: &[&dyn Model] = &[&EtsAnaYearly, &Ses, &Croston, &Sba, &Tsb];
+    if n >= 2 * YEAR_WEEKS {
+        LONG
+    } else {
+        SHORT
+    }
+}
 
 const ALPHAS: [f64; 5] = [0.02, 0.05, 0.1, 0.2, 0.35];
 const GAMMAS: [f64; 3] = [0.0, 0.03, 0.1];
@@ -85,17 +121,17 @@ fn best<P: Copy, T>(grid: &[P], mut fit: impl FnMut(P) -> (T, f64)) -> (T, f64) 
 
 /// The initial level and weekly season of ETS(A,N,A): the mean of the first whole weeks (up to
 /// four) and each weekday's mean deviation from it.
-fn initial_season(y: &[f64]) -> (f64, [f64; SEASON]) {
-    let weeks = (y.len() / SEASON).clamp(1, 4);
-    let n = (weeks * SEASON).min(y.len());
+fn initial_season<const S: usize>(y: &[f64]) -> (f64, [f64; S]) {
+    let cycles = (y.len() / S).clamp(1, 4);
+    let n = (cycles * S).min(y.len());
     let level = y[..n].iter().sum::<f64>() / n as f64;
-    let mut season = [0.0; SEASON];
-    let mut count = [0usize; SEASON];
+    let mut season = [0.0; S];
+    let mut count = [0usize; S];
     for (t, &v) in y[..n].iter().enumerate() {
-        season[t % SEASON] += v - level;
-        count[t % SEASON] += 1;
+        season[t % S] += v - level;
+        count[t % S] += 1;
     }
-    for j in 0..SEASON {
+    for j in 0..S {
         if count[j] > 0 {
             season[j] /= count[j] as f64;
         }
@@ -105,10 +141,15 @@ fn initial_season(y: &[f64]) -> (f64, [f64; SEASON]) {
 
 /// ETS(A,N,A) with given α and γ in error-correction form: the final state and one-step SSE.
 pub fn ets_ana_fit(y: &[f64], alpha: f64, gamma: f64) -> ((f64, [f64; SEASON]), f64) {
-    let (mut level, mut season) = initial_season(y);
+    ets_ana_fit_n::<SEASON>(y, alpha, gamma)
+}
+
+/// [`ets_ana_fit`] with a season of `S` periods.
+pub fn ets_ana_fit_n<const S: usize>(y: &[f64], alpha: f64, gamma: f64) -> ((f64, [f64; S]), f64) {
+    let (mut level, mut season) = initial_season::<S>(y);
     let mut sse = 0.0;
     for (t, &v) in y.iter().enumerate() {
-        let j = t % SEASON;
+        let j = t % S;
         let e = v - (level + season[j]);
         sse += e * e;
         level += alpha * e;

@@ -27,7 +27,7 @@ pub mod metrics;
 
 use classify::{classify, DemandClass};
 use dist::Demand;
-use methods::{Model, RecentMean, CANDIDATES};
+use methods::{weekly_candidates, Model, RecentMean, CANDIDATES, SEASON};
 
 /// The quantile levels every forecast carries.
 pub const LEVELS: [f64; 3] = [0.5, 0.9, 0.95];
@@ -35,12 +35,56 @@ pub const LEVELS: [f64; 3] = [0.5, 0.9, 0.95];
 /// How series are forecast.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Days forecast.
+    /// Periods forecast.
     pub horizon: usize,
-    /// Below this many days of history (from the first sale), the fallback is used.
+    /// Below this many periods of history (from the first sale), the fallback is used.
     pub min_history_days: usize,
-    /// Rolling origins used to choose the method (each validates `horizon` days).
+    /// Rolling origins used to choose the method (each validates `horizon` periods).
     pub origins: usize,
+    /// The series' period: days (the default) or weeks.
+    pub period: Period,
+}
+
+/// What one value of a series counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Period {
+    #[default]
+    Day,
+    Week,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Period> {
+        match s {
+            "day" => Some(Period::Day),
+            "week" => Some(Period::Week),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+        }
+    }
+
+    /// Days in one period.
+    pub fn days(self) -> usize {
+        match self {
+            Period::Day => 1,
+            Period::Week => 7,
+        }
+    }
+
+    /// Periods between a period and the one of the same kind in the usual cycle: a weekday
+    /// recurs every 7 days; weeks are compared with their neighbours.
+    pub fn step(self) -> usize {
+        match self {
+            Period::Day => SEASON,
+            Period::Week => 1,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -49,6 +93,7 @@ impl Default for Settings {
             horizon: 28,
             min_history_days: 56,
             origins: 2,
+            period: Period::Day,
         }
     }
 }
@@ -79,6 +124,28 @@ pub struct SkuForecast {
 }
 
 impl SkuForecast {
+    /// The same forecast per day: each week's mean spread evenly over its seven days, with the
+    /// same dispersion (seven days of variance φ·m/7 add up to the week's φ·m), so stock advice,
+    /// which works in days of lead time, reads weekly forecasts too.
+    pub fn daily(&self, period: Period) -> SkuForecast {
+        let k = period.days();
+        if k == 1 {
+            return self.clone();
+        }
+        let mut f = self.clone();
+        f.mean = self
+            .mean
+            .iter()
+            .flat_map(|m| std::iter::repeat_n(m / k as f64, k))
+            .collect();
+        let n = f.mean.len();
+        f.p50 = vec![0.0; n];
+        f.p90 = vec![0.0; n];
+        f.p95 = vec![0.0; n];
+        fill_quantiles(&mut f);
+        f
+    }
+
     /// Demand over the first `days` days of the forecast (repeating the last week beyond the
     /// horizon).
     pub fn demand_over(&self, days: usize) -> Demand {
@@ -133,8 +200,12 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
     if hist.len() < s.min_history_days || origins.is_empty() {
         RecentMean.forecast(hist, h, &mut out.mean);
         out.model = RecentMean.name();
+        let unit = match s.period {
+            Period::Day => "days",
+            Period::Week => "weeks",
+        };
         out.fallback = Some(format!(
-            "{} days of history (fewer than {}): mean of the last 28 days (at least 14 counted)",
+            "{} {unit} of history (fewer than {}): mean of the last 28 {unit} (at least 14 counted)",
             hist.len(),
             s.min_history_days
         ));
@@ -147,7 +218,11 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
     }
     // Rolling origins: fit on hist[..o], score the next h days (or fewer at the end).
     let mut best: Option<(&dyn Model, f64, f64, f64)> = None; // (model, sse, sum f, days)
-    for &m in CANDIDATES {
+    let candidates = match s.period {
+        Period::Day => CANDIDATES,
+        Period::Week => weekly_candidates(hist.len()),
+    };
+    for &m in candidates {
         let (mut sse, mut fsum, mut days) = (0.0, 0.0, 0.0);
         for &o in &origins {
             let end = (o + h).min(hist.len());
@@ -212,6 +287,40 @@ mod tests {
         let f = forecast_series(&y, &Settings::default());
         assert!(!matches!(f.model, "croston" | "sba"), "{}", f.model);
         assert!(f.mean[0] < 0.1, "{:?}", &f.mean[..3]);
+    }
+
+    #[test]
+    fn weekly_series_learn_the_yearly_season_once_two_years_show_it() {
+        let weekly = Settings {
+            horizon: 8,
+            min_history_days: 16,
+            origins: 2,
+            period: Period::Week,
+        };
+        // Three years of a yearly wave: 40 ± 25 a week.
+        let y: Vec<f64> = (0..156)
+            .map(|t| (40.0 + 25.0 * (t as f64 * std::f64::consts::TAU / 52.0).sin()).round())
+            .collect();
+        let f = forecast_series(&y, &weekly);
+        assert_eq!(f.model, "ets_ana_52");
+        // Weeks 156.. are at the start of the wave again: rising from 40.
+        assert!(
+            (f.mean[0] - 40.0).abs() < 6.0 && f.mean[4] > f.mean[0] + 8.0,
+            "{:?}",
+            f.mean
+        );
+        // A year and a half: no yearly candidate, and no weekday pattern in weeks.
+        let f = forecast_series(&y[..78], &weekly);
+        assert!(
+            matches!(f.model, "ses" | "croston" | "sba" | "tsb"),
+            "{}",
+            f.model
+        );
+        // Spread over its days for stock advice: the same demand and dispersion.
+        let d = f.daily(Period::Week);
+        assert_eq!(d.mean.len(), 56);
+        assert!((d.mean[..7].iter().sum::<f64>() - f.mean[0]).abs() < 1e-9);
+        assert!((d.demand_over(14).mean - f.mean[0] - f.mean[1]).abs() < 1e-9);
     }
 
     #[test]
