@@ -48,6 +48,22 @@ impl Api {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A request whose body is a file (CSV), not JSON.
+    async fn upload(&self, path: &str, kind: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("idempotency-key", format!("k-{}", fastrand::u64(..)))
+            .header("content-type", kind)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// A POST that must be applied: 200 with the operation applied (or 202, then polled).
     async fn applied(&self, path: &str, body: Value) {
         let (status, v) = self.send("POST", path, &body).await;
@@ -312,6 +328,23 @@ async fn isolation(p: &Pipeline, me: &Api, other: &Api, sub: i64) {
         let path = route.replace("{id}", &id).replace("{sku}", "A");
         let (status, v) = match (*method, *route) {
             ("GET", _) => other.get(&path).await,
+            // The caller's own forecast inputs: its files and settings, never another's.
+            (_, "/merchant/v1/forecasts/history") => {
+                other
+                    .upload(&path, "text/csv", "sku,date,units\nOWN,2026-11-01,1\n")
+                    .await
+            }
+            (_, "/merchant/v1/forecasts/calendar") => {
+                other
+                    .upload(&path, "text/csv", "kind,from\nholiday,2026-12-25\n")
+                    .await
+            }
+            (_, "/merchant/v1/forecasts/time-zone") => {
+                other
+                    .send("PUT", &path, &json!({"time_zone": "Asia/Shanghai"}))
+                    .await
+            }
+            (_, "/merchant/v1/forecasts/period") => other.send("PUT", &path, &json!({"period": "day"})).await,
             ("PUT", _) => other.send("PUT", &path, &json!({"on_hand": 1})).await,
             (_, r) if r.ends_with("/reject") => other.send("POST", &path, &json!({"reason": "x"})).await,
             (_, r) if r.ends_with("/shipments") => {
