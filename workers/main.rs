@@ -131,6 +131,11 @@ enum BenchKind {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// The nightly job's own path instead of the backtest: the panel loaded into a fresh
+        /// database (timed apart), then every merchant read, fitted and written as
+        /// `souk.forecast_merchant.v1` does, `--threads` merchants at a time.
+        #[arg(long)]
+        through_db: bool,
         #[arg(long)]
         json: bool,
     },
@@ -544,8 +549,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 days,
                 seed,
                 threads,
+                through_db,
                 json,
             } => {
+                let threads =
+                    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+                if through_db {
+                    let opts = bench::ForecastDbOptions {
+                        skus,
+                        merchants,
+                        days,
+                        seed,
+                        threads,
+                    };
+                    let figures = bench::forecast_through_db(&config, &opts).await?;
+                    if !json {
+                        eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+                    }
+                    println!("{figures}");
+                    return Ok(());
+                }
                 let settings = config.forecast.settings();
                 anyhow::ensure!(
                     days > settings.horizon + 7,
@@ -556,8 +579,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     merchants: merchants.max(1),
                     days,
                     seed,
-                    threads: threads
-                        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                    threads,
                     settings,
                     policy: config.forecast.policy(None),
                 };

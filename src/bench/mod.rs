@@ -10,12 +10,14 @@ use crate::config::Config;
 
 mod chaos;
 mod costs;
+mod forecast_db;
 mod import;
 pub mod netns;
 mod queue;
 mod tracking;
 
 pub use chaos::{chaos, ChaosOptions};
+pub use forecast_db::{forecast_through_db, ForecastDbOptions};
 pub use import::{import_history, ImportBenchOptions};
 pub use queue::{queue, NoopArgs, QueueBenchOptions};
 pub use tracking::{tracking, TrackingBenchOptions};

@@ -102,6 +102,26 @@ pub async fn open_run(
     .with_context(|| format!("opening forecast run {key}"))
 }
 
+/// Where one merchant's time went (`souk bench forecast --through-db` sums them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Rebuilding its demand from order lines and loading demand, stock, past forecasts and
+    /// calendar.
+    pub read: std::time::Duration,
+    /// Forecasts, advice and accuracy, off the async threads.
+    pub fit: std::time::Duration,
+    /// The one transaction that stores them, and the digest's push.
+    pub write: std::time::Duration,
+}
+
+impl Phases {
+    pub fn add(&mut self, o: &Phases) {
+        self.read += o.read;
+        self.fit += o.fit;
+        self.write += o.write;
+    }
+}
+
 /// What happened to one merchant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerchantOutcome {
@@ -113,6 +133,7 @@ pub struct MerchantOutcome {
     pub run_status: String,
     /// The digest webhook created, if any SKU is at risk.
     pub digest: Option<String>,
+    pub phases: Phases,
 }
 
 /// How SKUs at risk are ranked (digest and `souk forecast show`): stock-out probability times
@@ -139,6 +160,7 @@ pub async fn process_merchant(app: &App, run: &Run, merchant: &str) -> anyhow::R
                 .await?
                 .map_or_else(String::new, |r| r.status),
             digest: None,
+            phases: Phases::default(),
         });
     }
     match compute_and_store(app, run, merchant).await {
@@ -153,6 +175,8 @@ pub async fn process_merchant(app: &App, run: &Run, merchant: &str) -> anyhow::R
 
 async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Result<MerchantOutcome> {
     let cfg = app.config.forecast.clone();
+    let mut phases = Phases::default();
+    let started = std::time::Instant::now();
     let period = store::period(&app.pool, merchant)
         .await?
         .with_context(|| format!("no merchant {merchant}"))?;
@@ -173,6 +197,8 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
             .await
             .context("loading the merchant's calendar")?,
     );
+    phases.read = started.elapsed();
+    let started = std::time::Instant::now();
     let (results, accuracy) = tokio::task::spawn_blocking(move || {
         let results: Vec<SkuResult> = inputs
             .iter()
@@ -219,6 +245,8 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
         (id, payload)
     });
     let n_risk = at_risk.len();
+    phases.fit = started.elapsed();
+    let started = std::time::Instant::now();
     let status = store::store_merchant(
         &app.pool,
         run,
@@ -247,6 +275,10 @@ async fn compute_and_store(app: &App, run: &Run, merchant: &str) -> anyhow::Resu
         at_risk: n_risk,
         run_status: status,
         digest: digest.map(|(id, _)| id),
+        phases: Phases {
+            write: started.elapsed(),
+            ..phases
+        },
     })
 }
 
