@@ -177,21 +177,6 @@ pub const DAY_UNITS: &str =
     "(CASE WHEN bool_or(source = 'imported') THEN sum(units) FILTER (WHERE source = 'imported')
       ELSE sum(units) END)::bigint";
 
-/// A day's priced units and their revenue, for the SKU's price: the imported row's when it
-/// carries revenue, else souk's order rows' (their line prices), else none.
-const PRICED: &str = "(CASE WHEN bool_or(source = 'imported' AND revenue_minor IS NOT NULL)
-          THEN sum(units) FILTER (WHERE source = 'imported')
-      ELSE coalesce(sum(units) FILTER (WHERE source = 'orders'), 0) END)::bigint,
-    (CASE WHEN bool_or(source = 'imported' AND revenue_minor IS NOT NULL)
-          THEN sum(revenue_minor) FILTER (WHERE source = 'imported')
-      ELSE coalesce(sum(revenue_minor) FILTER (WHERE source = 'orders'), 0) END)::bigint";
-
-/// Whether a SKU ran out of stock on a day: the merchant's imported flag when its row for the
-/// day says, else whether one of souk's own sub-orders found the SKU out of stock that day.
-const DAY_OUT_OF_STOCK: &str = "(CASE WHEN bool_or(source = 'imported' AND in_stock IS NOT NULL)
-          THEN bool_or(source = 'imported' AND NOT in_stock)
-      ELSE coalesce(bool_or(source = 'orders' AND NOT in_stock), false) END)";
-
 /// A merchant SKU's demand days (non-zero only) and what it has in stock.
 #[derive(Debug, Clone, Default)]
 pub struct SkuInput {
@@ -237,10 +222,22 @@ pub async fn merchant_inputs(
         period: crate::domain::forecast::Period::parse(&period).unwrap_or_default(),
     })
     .unwrap_or_default();
-    let rows: Vec<(String, NaiveDate, i64, i64, i64, bool, bool)> = sqlx::query_as(&format!(
-        "SELECT sku, day, {DAY_UNITS}, {PRICED}, {DAY_OUT_OF_STOCK}, bool_or(source = 'imported') FROM sku_daily_demand
-         WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku, day ORDER BY sku, day"
-    ))
+    // One row per SKU with its stored rows as parallel arrays (in no particular order): far
+    // fewer rows to decode than one per SKU-day, and no aggregate per day in SQL; the day rules
+    // are applied by `merge_days`.
+    type Arrays = (
+        String,
+        Vec<NaiveDate>,
+        Vec<bool>,
+        Vec<i32>,
+        Vec<Option<i64>>,
+        Vec<Option<bool>>,
+    );
+    let rows: Vec<Arrays> = sqlx::query_as(
+        "SELECT sku, array_agg(day), array_agg(source = 'imported'), array_agg(units), array_agg(revenue_minor),
+                array_agg(in_stock)
+         FROM sku_daily_demand WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 GROUP BY sku",
+    )
     .bind(merchant)
     .bind(from)
     .bind(to)
@@ -253,18 +250,17 @@ pub async fn merchant_inputs(
     .fetch_all(pool)
     .await?;
     let mut by_sku: std::collections::BTreeMap<String, SkuInput> = Default::default();
-    for (sku, day, units, priced_units, revenue, out, imported) in rows {
-        let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
-            sku,
-            ..Default::default()
-        });
-        e.days.push((day, units, priced_units, revenue));
-        if out {
-            e.out_of_stock.push(day);
-        }
-        if imported {
-            e.imported.push(day);
-        }
+    for (sku, day, imported, units, revenue, in_stock) in rows {
+        let stored: Vec<Stored> = (0..day.len())
+            .map(|i| Stored {
+                day: day[i],
+                imported: imported[i],
+                units: i64::from(units[i]),
+                revenue: revenue[i],
+                in_stock: in_stock[i],
+            })
+            .collect();
+        by_sku.insert(sku.clone(), merge_days(sku, stored));
     }
     for (sku, on_hand, reserved, lt) in stock {
         let e = by_sku.entry(sku.clone()).or_insert_with(|| SkuInput {
@@ -275,6 +271,63 @@ pub async fn merchant_inputs(
         e.lead_time_days = lt;
     }
     Ok((settings, by_sku.into_values().collect()))
+}
+
+/// One stored row of a SKU's demand (`sku_daily_demand`).
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub day: NaiveDate,
+    /// Source `imported` (else `orders`; the key allows one row of each a day).
+    pub imported: bool,
+    pub units: i64,
+    pub revenue: Option<i64>,
+    pub in_stock: Option<bool>,
+}
+
+/// A SKU's stored rows made into its demand days: a day's units by the rule of [`DAY_UNITS`]
+/// (an imported day counts its imported units only); its price from the imported revenue when
+/// the import has one, else from souk's order rows (their line prices); out of stock by the
+/// merchant's imported flag when its row for the day says, else by whether one of souk's own
+/// sub-orders found the SKU out of stock that day.
+pub fn merge_days(sku: String, mut rows: Vec<Stored>) -> SkuInput {
+    rows.sort_unstable_by_key(|r| (r.day, r.imported));
+    let mut out = SkuInput {
+        sku,
+        ..Default::default()
+    };
+    for day in rows.chunk_by(|a, b| a.day == b.day) {
+        let (orders, import) = match day {
+            [a, b] => (Some(a), Some(b)),
+            [a] if a.imported => (None, Some(a)),
+            [a] => (Some(a), None),
+            _ => unreachable!("one row per source and day"),
+        };
+        let d = day[0].day;
+        let units = import.or(orders).map_or(0, |r| r.units);
+        let (priced, revenue) = match (import, orders) {
+            (Some(i), _) if i.revenue.is_some() => (i.units, i.revenue.unwrap_or(0)),
+            (_, Some(o)) => (o.units, o.revenue.unwrap_or(0)),
+            _ => (0, 0),
+        };
+        let out_of_stock = match (import, orders) {
+            (
+                Some(Stored {
+                    in_stock: Some(s), ..
+                }),
+                _,
+            ) => !s,
+            (_, Some(o)) => o.in_stock == Some(false),
+            _ => false,
+        };
+        out.days.push((d, units, priced, revenue));
+        if out_of_stock {
+            out.out_of_stock.push(d);
+        }
+        if import.is_some() {
+            out.imported.push(d);
+        }
+    }
+    out
 }
 
 /// One SKU's computed results, ready to store.
@@ -638,3 +691,6 @@ pub async fn daily_units(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
