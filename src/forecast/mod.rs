@@ -9,6 +9,7 @@
 //! `souk.forecast_merchant.v1` jobs; `souk forecast run` works through them in its own process.
 
 pub mod backtest;
+pub mod evaluate;
 pub mod generate;
 pub mod import;
 

@@ -11,6 +11,7 @@ mod bad_input;
 mod chaos;
 mod decoder;
 mod forecast;
+mod forecast_accuracy;
 mod forecast_import;
 mod forecast_weekly;
 mod groups;

@@ -113,12 +113,32 @@ pub(crate) enum ForecastAction {
         #[arg(long, default_value = "https://{id}.merchant.invalid/webhook")]
         webhook_url: String,
     },
+    /// souk's forecast of every series of a CSV (series,date,y; one row per series and day)
+    /// from all but its last --horizon days, as CSV on stdout (series,date,mean,p50,p90,p95,
+    /// model): for comparisons with other tools (bench/accuracy/). Needs no services.
+    Evaluate {
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 28)]
+        horizon: usize,
+    },
 }
 
 pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> anyhow::Result<()> {
     use souk::{forecast, store::forecasts};
+    if let ForecastAction::Evaluate { file, horizon } = &action {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let settings = config.forecast.settings();
+        let out = tokio::task::spawn_blocking({
+            let horizon = *horizon;
+            move || forecast::evaluate::evaluate(&text, horizon, &settings)
+        })
+        .await??;
+        print!("{out}");
+        return Ok(());
+    }
     let app = App::connect(config).await?;
     match action {
+        ForecastAction::Evaluate { .. } => unreachable!("answered before connecting"),
         ForecastAction::Import {
             merchant,
             file,
