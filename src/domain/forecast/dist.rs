@@ -1,11 +1,13 @@
-//! Count distributions for demand: negative binomial by mean and variance (Poisson when the
-//! variance is not above the mean), with quantiles and tail probabilities.
+//! Count distributions for demand by mean and variance: negative binomial above the mean,
+//! Poisson at it, binomial below it (a steady schedule, such as a route flown the same number of
+//! times every day, varies less than Poisson), with quantiles and tail probabilities.
 //!
 //! Demand is counted in whole units, so quantiles are whole numbers: `quantile(p)` is the
 //! smallest `x` with `P(D ≤ x) ≥ p`. That makes them non-negative and non-decreasing in `p` by
 //! construction. Large means use a normal approximation with continuity correction.
 
-/// Demand over some days: a negative binomial with this mean and variance.
+/// Demand over some days: a count with this mean and variance (at least [`MIN_VAR_RATIO`] of
+/// the mean).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Demand {
     pub mean: f64,
@@ -16,10 +18,17 @@ pub struct Demand {
 /// underflowing `P(0)` and walk hundreds of steps).
 const NORMAL_ABOVE: f64 = 150.0;
 
+/// The smallest variance-to-mean ratio taken: below it, a day's demand would be all but certain.
+pub const MIN_VAR_RATIO: f64 = 0.1;
+
 impl Demand {
     pub fn new(mean: f64, var: f64) -> Self {
         let mean = if mean.is_finite() { mean.max(0.0) } else { 0.0 };
-        let var = if var.is_finite() { var.max(mean) } else { mean };
+        let var = if var.is_finite() {
+            var.max(MIN_VAR_RATIO * mean)
+        } else {
+            mean
+        };
         Demand { mean, var }
     }
 
@@ -30,20 +39,28 @@ impl Demand {
             visit(0, 1.0);
             return;
         }
-        // NB with size k: var = μ + μ²/k; p = k/(k+μ). Poisson when var ≈ μ.
+        // NB with size k: var = μ + μ²/k; p = k/(k+μ). Poisson when var ≈ μ. Binomial with n
+        // trials of probability π below it: var = μ(1 − π), n = μ/π (rounded up, π refitted
+        // to keep the mean).
         let excess = self.var - mu;
-        // Poisson: P(x+1) = P(x)·μ/(x+1); NB: P(x+1) = P(x)·q·(x+k)/(x+1).
-        let nb = (excess > 1e-9 * mu.max(1.0)).then(|| {
+        let tol = 1e-9 * mu.max(1.0);
+        let nb = (excess > tol).then(|| {
             let k = mu * mu / excess;
             (k, mu / (k + mu))
         });
-        let mut pmf = match nb {
-            None => (-mu).exp(),
-            Some((k, _)) => (k * (k / (k + mu)).ln()).exp(),
+        let bin = (excess < -tol).then(|| {
+            let n = (mu / (1.0 - self.var / mu)).ceil().max(1.0);
+            (n, (mu / n).min(1.0))
+        });
+        let mut pmf = match (nb, bin) {
+            (Some((k, _)), _) => (k * (k / (k + mu)).ln()).exp(),
+            (_, Some((n, pi))) => (n * (1.0 - pi).ln()).exp(),
+            _ => (-mu).exp(),
         };
-        let ratio = |x: u64| match nb {
-            None => mu / (x as f64 + 1.0),
-            Some((k, q)) => q * (x as f64 + k) / (x as f64 + 1.0),
+        let ratio = |x: u64| match (nb, bin) {
+            (Some((k, q)), _) => q * (x as f64 + k) / (x as f64 + 1.0),
+            (_, Some((n, pi))) => ((n - x as f64).max(0.0) / (x as f64 + 1.0)) * pi / (1.0 - pi),
+            _ => mu / (x as f64 + 1.0),
         };
         let mut cdf = pmf;
         let mut x = 0u64;
@@ -205,6 +222,23 @@ pub fn normal_quantile(p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_steady_count_is_narrower_than_poisson() {
+        // 10 a day with variance 2: binomial(13, 10/13), variance 2.3.
+        let steady = Demand::new(10.0, 2.0);
+        let poisson = Demand::new(10.0, 10.0);
+        assert_eq!(steady.quantile(0.9), 12.0);
+        assert_eq!(poisson.quantile(0.9), 14.0);
+        assert_eq!(steady.quantile(0.5), 10.0);
+        // P(D ≤ 13) is 1: 13 trials at most.
+        assert!((steady.cdf(13.0) - 1.0).abs() < 1e-12);
+        // scipy.stats.binom.cdf(8, 13, 10/13) = 0.16026.
+        assert!((steady.cdf(8.0) - 0.16026).abs() < 1e-4, "{}", steady.cdf(8.0));
+        assert!(steady.expected_shortfall(10.0) < poisson.expected_shortfall(10.0));
+        // No variance is taken below a tenth of the mean.
+        assert_eq!(Demand::new(10.0, 0.0).var, 1.0);
+    }
 
     #[test]
     fn poisson_quantiles_and_cdf_match_tables() {

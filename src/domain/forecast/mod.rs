@@ -246,9 +246,9 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
     if let Some((scale_sq, _)) = metrics::naive_scales(&hist[..origins[0]]) {
         out.validation_rmsse = Some((mse / scale_sq).sqrt());
     }
-    // Quasi-Poisson spread: E[(y − f)²] ≈ φ · E[f]; at least Poisson.
+    // Quasi-Poisson spread: E[(y − f)²] ≈ φ · E[f]; below 1 for a steady schedule.
     out.dispersion = if fmean > 1e-9 {
-        (mse / fmean).clamp(1.0, 1e4)
+        (mse / fmean).clamp(dist::MIN_VAR_RATIO, 1e4)
     } else {
         1.0
     };
