@@ -126,24 +126,29 @@ pub struct SkuForecast {
 impl SkuForecast {
     /// The same forecast per day: each week's mean spread evenly over its seven days, with the
     /// same dispersion (seven days of variance φ·m/7 add up to the week's φ·m), so stock advice,
-    /// which works in days of lead time, reads weekly forecasts too.
-    pub fn daily(&self, period: Period) -> SkuForecast {
+    /// which works in days of lead time, reads weekly forecasts too. A daily one is lent as it is.
+    pub fn daily(&self, period: Period) -> std::borrow::Cow<'_, SkuForecast> {
         let k = period.days();
         if k == 1 {
-            return self.clone();
+            return std::borrow::Cow::Borrowed(self);
         }
-        let mut f = self.clone();
-        f.mean = self
+        let mean: Vec<f64> = self
             .mean
             .iter()
             .flat_map(|m| std::iter::repeat_n(m / k as f64, k))
             .collect();
-        let n = f.mean.len();
-        f.p50 = vec![0.0; n];
-        f.p90 = vec![0.0; n];
-        f.p95 = vec![0.0; n];
+        let n = mean.len();
+        let mut f = SkuForecast {
+            mean,
+            p50: vec![0.0; n],
+            p90: vec![0.0; n],
+            p95: vec![0.0; n],
+            fallback: self.fallback.clone(),
+            candidates: Vec::new(),
+            ..*self
+        };
         fill_quantiles(&mut f);
-        f
+        std::borrow::Cow::Owned(f)
     }
 
     /// Demand over the first `days` days of the forecast (repeating the last week beyond the
