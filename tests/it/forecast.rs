@@ -725,20 +725,14 @@ async fn holidays_and_promotions_are_set_aside_and_move_the_forecast_on_their_da
          holiday,2026-04-20,,,Holiday\nholiday,2026-05-25,,,Holiday\nholiday,2026-07-04,,,Holiday\n",
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
-    cmd.args(["forecast", "calendar", "--merchant", "fh"])
-        .arg(&file)
-        .env_remove("RUST_LOG");
-    for (k, v) in env.child_env() {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = env.run_souk(&[
+        "forecast",
+        "calendar",
+        "--merchant",
+        "fh",
+        &file.to_string_lossy(),
+    ]);
+    assert!(ok, "{text}");
     assert!(text.contains("7 periods, 15 days"), "{text}");
     let _ = std::fs::remove_file(&file);
 
@@ -802,23 +796,7 @@ async fn a_merchants_sales_days_are_counted_in_its_time_zone() {
         .unwrap()
     };
     assert_eq!(counted_on().await, day("2026-06-20"), "UTC by default");
-    let set = |zone: &'static str| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
-        cmd.args(["forecast", "time-zone", "--merchant", "ft", zone])
-            .env_remove("RUST_LOG");
-        for (k, v) in env.child_env() {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    let set = |zone: &'static str| env.run_souk(&["forecast", "time-zone", "--merchant", "ft", zone]);
     let (ok, text) = set("Nowhere/Atlantis");
     assert!(!ok && text.contains("unknown time zone"), "{text}");
     let (ok, text) = set("Asia/Shanghai");

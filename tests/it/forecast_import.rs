@@ -1,8 +1,6 @@
 //! `souk forecast import`: a merchant's own history in, checked whole first, merged with souk's
 //! order history without counting a day twice, or replacing the previous import.
 
-use std::process::Command;
-
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 
@@ -13,20 +11,9 @@ fn day(s: &str) -> NaiveDate {
 }
 
 fn import(env: &TestEnv, args: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
-    cmd.args(["forecast", "import", "--merchant", "m-hist"])
-        .args(args)
-        .env_remove("RUST_LOG");
-    for (k, v) in env.child_env() {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all = vec!["forecast", "import", "--merchant", "m-hist"];
+    all.extend_from_slice(args);
+    env.run_souk(&all)
 }
 
 async fn add_merchant(env: &TestEnv, id: &str) {

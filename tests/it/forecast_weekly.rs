@@ -1,26 +1,9 @@
 //! A merchant whose history is weekly: its weeks imported, forecast by week (with a stock-out
 //! week as lost demand), and stock advice still in days of lead time.
 
-use std::process::Command;
-
 use chrono::NaiveDate;
 
 use crate::support::TestEnv;
-
-fn souk(env: &TestEnv, args: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env.child_env() {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[tokio::test]
 async fn a_weekly_merchant_is_imported_forecast_and_advised_by_week() {
@@ -46,14 +29,14 @@ async fn a_weekly_merchant_is_imported_forecast_and_advised_by_week() {
     let weekly = weekly.to_string_lossy().into_owned();
 
     // Weeks for a daily merchant are refused, and nothing is written.
-    let (ok, text) = souk(&env, &["forecast", "import", "--merchant", "fw", &weekly]);
+    let (ok, text) = env.run_souk(&["forecast", "import", "--merchant", "fw", &weekly]);
     assert!(
         !ok && text.contains("forecast period --merchant fw week"),
         "{text}"
     );
-    let (ok, text) = souk(&env, &["forecast", "period", "--merchant", "fw", "week"]);
+    let (ok, text) = env.run_souk(&["forecast", "period", "--merchant", "fw", "week"]);
     assert!(ok, "{text}");
-    let (ok, text) = souk(&env, &["forecast", "import", "--merchant", "fw", &weekly]);
+    let (ok, text) = env.run_souk(&["forecast", "import", "--merchant", "fw", &weekly]);
     assert!(ok, "{text}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sku_daily_demand WHERE merchant_id = 'fw'")
         .fetch_one(pool)
@@ -63,10 +46,7 @@ async fn a_weekly_merchant_is_imported_forecast_and_advised_by_week() {
     // And days for a weekly merchant.
     let daily = dir.join("daily.csv");
     std::fs::write(&daily, "sku,date,units\nTEA,2026-10-01,3\n").unwrap();
-    let (ok, text) = souk(
-        &env,
-        &["forecast", "import", "--merchant", "fw", &daily.to_string_lossy()],
-    );
+    let (ok, text) = env.run_souk(&["forecast", "import", "--merchant", "fw", &daily.to_string_lossy()]);
     assert!(!ok && text.contains("send one row per week"), "{text}");
 
     // 100 on hand, 14 days of lead time: two weeks at 70 a week are 140.
@@ -120,7 +100,7 @@ async fn a_weekly_merchant_is_imported_forecast_and_advised_by_week() {
     assert_eq!(advice[0].period_days, 7);
 
     // `souk forecast show` speaks in weeks.
-    let (ok, text) = souk(&env, &["forecast", "show", "--merchant", "fw", "--sku", "TEA"]);
+    let (ok, text) = env.run_souk(&["forecast", "show", "--merchant", "fw", "--sku", "TEA"]);
     assert!(
         ok && text.contains("forecast by week from 2026-10-12") && text.contains("next week:"),
         "{text}"

@@ -156,6 +156,23 @@ impl TestEnv {
         vars
     }
 
+    /// Runs `souk ARGS` to its end in this test's world: whether it succeeded, and what it
+    /// printed (stdout, then stderr).
+    pub fn run_souk(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
+        cmd.args(args).env_remove("RUST_LOG");
+        for (k, v) in self.child_env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run souk");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Starts `souk ARGS` as a child process in this test's world.
     pub fn spawn_souk(&self, args: &[&str], extra: &[(&str, &str)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_souk"));
