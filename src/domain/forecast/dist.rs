@@ -1,13 +1,20 @@
 //! Count distributions for demand by mean and variance: negative binomial above the mean,
-//! Poisson at it, binomial below it (a steady schedule, such as a route flown the same number of
-//! times every day, varies less than Poisson), with quantiles and tail probabilities.
+//! Poisson at it, a normal rounded to whole units below it (a steady schedule, such as a route
+//! flown the same number of times every day, varies less than Poisson), with quantiles and tail
+//! probabilities.
 //!
 //! Demand is counted in whole units, so quantiles are whole numbers: `quantile(p)` is the
 //! smallest `x` with `P(D ≤ x) ≥ p`. That makes them non-negative and non-decreasing in `p` by
-//! construction. Large means use a normal approximation with continuity correction.
+//! construction. Large means use the same rounded normal (a normal approximation with continuity
+//! correction).
+//!
+//! Below Poisson a binomial was used first; its whole number of trials made a count that is
+//! always 1 (mean 1, variance 0.1) a binomial(2, ½), whose p90 is 2. The rounded normal keeps it
+//! at 1, and its variance is kept at least what a count with a fractional mean must have.
 
 /// Demand over some days: a count with this mean and variance (at least [`MIN_VAR_RATIO`] of
-/// the mean).
+/// the mean, and at least `f(1 − f)` for the fractional part `f` of the mean: the least any
+/// count with that mean can vary).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Demand {
     pub mean: f64,
@@ -24,8 +31,9 @@ pub const MIN_VAR_RATIO: f64 = 0.1;
 impl Demand {
     pub fn new(mean: f64, var: f64) -> Self {
         let mean = if mean.is_finite() { mean.max(0.0) } else { 0.0 };
+        let f = mean.fract();
         let var = if var.is_finite() {
-            var.max(MIN_VAR_RATIO * mean)
+            var.max(MIN_VAR_RATIO * mean).max(f * (1.0 - f))
         } else {
             mean
         };
@@ -39,28 +47,21 @@ impl Demand {
             visit(0, 1.0);
             return;
         }
-        // NB with size k: var = μ + μ²/k; p = k/(k+μ). Poisson when var ≈ μ. Binomial with n
-        // trials of probability π below it: var = μ(1 − π), n = μ/π (rounded up, π refitted
-        // to keep the mean).
+        // NB with size k: var = μ + μ²/k; p = k/(k+μ). Poisson when var ≈ μ (below it the
+        // rounded normal is used instead of this walk).
         let excess = self.var - mu;
         let tol = 1e-9 * mu.max(1.0);
         let nb = (excess > tol).then(|| {
             let k = mu * mu / excess;
             (k, mu / (k + mu))
         });
-        let bin = (excess < -tol).then(|| {
-            let n = (mu / (1.0 - self.var / mu)).ceil().max(1.0);
-            (n, (mu / n).min(1.0))
-        });
-        let mut pmf = match (nb, bin) {
-            (Some((k, _)), _) => (k * (k / (k + mu)).ln()).exp(),
-            (_, Some((n, pi))) => (n * (1.0 - pi).ln()).exp(),
-            _ => (-mu).exp(),
+        let mut pmf = match nb {
+            Some((k, _)) => (k * (k / (k + mu)).ln()).exp(),
+            None => (-mu).exp(),
         };
-        let ratio = |x: u64| match (nb, bin) {
-            (Some((k, q)), _) => q * (x as f64 + k) / (x as f64 + 1.0),
-            (_, Some((n, pi))) => ((n - x as f64).max(0.0) / (x as f64 + 1.0)) * pi / (1.0 - pi),
-            _ => mu / (x as f64 + 1.0),
+        let ratio = |x: u64| match nb {
+            Some((k, q)) => q * (x as f64 + k) / (x as f64 + 1.0),
+            None => mu / (x as f64 + 1.0),
         };
         let mut cdf = pmf;
         let mut x = 0u64;
@@ -76,8 +77,9 @@ impl Demand {
         }
     }
 
+    /// The rounded normal: for large means, and below Poisson.
     fn normal(&self) -> bool {
-        self.mean > NORMAL_ABOVE
+        self.mean > NORMAL_ABOVE || self.var < self.mean * (1.0 - 1e-9)
     }
 
     /// Smallest whole `x` with P(D ≤ x) ≥ p, for p in (0, 1).
@@ -225,19 +227,28 @@ mod tests {
 
     #[test]
     fn a_steady_count_is_narrower_than_poisson() {
-        // 10 a day with variance 2: binomial(13, 10/13), variance 2.3.
+        // 10 a day with variance 2: 10 + 1.2816 · √2 = 11.81, rounded: 12.
         let steady = Demand::new(10.0, 2.0);
         let poisson = Demand::new(10.0, 10.0);
         assert_eq!(steady.quantile(0.9), 12.0);
         assert_eq!(poisson.quantile(0.9), 14.0);
         assert_eq!(steady.quantile(0.5), 10.0);
-        // P(D ≤ 13) is 1: 13 trials at most.
-        assert!((steady.cdf(13.0) - 1.0).abs() < 1e-12);
-        // scipy.stats.binom.cdf(8, 13, 10/13) = 0.16026.
-        assert!((steady.cdf(8.0) - 0.16026).abs() < 1e-4, "{}", steady.cdf(8.0));
+        // P(D ≤ 8) = Φ((8.5 − 10)/√2) = Φ(−1.0607) = 0.14442.
+        assert!((steady.cdf(8.0) - 0.14442).abs() < 1e-4, "{}", steady.cdf(8.0));
         assert!(steady.expected_shortfall(10.0) < poisson.expected_shortfall(10.0));
         // No variance is taken below a tenth of the mean.
         assert_eq!(Demand::new(10.0, 0.0).var, 1.0);
+        // A count that is always 1, at the least variance taken: P(D ≤ 1) = Φ(0.5/√0.1) =
+        // 0.943, so its p90 stays 1 (a binomial(2, ½) put it at 2).
+        let once = Demand::new(1.0, 0.1);
+        let mut q = [0.0; 3];
+        once.quantiles(&[0.5, 0.9, 0.95], &mut q);
+        assert_eq!(q, [1.0, 1.0, 2.0]);
+        // A mean of 0.3 cannot vary less than 0 or 1 with P(1) = 0.3 does: variance 0.21.
+        let rare = Demand::new(0.3, 0.03);
+        assert!((rare.var - 0.21).abs() < 1e-12);
+        assert_eq!(rare.quantile(0.5), 0.0);
+        assert_eq!(rare.quantile(0.9), 1.0);
     }
 
     #[test]

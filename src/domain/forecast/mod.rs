@@ -223,17 +223,21 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
     }
     // Rolling origins: fit on hist[..o], score the next h days (or fewer at the end).
     let mut best: Option<(&dyn Model, f64, f64, f64)> = None; // (model, sse, sum f, days)
+                                                              // (actual, forecast) of every validation day: this candidate's, and the best one's.
+    let (mut pairs, mut best_pairs) = (Vec::new(), Vec::new());
     let candidates = match s.period {
         Period::Day => daily_candidates(hist.len()),
         Period::Week => weekly_candidates(hist.len()),
     };
     for &m in candidates {
         let (mut sse, mut fsum, mut days) = (0.0, 0.0, 0.0);
+        pairs.clear();
         for &o in &origins {
             let end = (o + h).min(hist.len());
             m.forecast(&hist[..o], end - o, &mut buf);
             for (a, f) in hist[o..end].iter().zip(&buf) {
                 sse += (a - f).powi(2);
+                pairs.push((*a, *f));
                 fsum += f;
                 days += 1.0;
             }
@@ -241,6 +245,7 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
         out.candidates.push((m.name(), sse / days));
         if best.is_none_or(|(b, s, _, _)| sse * m.handicap() < s * b.handicap()) {
             best = Some((m, sse, fsum, days));
+            std::mem::swap(&mut pairs, &mut best_pairs);
         }
     }
     let (model, sse, fsum, days) = best.expect("candidates");
@@ -251,14 +256,63 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
     if let Some((scale_sq, _)) = metrics::naive_scales(&hist[..origins[0]]) {
         out.validation_rmsse = Some((mse / scale_sq).sqrt());
     }
-    // Quasi-Poisson spread: E[(y − f)²] ≈ φ · E[f]; below 1 for a steady schedule.
+    // Quasi-Poisson spread: E[(y − f)²] ≈ φ · E[f]; below 1 for a steady schedule. A few
+    // very large misses (a holiday, a one-off bulk order) inflate the squared error and widen
+    // every day's quantiles, so the spread is cut to the least that would still have covered
+    // the validation days as often as the p90 promises, where that is less.
     out.dispersion = if fmean > 1e-9 {
-        (mse / fmean).clamp(dist::MIN_VAR_RATIO, 1e4)
+        let phi = (mse / fmean).clamp(dist::MIN_VAR_RATIO, 1e4);
+        covering_dispersion(&best_pairs, 0.9, phi)
     } else {
         1.0
     };
     fill_quantiles(&mut out);
     out
+}
+
+/// A small dispersion, at most `most`, at which the `p`-quantiles of the forecasts cover at
+/// least a share `p` of the actual values; `most` when even it does not. The normal
+/// approximation gives each day the spread that would just cover it, and the share-`p` one of
+/// those is the first guess; exact count quantiles then move it in steps of 20 %. Coverage
+/// mostly grows with the spread (a very wide one can pull a small mean's quantile down to 0),
+/// so the answer is near the least, not always the least.
+fn covering_dispersion(pairs: &[(f64, f64)], p: f64, most: f64) -> f64 {
+    if pairs.is_empty() {
+        return most;
+    }
+    let need = ((p * pairs.len() as f64).ceil() as usize).clamp(1, pairs.len());
+    let covers = |phi: f64| {
+        pairs
+            .iter()
+            .filter(|&&(a, f)| a <= 0.0 || a <= Demand::new(f, f * phi).quantile(p))
+            .count()
+            >= need
+    };
+    let z = dist::normal_quantile(p);
+    let mut just: Vec<f64> = pairs
+        .iter()
+        .map(|&(a, f)| ((a - 0.5 - f).max(0.0) / z).powi(2) / f.max(1e-9))
+        .collect();
+    let (_, guess, _) = just.select_nth_unstable_by(need - 1, f64::total_cmp);
+    let least = dist::MIN_VAR_RATIO;
+    let mut phi = guess.clamp(least, most);
+    if covers(phi) {
+        for _ in 0..8 {
+            if phi <= least || !covers((phi / 1.2).max(least)) {
+                break;
+            }
+            phi = (phi / 1.2).max(least);
+        }
+        phi
+    } else {
+        for _ in 0..8 {
+            phi = (phi * 1.2).min(most);
+            if phi >= most || covers(phi) {
+                return phi;
+            }
+        }
+        most
+    }
 }
 
 fn fill_quantiles(f: &mut SkuForecast) {
@@ -354,6 +408,31 @@ mod tests {
         assert_eq!(d.mean.len(), 56);
         assert!((d.mean[..7].iter().sum::<f64>() - f.mean[0]).abs() < 1e-9);
         assert!((d.demand_over(14).mean - f.mean[0] - f.mean[1]).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_large_miss_does_not_widen_every_days_quantiles() {
+        // 55 validation days missed by ±20 around 1,000, and one by 900 (a bulk order): the
+        // squared error says φ ≈ 15.6; covering 90 % of the days needs far less.
+        let mut pairs: Vec<(f64, f64)> = (0..55)
+            .map(|i| (1_000.0 + [20.0, -20.0, 0.0, 10.0][i % 4], 1_000.0))
+            .collect();
+        pairs.push((1_900.0, 1_000.0));
+        let mse = pairs.iter().map(|(a, f)| (a - f).powi(2)).sum::<f64>() / 56.0;
+        let most = mse / 1_000.0;
+        let phi = covering_dispersion(&pairs, 0.9, most);
+        assert!(phi < most / 10.0, "{phi} vs {most}");
+        let covered = |phi: f64| {
+            pairs
+                .iter()
+                .filter(|&&(a, f)| a <= Demand::new(f, f * phi).quantile(0.9))
+                .count()
+        };
+        assert!(covered(phi) >= 51, "{}", covered(phi));
+        assert!(covered(phi / 1.5) < 51, "{}", covered(phi / 1.5));
+        // When even the squared error's spread does not cover 90 %, it is kept.
+        let wide: Vec<(f64, f64)> = (0..20).map(|i| (i as f64 * 10.0, 1.0)).collect();
+        assert_eq!(covering_dispersion(&wide, 0.9, 3.0), 3.0);
     }
 
     #[test]
