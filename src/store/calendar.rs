@@ -1,4 +1,5 @@
-//! SQL of merchants' calendars of unusual days (`demand_calendar`): holidays and promotions,
+//! SQL of the calendars of unusual days: merchants' own (`demand_calendar`) and countries'
+//! (`country_calendar`, for every merchant whose `country` is set): holidays and promotions,
 //! read by the forecast (`crate::forecast`) and written by `souk forecast calendar`.
 
 use chrono::NaiveDate;
@@ -48,7 +49,60 @@ pub async fn write(
     Ok(n)
 }
 
-/// A merchant's unusual days over `[from, to]`: `(day, kind, sku)`, sku empty for all its SKUs.
+/// Writes a country's calendar periods as days in one transaction, after removing its whole
+/// calendar when `replace`; a day and kind given again keeps the newer name. Returns the days
+/// written.
+pub async fn write_country(
+    pool: &PgPool,
+    country: &str,
+    periods: &[Period],
+    replace: bool,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if replace {
+        sqlx::query("DELETE FROM country_calendar WHERE country = $1")
+            .bind(country)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let kind: Vec<&str> = periods.iter().map(|p| p.kind.as_str()).collect();
+    let from: Vec<NaiveDate> = periods.iter().map(|p| p.from).collect();
+    let to: Vec<NaiveDate> = periods.iter().map(|p| p.to).collect();
+    let name: Vec<Option<&str>> = periods.iter().map(|p| p.name.as_deref()).collect();
+    let n = sqlx::query(
+        "INSERT INTO country_calendar (country, day, kind, name)
+         SELECT DISTINCT ON (d, k) $1, d::date, k, n
+         FROM UNNEST($2::text[], $3::date[], $4::date[], $5::text[]) AS p(k, f, t, n),
+              generate_series(f, t, interval '1 day') AS d
+         ORDER BY d, k
+         ON CONFLICT (country, day, kind) DO UPDATE SET name = EXCLUDED.name",
+    )
+    .bind(country)
+    .bind(&kind)
+    .bind(&from)
+    .bind(&to)
+    .bind(&name)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Sets (or with `None` clears) the country whose calendar a merchant's forecasts also use;
+/// false when there is no such merchant.
+pub async fn set_country(pool: &PgPool, merchant: &str, country: Option<&str>) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("UPDATE merchants SET country = $2 WHERE id = $1")
+        .bind(merchant)
+        .bind(country)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// A merchant's unusual days over `[from, to]`, its own and its country's: `(day, kind, sku)`,
+/// sku empty for all its SKUs.
 pub async fn days(
     pool: &PgPool,
     merchant: &str,
@@ -56,7 +110,11 @@ pub async fn days(
     to: NaiveDate,
 ) -> Result<Vec<(NaiveDate, String, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT day, kind, sku FROM demand_calendar WHERE merchant_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
+        "SELECT day, kind, sku FROM demand_calendar WHERE merchant_id = $1 AND day BETWEEN $2 AND $3
+         UNION
+         SELECT c.day, c.kind, '' FROM country_calendar c JOIN merchants m ON m.country = c.country
+         WHERE m.id = $1 AND c.day BETWEEN $2 AND $3
+         ORDER BY 1",
     )
     .bind(merchant)
     .bind(from)

@@ -768,6 +768,79 @@ async fn holidays_and_promotions_are_set_aside_and_move_the_forecast_on_their_da
     assert!(mean[3] < 0.8 * level, "the holiday ahead: {mean:?}");
 }
 
+/// A country's holidays, loaded once by an operator, move the forecasts of that country's
+/// merchants on their dates, and only theirs; a country file naming a SKU is refused by line.
+#[tokio::test]
+async fn a_countrys_holidays_move_the_forecasts_of_its_merchants_only() {
+    let env = TestEnv::new().await;
+    let input = MerchantInput {
+        webhook_url: Some("https://merchant.example/hooks".into()),
+        ..Default::default()
+    };
+    for m in ["cn-shop", "other-shop"] {
+        admin::add_merchant(&env.app, m, &input).await.unwrap();
+    }
+    // Both sell 6 a day; both were closed on the three past holidays of the country file.
+    sqlx::query(
+        "INSERT INTO sku_daily_demand (merchant_id, sku, day, source, units, revenue_minor)
+         SELECT m, 'KETTLE', d::date, 'imported',
+                CASE WHEN d::date IN ('2026-04-04', '2026-05-01', '2026-06-19') THEN 0 ELSE 6 END,
+                NULL::bigint
+         FROM generate_series('2026-03-01'::date, '2026-06-30', '1 day') d,
+              unnest(ARRAY['cn-shop', 'other-shop']) m",
+    )
+    .execute(&env.app.pool)
+    .await
+    .unwrap();
+    let file = std::env::temp_dir().join(format!("souk-country-{}.csv", env.prefix));
+    let path = file.to_string_lossy().to_string();
+    std::fs::write(
+        &file,
+        "kind,from,to,sku,name\nholiday,2026-04-04,,KETTLE,Qingming\n",
+    )
+    .unwrap();
+    let (ok, text) = env.run_souk(&["forecast", "calendar", "--country", "CN", &path]);
+    assert!(!ok && text.contains(":2: sku \"KETTLE\""), "{text}");
+    std::fs::write(
+        &file,
+        "kind,from,to,sku,name\nholiday,2026-04-04,,,Qingming\nholiday,2026-05-01,,,Labour Day\n\
+         holiday,2026-06-19,,,Dragon Boat\nholiday,2026-07-06,,,A holiday ahead\n",
+    )
+    .unwrap();
+    let (ok, text) = env.run_souk(&["forecast", "calendar", "--country", "cn", &path]);
+    assert!(ok && text.contains("CN: 4 periods, 4 days"), "{text}");
+    let _ = std::fs::remove_file(&file);
+    let (ok, text) = env.run_souk(&["forecast", "country", "--merchant", "cn-shop", "CHN"]);
+    assert!(!ok && text.contains("ISO 3166-1 alpha-2"), "{text}");
+    let (ok, text) = env.run_souk(&["forecast", "country", "--merchant", "cn-shop", "CN"]);
+    assert!(ok, "{text}");
+
+    let run = forecast::open_run(&env.app, "t:country", day("2026-06-30"), None)
+        .await
+        .unwrap();
+    let (ok, failed) = forecast::run_in_process(&env.app, &run, |_, _| {}).await.unwrap();
+    assert_eq!((ok, failed), (2, 0));
+    let mean = |m: &'static str| {
+        let pool = env.app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<f64>>(
+                "SELECT mean FROM sku_forecasts WHERE merchant_id = $1 AND sku = 'KETTLE'",
+            )
+            .bind(m)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Index 0 is 07-01; the holiday ahead is 07-06 (5).
+    let (cn, other) = (mean("cn-shop").await, mean("other-shop").await);
+    eprintln!("cn {:?}\nother {:?}", &cn[..8], &other[..8]);
+    assert!((cn[4] - 6.0).abs() < 0.3 && (cn[6] - 6.0).abs() < 0.3, "{cn:?}");
+    assert!(cn[5] < 0.7 * cn[4], "the country's holiday ahead: {cn:?}");
+    // Without the country, the past holidays were three unexplained zero days: no dip ahead.
+    assert!(other[5] > 0.8 * other[4], "{other:?}");
+}
+
 /// A merchant in Shanghai: an order placed at 20:00 UTC on 06-20 is a sale of its 06-21, and
 /// setting the zone re-buckets the order history already counted in UTC.
 #[tokio::test]

@@ -86,14 +86,30 @@ pub(crate) enum ForecastAction {
     },
     /// Import a merchant's calendar of holidays and promotions (CSV with a header: kind
     /// holiday|promotion, from, and optionally to, sku, name), set aside when fitting and
-    /// applied to the days ahead. Checked whole first, every bad line listed.
+    /// applied to the days ahead; or, with --country, a country's (no sku column values), used
+    /// by every merchant of that country besides its own. Checked whole first, every bad line
+    /// listed.
+    #[command(group(clap::ArgGroup::new("whose").required(true).args(["merchant", "country"])))]
     Calendar {
         #[arg(long)]
-        merchant: String,
+        merchant: Option<String>,
+        /// An ISO 3166-1 alpha-2 code, e.g. CN.
+        #[arg(long)]
+        country: Option<String>,
         file: std::path::PathBuf,
-        /// Remove the merchant's calendar first (default: merge).
+        /// Remove the merchant's (or country's) calendar first (default: merge).
         #[arg(long)]
         replace: bool,
+    },
+    /// Set the country whose calendar (`souk forecast calendar --country`) a merchant's
+    /// forecasts also use; omit with --clear for none.
+    Country {
+        #[arg(long)]
+        merchant: String,
+        /// An ISO 3166-1 alpha-2 code, e.g. CN.
+        code: Option<String>,
+        #[arg(long, conflicts_with = "code")]
+        clear: bool,
     },
     /// Load a seeded, generated marketplace history (daily demand and stock) into Postgres.
     Generate {
@@ -211,14 +227,39 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             println!("{merchant}: history and forecasts by {period} from the next forecast run");
             Ok(())
         }
+        ForecastAction::Country {
+            merchant,
+            code,
+            clear,
+        } => {
+            let code = match (code, clear) {
+                (Some(c), _) => Some(country_code(&c)?),
+                (None, true) => None,
+                (None, false) => anyhow::bail!("give a country code, or --clear"),
+            };
+            if !souk::store::calendar::set_country(&app.pool, &merchant, code.as_deref()).await? {
+                anyhow::bail!("no merchant {merchant}");
+            }
+            match code {
+                Some(c) => println!("{merchant}: {c}'s calendar is used from the next forecast run"),
+                None => println!("{merchant}: no country's calendar from the next forecast run"),
+            }
+            Ok(())
+        }
         ForecastAction::Calendar {
             merchant,
+            country,
             file,
             replace,
         } => {
             let text =
                 std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let periods = match souk::domain::forecast::calendar::parse_calendar(&text) {
+            use souk::domain::forecast::calendar::{parse_calendar, parse_country_calendar};
+            let parsed = match &country {
+                Some(_) => parse_country_calendar(&text),
+                None => parse_calendar(&text),
+            };
+            let periods = match parsed {
                 Ok(p) => p,
                 Err(errors) => {
                     for e in &errors {
@@ -227,12 +268,24 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                     anyhow::bail!("{} bad lines: nothing imported", errors.len());
                 }
             };
-            if souk::store::merchants::get(&app.pool, &merchant).await?.is_none() {
-                anyhow::bail!("no merchant {merchant}");
-            }
-            let days = souk::store::calendar::write(&app.pool, &merchant, &periods, replace).await?;
+            let (whose, days) = match (merchant, country) {
+                (Some(merchant), _) => {
+                    if souk::store::merchants::get(&app.pool, &merchant).await?.is_none() {
+                        anyhow::bail!("no merchant {merchant}");
+                    }
+                    let days = souk::store::calendar::write(&app.pool, &merchant, &periods, replace).await?;
+                    (merchant, days)
+                }
+                (None, Some(country)) => {
+                    let country = country_code(&country)?;
+                    let days =
+                        souk::store::calendar::write_country(&app.pool, &country, &periods, replace).await?;
+                    (country, days)
+                }
+                (None, None) => unreachable!("clap requires --merchant or --country"),
+            };
             println!(
-                "{merchant}: {} periods, {days} days in the calendar{}",
+                "{whose}: {} periods, {days} days in the calendar{}",
                 periods.len(),
                 if replace { " (replaced)" } else { "" }
             );
@@ -483,4 +536,14 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             Ok(())
         }
     }
+}
+
+/// An ISO 3166-1 alpha-2 code as stored: two ASCII letters, upper case.
+fn country_code(code: &str) -> anyhow::Result<String> {
+    let c = code.trim().to_ascii_uppercase();
+    anyhow::ensure!(
+        c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()),
+        "country {code:?}: give an ISO 3166-1 alpha-2 code such as CN"
+    );
+    Ok(c)
 }

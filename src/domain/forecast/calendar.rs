@@ -8,7 +8,9 @@
 //! each kind get their effect ([`apply`]): the mean is scaled and its quantiles recomputed.
 //!
 //! A calendar file ([`parse_calendar`]) names periods; the math itself sees one kind (or none)
-//! per day of a series. Must not: know countries (a merchant imports its own holidays).
+//! per day of a series. A merchant's days are its own calendar plus its country's, if it has one
+//! ([`parse_country_calendar`]: an operator loads each country's public holidays). souk ships no
+//! country's dates: they change by decree (China's working-day swaps are set every year).
 
 use chrono::NaiveDate;
 
@@ -59,6 +61,16 @@ const COLUMNS: [&str; 5] = ["kind", "from", "to", "sku", "name"];
 /// `to`, `sku`, `name`), one period a line. Checked whole: every bad line is named, and a file
 /// with any is refused.
 pub fn parse_calendar(text: &str) -> Result<Vec<Period>, Vec<LineError>> {
+    parse(text, true)
+}
+
+/// Reads a country's calendar: the same file, for every SKU of the country's merchants, so
+/// the `sku` column must be empty.
+pub fn parse_country_calendar(text: &str) -> Result<Vec<Period>, Vec<LineError>> {
+    parse(text, false)
+}
+
+fn parse(text: &str, per_sku: bool) -> Result<Vec<Period>, Vec<LineError>> {
     let (mut periods, mut errors) = (Vec::new(), Vec::new());
     let mut columns: Option<Vec<Option<usize>>> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -108,6 +120,10 @@ pub fn parse_calendar(text: &str) -> Result<Vec<Period>, Vec<LineError>> {
                 .filter(|v| !v.is_empty())
         };
         match period(cell(0), cell(1), cell(2), cell(3), cell(4)) {
+            Ok(p) if !per_sku && !p.sku.is_empty() => errors.push(fail(format!(
+                "sku {:?}: a country's calendar is for all its merchants' SKUs; leave sku empty",
+                p.sku
+            ))),
             Ok(p) => periods.push(p),
             Err(m) => errors.push(fail(m)),
         }
