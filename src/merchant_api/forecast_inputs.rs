@@ -150,6 +150,41 @@ pub async fn time_zone(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CountryBody {
+    /// A code, or null for none; the key itself is required.
+    country: serde_json::Value,
+}
+
+/// `PUT /merchant/v1/forecasts/country` `{"country": "CN"}` (or `null`): the country whose
+/// public holidays, loaded by the operator, the merchant's forecasts use besides its own
+/// calendar, from the next run on.
+pub async fn country(
+    State(app): State<App>,
+    Extension(who): Who,
+    b: Body<CountryBody>,
+) -> Result<Response, Problem> {
+    let b = b.required()?;
+    let code = match &b.country {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => match crate::domain::forecast::calendar::country_code(s) {
+            Some(c) => Some(c),
+            None => {
+                return Err(Problem::invalid(
+                    "invalid_country",
+                    "give an ISO 3166-1 alpha-2 code such as CN, or null",
+                ))
+            }
+        },
+        _ => return Err(Problem::invalid("invalid_body", "country is a string or null")),
+    };
+    if !crate::store::calendar::set_country(&app.pool, &who.merchant_id, code.as_deref()).await? {
+        return Err(Problem::not_found("merchant"));
+    }
+    Ok(Json(json!({"country": code})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeriodBody {
     period: String,
 }

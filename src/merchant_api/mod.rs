@@ -68,6 +68,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/merchant/v1/forecasts/history"),
     ("POST", "/merchant/v1/forecasts/calendar"),
     ("PUT", "/merchant/v1/forecasts/time-zone"),
+    ("PUT", "/merchant/v1/forecasts/country"),
     ("PUT", "/merchant/v1/forecasts/period"),
     ("GET", "/merchant/v1/operations/{id}"),
     ("GET", "/merchant/v1/openapi.json"),
@@ -118,6 +119,7 @@ pub fn router(app: App) -> Router {
             post(f::calendar).layer(DefaultBodyLimit::max(f::MAX_FILE)),
         )
         .route("/merchant/v1/forecasts/time-zone", put(f::time_zone))
+        .route("/merchant/v1/forecasts/country", put(f::country))
         .route("/merchant/v1/forecasts/period", put(f::period))
         .route("/merchant/v1/operations/{id}", get(a::operation))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));

@@ -356,6 +356,35 @@ async fn a_merchant_sends_its_history_calendar_and_time_zone_through_its_api() {
         ]
     );
 
+    // The country: a code that is not two letters refused with its code, one set, null clears.
+    for (body, status) in [(r#"{"country":"China"}"#, 422), (r#"{"country":"cn"}"#, 200)] {
+        let r = send(
+            reqwest::Method::PUT,
+            "/merchant/v1/forecasts/country",
+            &key,
+            "application/json",
+            body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v = r.json::<Value>().await.unwrap();
+        if status == 422 {
+            assert_eq!(v["code"], "invalid_country");
+        } else {
+            assert_eq!(v["country"], "CN");
+        }
+    }
+    let countries: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT id, country FROM merchants ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        countries,
+        vec![("m-other".into(), None), ("m-own".into(), Some("CN".into()))]
+    );
+
     // By week: then a daily file is refused, and a weekly one taken.
     let r = send(
         reqwest::Method::PUT,

@@ -344,6 +344,9 @@ async fn isolation(p: &Pipeline, me: &Api, other: &Api, sub: i64) {
                     .send("PUT", &path, &json!({"time_zone": "Asia/Shanghai"}))
                     .await
             }
+            (_, "/merchant/v1/forecasts/country") => {
+                other.send("PUT", &path, &json!({"country": "CN"})).await
+            }
             (_, "/merchant/v1/forecasts/period") => other.send("PUT", &path, &json!({"period": "day"})).await,
             ("PUT", _) => other.send("PUT", &path, &json!({"on_hand": 1})).await,
             (_, r) if r.ends_with("/reject") => other.send("POST", &path, &json!({"reason": "x"})).await,

@@ -538,12 +538,8 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
     }
 }
 
-/// An ISO 3166-1 alpha-2 code as stored: two ASCII letters, upper case.
+/// An ISO 3166-1 alpha-2 code as stored, or a clear refusal.
 fn country_code(code: &str) -> anyhow::Result<String> {
-    let c = code.trim().to_ascii_uppercase();
-    anyhow::ensure!(
-        c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()),
-        "country {code:?}: give an ISO 3166-1 alpha-2 code such as CN"
-    );
-    Ok(c)
+    souk::domain::forecast::calendar::country_code(code)
+        .with_context(|| format!("country {code:?}: give an ISO 3166-1 alpha-2 code such as CN"))
 }

@@ -64,6 +64,12 @@ pub fn parse_calendar(text: &str) -> Result<Vec<Period>, Vec<LineError>> {
     parse(text, true)
 }
 
+/// A country code as stored: ISO 3166-1 alpha-2, two ASCII letters, upper-cased (`cn` is CN).
+pub fn country_code(code: &str) -> Option<String> {
+    let c = code.trim().to_ascii_uppercase();
+    (c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())).then_some(c)
+}
+
 /// Reads a country's calendar: the same file, for every SKU of the country's merchants, so
 /// the `sku` column must be empty.
 pub fn parse_country_calendar(text: &str) -> Result<Vec<Period>, Vec<LineError>> {
