@@ -252,6 +252,8 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
             file,
             replace,
         } => {
+            // A bad code is refused before the file is read.
+            let country = country.as_deref().map(country_code).transpose()?;
             let text =
                 std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             use souk::domain::forecast::calendar::{parse_calendar, parse_country_calendar};
@@ -277,7 +279,6 @@ pub(crate) async fn forecast_command(config: Config, action: ForecastAction) -> 
                     (merchant, days)
                 }
                 (None, Some(country)) => {
-                    let country = country_code(&country)?;
                     let days =
                         souk::store::calendar::write_country(&app.pool, &country, &periods, replace).await?;
                     (country, days)

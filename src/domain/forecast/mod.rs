@@ -222,8 +222,9 @@ pub fn forecast_series(y: &[f64], s: &Settings) -> SkuForecast {
         return out;
     }
     // Rolling origins: fit on hist[..o], score the next h days (or fewer at the end).
-    let mut best: Option<(&dyn Model, f64, f64, f64)> = None; // (model, sse, sum f, days)
-                                                              // (actual, forecast) of every validation day: this candidate's, and the best one's.
+    // (model, sse, sum f, days) of the best candidate so far.
+    let mut best: Option<(&dyn Model, f64, f64, f64)> = None;
+    // (actual, forecast) of every validation day: this candidate's, and the best one's.
     let (mut pairs, mut best_pairs) = (Vec::new(), Vec::new());
     let candidates = match s.period {
         Period::Day => daily_candidates(hist.len()),
@@ -298,10 +299,11 @@ fn covering_dispersion(pairs: &[(f64, f64)], p: f64, most: f64) -> f64 {
     let mut phi = guess.clamp(least, most);
     if covers(phi) {
         for _ in 0..8 {
-            if phi <= least || !covers((phi / 1.2).max(least)) {
+            let lower = (phi / 1.2).max(least);
+            if lower >= phi || !covers(lower) {
                 break;
             }
-            phi = (phi / 1.2).max(least);
+            phi = lower;
         }
         phi
     } else {
