@@ -259,11 +259,13 @@ pub async fn orders_with_targets(pool: &PgPool, ids: &[i64]) -> Result<Vec<Optio
 
 /// Whether an order is backed by this payment.
 pub async fn payment_in_use(pool: &PgPool, provider: &str, payment_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE payment_provider = $1 AND payment_id = $2)")
-        .bind(provider)
-        .bind(payment_id)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payment_claims WHERE payment_provider = $1 AND payment_id = $2)",
+    )
+    .bind(provider)
+    .bind(payment_id)
+    .fetch_one(pool)
+    .await
 }
 
 /// The sub-orders of an order with how each ended: (status, actor of its rejection if it was

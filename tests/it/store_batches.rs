@@ -398,3 +398,85 @@ async fn batch_writes_use_indexes_without_statistics() {
     tx.rollback().await.unwrap();
     p.stop().await;
 }
+
+/// One payment backs one order (migration 0026's claims): of two orders naming one payment in
+/// the same batch the first is stored and the second is not, nor is a later one in another
+/// batch; the claim names the stored order and no order is left without its claim.
+#[tokio::test]
+async fn a_payment_is_claimed_by_one_order_within_and_across_batches() {
+    use souk::{
+        domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
+        store::{orders::Intake, pipeline::NewOrder},
+    };
+    let p = Pipeline::start(&[]).await;
+    p.merchant("m1", "auto", "accept", 3600).await;
+    p.stock("m1", "A", 10).await;
+    let pool = &p.env.app.pool;
+    let new_order = |sf: &str, payment: &str| {
+        let msg = json!({"type": "order.placed", "version": 1, "order": {
+            "id": sf, "customer": {"id": "c-1"}, "currency": "EUR",
+            "lines": [{"merchant_id": "m1", "sku": "A", "quantity": 1, "unit_price_minor": 100}],
+            "shipping_address": {"country": "FR", "city": "Lyon"},
+            "payment": {"provider": "stripe", "payment_id": payment},
+            "placed_at": "2026-11-24T10:00:00Z"
+        }});
+        let StorefrontCommand::OrderPlaced { order, .. } = parse_command(&msg.to_string()).unwrap() else {
+            unreachable!()
+        };
+        let plan = OrderPlan {
+            total_minor: 100,
+            sub_orders: vec![SubOrderPlan {
+                merchant_id: "m1".to_owned(),
+                lines: vec![("A".to_owned(), 1, 100)],
+                subtotal_minor: 100,
+            }],
+        };
+        NewOrder {
+            order,
+            plan,
+            enqueued_at_ms: 0,
+        }
+    };
+    let batch = [
+        new_order("SF-PC1", "pi_shared"),
+        new_order("SF-PC2", "pi_shared"),
+        new_order("SF-PC3", "pi_own"),
+    ];
+    let got = souk::store::pipeline::insert_orders(pool, &batch).await.unwrap();
+    let kinds: Vec<Intake> = got.iter().map(|s| s.intake).collect();
+    assert_eq!(kinds, [Intake::Created, Intake::PaymentUsed, Intake::Created]);
+    assert_eq!(
+        got[1].order_id, got[0].order_id,
+        "the refusal names the order holding it"
+    );
+    let later = souk::store::pipeline::insert_orders(pool, &[new_order("SF-PC4", "pi_shared")])
+        .await
+        .unwrap();
+    assert_eq!(later[0].intake, Intake::PaymentUsed);
+    assert_eq!(later[0].order_id, got[0].order_id);
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM orders WHERE storefront_order_id LIKE $1",
+            "SF-PC%"
+        )
+        .await,
+        2
+    );
+    assert_eq!(p.order_status("SF-PC2").await, None, "not stored");
+    assert_eq!(p.order_status("SF-PC4").await, None, "not stored");
+    assert_eq!(
+        p.scalar(
+            "SELECT count(*) FROM payment_claims c JOIN orders o ON o.id = c.order_id
+             WHERE o.payment_id = c.payment_id AND o.storefront_order_id LIKE $1",
+            "SF-PC%"
+        )
+        .await,
+        2,
+        "each stored order holds the claim on its own payment"
+    );
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sub_orders s JOIN orders o ON o.id = s.order_id WHERE o.storefront_order_id LIKE $1", "SF-PC%").await,
+        2,
+        "sub-orders only for the stored orders"
+    );
+}

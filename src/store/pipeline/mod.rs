@@ -126,7 +126,7 @@ pub struct NewOrder {
 /// Stores validated orders once each, with their sub-orders, lines and events. An order whose
 /// storefront id is already stored (or appears earlier in the batch) answers `Duplicate`, or
 /// `Conflict` when its content hash differs; an order whose payment already backs another
-/// order is not stored (the unique index of migration 0017 skips it) and answers `PaymentUsed`.
+/// order is not stored (its payment claim, migration 0026, is taken) and answers `PaymentUsed`.
 pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Stored>, sqlx::Error> {
     let mut tx = begin_keyed(pool).await?;
     // The first request of each storefront id is the one inserted.
@@ -172,15 +172,23 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
     let enqueued: Vec<f64> = uniq.iter().map(|&i| reqs[i].enqueued_at_ms as f64).collect();
     let hashes: Vec<String> = reqs.iter().map(|r| content_hash(&r.order)).collect();
     let hash: Vec<&str> = uniq.iter().map(|&i| hashes[i].as_str()).collect();
-    let inserted: Vec<(i64, String)> = sqlx::query_as(
-        "INSERT INTO orders (storefront_order_id, customer, currency, total_minor, status, payment_provider,
-                             payment_id, shipping_address, metadata, placed_at, enqueued_at, content_hash)
-         SELECT sf, c, cur, t, 'received', p, pid, sh, m, pl, to_timestamp(e / 1000), h
-         FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[],
-                     $8::jsonb[], $9::timestamptz[], $10::float8[], $11::text[])
-              WITH ORDINALITY AS x(sf, c, cur, t, p, pid, sh, m, pl, e, h, n)
-         ORDER BY n
-         ON CONFLICT DO NOTHING RETURNING id, storefront_order_id",
+    // Each order inserted claims its payment in the same statement (migration 0026); one whose
+    // payment another order claimed first (earlier in this batch, or committed) is removed again.
+    let inserted: Vec<(i64, String, bool)> = sqlx::query_as(
+        "WITH o AS (
+             INSERT INTO orders (storefront_order_id, customer, currency, total_minor, status, payment_provider,
+                                 payment_id, shipping_address, metadata, placed_at, enqueued_at, content_hash)
+             SELECT sf, c, cur, t, 'received', p, pid, sh, m, pl, to_timestamp(e / 1000), h
+             FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[],
+                         $8::jsonb[], $9::timestamptz[], $10::float8[], $11::text[])
+                  WITH ORDINALITY AS x(sf, c, cur, t, p, pid, sh, m, pl, e, h, n)
+             ORDER BY n
+             ON CONFLICT DO NOTHING RETURNING id, storefront_order_id, payment_provider, payment_id),
+         c AS (
+             INSERT INTO payment_claims (payment_provider, payment_id, order_id)
+             SELECT payment_provider, payment_id, id FROM o ORDER BY id
+             ON CONFLICT DO NOTHING RETURNING order_id)
+         SELECT o.id, o.storefront_order_id, c.order_id IS NOT NULL FROM o LEFT JOIN c ON c.order_id = o.id",
     )
     .bind(&sf)
     .bind(&customer)
@@ -195,7 +203,18 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
     .bind(&hash)
     .fetch_all(&mut *tx)
     .await?;
-    let created: HashMap<String, i64> = inserted.into_iter().map(|(id, s)| (s, id)).collect();
+    let unclaimed: Vec<i64> = inserted.iter().filter(|r| !r.2).map(|r| r.0).collect();
+    if !unclaimed.is_empty() {
+        sqlx::query("DELETE FROM orders WHERE id = ANY($1)")
+            .bind(&unclaimed)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let created: HashMap<String, i64> = inserted
+        .into_iter()
+        .filter(|r| r.2)
+        .map(|(id, s, _)| (s, id))
+        .collect();
     let missing: Vec<&str> = sf.iter().copied().filter(|s| !created.contains_key(*s)).collect();
     // Skipped by the insert: stored before under this id, or (not stored at all) naming a
     // payment that backs another order.
@@ -212,18 +231,20 @@ pub async fn insert_orders(pool: &PgPool, reqs: &[NewOrder]) -> Result<Vec<Store
         .map(|(id, s, h)| (s, (id, h)))
         .collect()
     };
-    let unstored: Vec<&str> = reqs
+    let (un_provider, unstored): (Vec<&str>, Vec<&str>) = reqs
         .iter()
         .map(|r| &r.order)
         .filter(|o| !created.contains_key(&o.id) && !existing.contains_key(&o.id))
-        .map(|o| o.payment.payment_id.as_str())
-        .collect();
+        .map(|o| (o.payment.provider.as_str(), o.payment.payment_id.as_str()))
+        .unzip();
     let payment_used: HashMap<(String, String), i64> = if unstored.is_empty() {
         HashMap::new()
     } else {
         sqlx::query_as::<_, (i64, String, String)>(
-            "SELECT id, payment_provider, payment_id FROM orders WHERE payment_id = ANY($1)",
+            "SELECT c.order_id, c.payment_provider, c.payment_id FROM payment_claims c
+             JOIN unnest($1::text[], $2::text[]) AS u(p, pid) ON c.payment_provider = u.p AND c.payment_id = u.pid",
         )
+        .bind(&un_provider)
         .bind(&unstored)
         .fetch_all(&mut *tx)
         .await?
