@@ -273,12 +273,9 @@ async fn the_outcome_relay_waits_for_open_transactions_and_never_skips_an_event(
 /// so every batch costs time in proportion to every order ever stored.
 #[tokio::test]
 async fn batch_writes_use_indexes_without_statistics() {
-    use souk::{
-        domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
-        store::{
-            orders::Reserve,
-            pipeline::{begin_keyed, hand_over_in, reserve_in, Capture, HandOver, NewOrder, ReserveReq},
-        },
+    use souk::store::{
+        orders::Reserve,
+        pipeline::{begin_keyed, hand_over_in, reserve_in, Capture, HandOver, NewOrder, ReserveReq},
     };
     let p = Pipeline::start(&[]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
@@ -291,32 +288,9 @@ async fn batch_writes_use_indexes_without_statistics() {
             .await
             .unwrap();
     }
-    let new_order = |i: usize| {
-        let msg = json!({"type": "order.placed", "version": 1, "order": {
-            "id": format!("SF-IX{i:05}"), "customer": {"id": "c-1"}, "currency": "EUR",
-            "lines": [{"merchant_id": "m1", "sku": "A", "quantity": 1, "unit_price_minor": 100}],
-            "shipping_address": {"country": "FR", "city": "Lyon"},
-            "payment": {"provider": "stripe", "payment_id": format!("pi_ix{i}")},
-            "placed_at": "2026-11-24T10:00:00Z"
-        }});
-        let StorefrontCommand::OrderPlaced { order, .. } = parse_command(&msg.to_string()).unwrap() else {
-            unreachable!()
-        };
-        let plan = OrderPlan {
-            total_minor: 100,
-            sub_orders: vec![SubOrderPlan {
-                merchant_id: "m1".to_owned(),
-                lines: vec![("A".to_owned(), 1, 100)],
-                subtotal_minor: 100,
-            }],
-        };
-        NewOrder {
-            order,
-            plan,
-            enqueued_at_ms: 0,
-        }
-    };
-    let all: Vec<NewOrder> = (0..3000).map(new_order).collect();
+    let all: Vec<NewOrder> = (0..3000)
+        .map(|i| one_line_order(&format!("SF-IX{i:05}"), &format!("pi_ix{i}")))
+        .collect();
     for chunk in all.chunks(500) {
         souk::store::pipeline::insert_orders(pool, chunk).await.unwrap();
     }
@@ -404,43 +378,15 @@ async fn batch_writes_use_indexes_without_statistics() {
 /// batch; the claim names the stored order and no order is left without its claim.
 #[tokio::test]
 async fn a_payment_is_claimed_by_one_order_within_and_across_batches() {
-    use souk::{
-        domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan},
-        store::{orders::Intake, pipeline::NewOrder},
-    };
+    use souk::store::orders::Intake;
     let p = Pipeline::start(&[]).await;
     p.merchant("m1", "auto", "accept", 3600).await;
     p.stock("m1", "A", 10).await;
     let pool = &p.env.app.pool;
-    let new_order = |sf: &str, payment: &str| {
-        let msg = json!({"type": "order.placed", "version": 1, "order": {
-            "id": sf, "customer": {"id": "c-1"}, "currency": "EUR",
-            "lines": [{"merchant_id": "m1", "sku": "A", "quantity": 1, "unit_price_minor": 100}],
-            "shipping_address": {"country": "FR", "city": "Lyon"},
-            "payment": {"provider": "stripe", "payment_id": payment},
-            "placed_at": "2026-11-24T10:00:00Z"
-        }});
-        let StorefrontCommand::OrderPlaced { order, .. } = parse_command(&msg.to_string()).unwrap() else {
-            unreachable!()
-        };
-        let plan = OrderPlan {
-            total_minor: 100,
-            sub_orders: vec![SubOrderPlan {
-                merchant_id: "m1".to_owned(),
-                lines: vec![("A".to_owned(), 1, 100)],
-                subtotal_minor: 100,
-            }],
-        };
-        NewOrder {
-            order,
-            plan,
-            enqueued_at_ms: 0,
-        }
-    };
     let batch = [
-        new_order("SF-PC1", "pi_shared"),
-        new_order("SF-PC2", "pi_shared"),
-        new_order("SF-PC3", "pi_own"),
+        one_line_order("SF-PC1", "pi_shared"),
+        one_line_order("SF-PC2", "pi_shared"),
+        one_line_order("SF-PC3", "pi_own"),
     ];
     let got = souk::store::pipeline::insert_orders(pool, &batch).await.unwrap();
     let kinds: Vec<Intake> = got.iter().map(|s| s.intake).collect();
@@ -449,7 +395,7 @@ async fn a_payment_is_claimed_by_one_order_within_and_across_batches() {
         got[1].order_id, got[0].order_id,
         "the refusal names the order holding it"
     );
-    let later = souk::store::pipeline::insert_orders(pool, &[new_order("SF-PC4", "pi_shared")])
+    let later = souk::store::pipeline::insert_orders(pool, &[one_line_order("SF-PC4", "pi_shared")])
         .await
         .unwrap();
     assert_eq!(later[0].intake, Intake::PaymentUsed);
@@ -479,4 +425,32 @@ async fn a_payment_is_claimed_by_one_order_within_and_across_batches() {
         2,
         "sub-orders only for the stored orders"
     );
+}
+
+/// A validated order of one unit of m1's SKU A at 100, paid by `payment`, as intake stores it.
+fn one_line_order(sf: &str, payment: &str) -> souk::store::pipeline::NewOrder {
+    use souk::domain::order::{parse_command, OrderPlan, StorefrontCommand, SubOrderPlan};
+    let msg = json!({"type": "order.placed", "version": 1, "order": {
+        "id": sf, "customer": {"id": "c-1"}, "currency": "EUR",
+        "lines": [{"merchant_id": "m1", "sku": "A", "quantity": 1, "unit_price_minor": 100}],
+        "shipping_address": {"country": "FR", "city": "Lyon"},
+        "payment": {"provider": "stripe", "payment_id": payment},
+        "placed_at": "2026-11-24T10:00:00Z"
+    }});
+    let StorefrontCommand::OrderPlaced { order, .. } = parse_command(&msg.to_string()).unwrap() else {
+        unreachable!()
+    };
+    let plan = OrderPlan {
+        total_minor: 100,
+        sub_orders: vec![SubOrderPlan {
+            merchant_id: "m1".to_owned(),
+            lines: vec![("A".to_owned(), 1, 100)],
+            subtotal_minor: 100,
+        }],
+    };
+    souk::store::pipeline::NewOrder {
+        order,
+        plan,
+        enqueued_at_ms: 0,
+    }
 }
