@@ -372,6 +372,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let merchants_per_order = 2.0;
     let calibration = Calibration::measure(&app.pool).await;
     eprintln!("bench: burst of {} orders", opts.orders);
+    let burst_costs0 = costs::Costs::read(&app, &world.sandbox, &world.merchants).await;
     let wal0 = wal_position(&app.pool).await;
     let started = Instant::now();
     app.producer
@@ -379,6 +380,8 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
         .await?;
     wait_settled(&app, &like_all, burst_end as i64, Duration::from_secs(1800)).await?;
     let burst_secs = started.elapsed().as_secs_f64();
+    let burst_costs1 = costs::Costs::read(&app, &world.sandbox, &world.merchants).await;
+    let burst_costs = burst_costs0.per_order(&burst_costs1, opts.orders, &app).await;
     let wal_per_order = match wal0 {
         Some(at) if opts.orders > 0 => wal_bytes_since(&app.pool, &at)
             .await
@@ -440,6 +443,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
             "burst_p50_ms": burst_p50.round(),
             "burst_p99_ms": burst_p99.round(),
             "burst_wal_bytes_per_order": wal_per_order,
+            "burst_costs_per_order": burst_costs,
             "offered_per_s": opts.rate,
             "paced_orders": opts.paced_orders,
             "p50_ms": p50.round(),
@@ -529,13 +533,12 @@ pub fn summarize_pipeline_runs(each: &[serde_json::Value]) -> serde_json::Value 
             out[format!("{key}_runs")] = v.into();
         }
     }
-    if let Some(keys) = each.first().and_then(|r| r["paced_costs_per_order"].as_object()) {
-        for key in keys.keys() {
-            let v: Vec<f64> = each
-                .iter()
-                .filter_map(|r| r["paced_costs_per_order"][key].as_f64())
-                .collect();
-            out["paced_costs_per_order"][key] = median(v).into();
+    for costs in ["burst_costs_per_order", "paced_costs_per_order"] {
+        if let Some(keys) = each.first().and_then(|r| r[costs].as_object()) {
+            for key in keys.keys() {
+                let v: Vec<f64> = each.iter().filter_map(|r| r[costs][key].as_f64()).collect();
+                out[costs][key] = median(v).into();
+            }
         }
     }
     out
@@ -613,6 +616,7 @@ mod tests {
             "bench": "pipeline", "orders": 5000, "orders_per_s": orders_per_s, "p50_ms": 40.0,
             "p99_ms": p99, "oversold": 0, "lost": lost, "webhooks_delivered": 21000,
             "calibration_roundtrip_us": roundtrip,
+            "burst_costs_per_order": {"redis_cpu_ms": roundtrip / 100.0},
         })
     }
 
@@ -636,6 +640,8 @@ mod tests {
             s["calibration_roundtrip_us_runs"],
             serde_json::json!([40.0, 130.0, 35.0])
         );
+        // Each tier's cost per order: its median over the runs.
+        assert_eq!(s["burst_costs_per_order"]["redis_cpu_ms"], 0.4);
         // A lost order in any run shows in the summary.
         assert_eq!(s["lost"], 2);
         assert_eq!(s["oversold"], 0);
