@@ -115,18 +115,32 @@ fn versioned_body(
     if version < 2 {
         return webhook_body(event_type, created_at, data);
     }
-    let mut flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(data)?;
-    if let Some(serde_json::Value::Object(details)) = flat.remove("details") {
-        for (k, v) in details {
-            flat.entry(k).or_insert(v);
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+    // One level of `data` and of `details` is enough: every value below is copied as the
+    // text it is, not parsed into a tree and written again (two deliveries an order).
+    let mut flat: BTreeMap<String, &RawValue> = serde_json::from_str(data)?;
+    if let Some(details) = flat.remove("details") {
+        if let Ok(details) = serde_json::from_str::<BTreeMap<String, &RawValue>>(details.get()) {
+            for (k, v) in details {
+                flat.entry(k).or_insert(v);
+            }
         }
     }
-    serde_json::to_string(&serde_json::json!({
-        "type": event_type,
-        "version": 2,
-        "timestamp": created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": flat,
-    }))
+    // Keys in the order a JSON object of serde_json writes them (sorted), as before.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        data: BTreeMap<String, &'a RawValue>,
+        timestamp: String,
+        r#type: &'a str,
+        version: u8,
+    }
+    serde_json::to_string(&Body {
+        data: flat,
+        timestamp: created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        r#type: event_type,
+        version: 2,
+    })
 }
 
 pub async fn deliver(app: &App, args: &Args, d: &Delivery) -> Result<(), JobError> {
@@ -291,5 +305,38 @@ mod tests {
             v2["data"],
             json!({"sub_order_id": 3, "merchant_id": "m", "reason": "r", "code": "c"})
         );
+    }
+
+    /// Version 2 copies values below the top level as text; read back, each body is the one a
+    /// full parse and rewrite of `data` gives: a field of `data` wins over the same one in
+    /// `details`, `details` that is not an object goes, and nested values, escapes and numbers
+    /// are kept.
+    #[test]
+    fn version_2_bodies_read_back_as_a_full_rewrite_of_data() {
+        let at = chrono::Utc::now();
+        let rewrite = |data: &str| -> serde_json::Value {
+            let mut flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(data).unwrap();
+            if let Some(serde_json::Value::Object(details)) = flat.remove("details") {
+                for (k, v) in details {
+                    flat.entry(k).or_insert(v);
+                }
+            }
+            flat.into()
+        };
+        for data in [
+            r#"{"sub_order_id": 3, "details": {"reason": "r", "sub_order_id": 9}}"#,
+            r#"{"lines": [{"sku": "a\"b", "quantity": 2}], "note": "\u00fc\n", "total_minor": 12345678901234}"#,
+            r#"{"sub_order_id": 4, "details": "not an object"}"#,
+            r#"{"details": {"carrier": {"name": "DHL", "codes": [1, 2.5]}}, "merchant_id": "m"}"#,
+        ] {
+            let body = versioned_body(2, "x.y", at, data).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["data"], rewrite(data), "{data}");
+            assert_eq!(
+                (v["type"].as_str(), v["version"].as_i64()),
+                (Some("x.y"), Some(2))
+            );
+            assert!(body.starts_with(r#"{"data":"#), "keys sorted as before: {body}");
+        }
     }
 }
