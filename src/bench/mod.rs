@@ -373,7 +373,6 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let calibration = Calibration::measure(&app.pool).await;
     eprintln!("bench: burst of {} orders", opts.orders);
     let burst_costs0 = costs::Costs::read(&app, &world.sandbox, &world.merchants).await;
-    let wal0 = wal_position(&app.pool).await;
     let started = Instant::now();
     app.producer
         .push_raw_many(crate::enqueue::STOREFRONT, &burst)
@@ -382,12 +381,7 @@ pub async fn pipeline(config: &Config, opts: &PipelineBenchOptions) -> anyhow::R
     let burst_secs = started.elapsed().as_secs_f64();
     let burst_costs1 = costs::Costs::read(&app, &world.sandbox, &world.merchants).await;
     let burst_costs = burst_costs0.per_order(&burst_costs1, opts.orders, &app).await;
-    let wal_per_order = match wal0 {
-        Some(at) if opts.orders > 0 => wal_bytes_since(&app.pool, &at)
-            .await
-            .map(|b| (b / opts.orders as f64).round()),
-        _ => None,
-    };
+    let wal_per_order = burst_costs["wal_bytes"].as_f64().filter(|_| opts.orders > 0);
     let (burst_p50, burst_p99, _) = notify_latency(&app, &like_all, &first_burst).await?;
 
     eprintln!("bench: {} orders offered at {}/s", opts.paced_orders, opts.rate);
