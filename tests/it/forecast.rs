@@ -692,6 +692,7 @@ async fn a_stock_out_is_lost_demand_not_a_fall_in_demand() {
         fell < 0.9 * empty,
         "a real fall in stock is followed down: {fell:.2} a day against {empty:.2}"
     );
+    env.cleanup().await;
 }
 
 /// Four months of 4 a day with three 3-day promotions at 12 a day and two holidays with nothing
@@ -766,6 +767,7 @@ async fn holidays_and_promotions_are_set_aside_and_move_the_forecast_on_their_da
         "the promotion ahead: {mean:?}"
     );
     assert!(mean[3] < 0.8 * level, "the holiday ahead: {mean:?}");
+    env.cleanup().await;
 }
 
 /// A country's holidays, loaded once by an operator, move the forecasts of that country's
@@ -839,6 +841,7 @@ async fn a_countrys_holidays_move_the_forecasts_of_its_merchants_only() {
     assert!(cn[5] < 0.7 * cn[4], "the country's holiday ahead: {cn:?}");
     // Without the country, the past holidays were three unexplained zero days: no dip ahead.
     assert!(other[5] > 0.8 * other[4], "{other:?}");
+    env.cleanup().await;
 }
 
 /// A merchant in Shanghai: an order placed at 20:00 UTC on 06-20 is a sale of its 06-21, and
@@ -875,4 +878,5 @@ async fn a_merchants_sales_days_are_counted_in_its_time_zone() {
     let (ok, text) = set("Asia/Shanghai");
     assert!(ok, "{text}");
     assert_eq!(counted_on().await, day("2026-06-21"), "04:00 in Shanghai");
+    env.cleanup().await;
 }

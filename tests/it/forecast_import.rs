@@ -424,4 +424,5 @@ async fn a_merchant_sends_its_history_calendar_and_time_zone_through_its_api() {
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
+    env.cleanup().await;
 }

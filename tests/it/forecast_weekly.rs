@@ -105,4 +105,5 @@ async fn a_weekly_merchant_is_imported_forecast_and_advised_by_week() {
         ok && text.contains("forecast by week from 2026-10-12") && text.contains("next week:"),
         "{text}"
     );
+    env.cleanup().await;
 }

@@ -425,6 +425,7 @@ async fn a_payment_is_claimed_by_one_order_within_and_across_batches() {
         2,
         "sub-orders only for the stored orders"
     );
+    p.stop().await;
 }
 
 /// A validated order of one unit of m1's SKU A at 100, paid by `payment`, as intake stores it.
